@@ -1,0 +1,135 @@
+"""Real ``twistd -n vigo`` processes and CLI runs, for integration tests.
+
+A server is ready when it logs its ready line; tests wait for that event (and
+for process exit), never for time to pass. Processes are stopped by the PID
+this harness started, never by name.
+"""
+
+import json
+import os
+import signal
+import sys
+
+from twisted.internet import defer, error, protocol, reactor
+from twisted.internet.utils import getProcessOutputAndValue
+
+BIN = os.path.dirname(sys.executable)
+READY = b"server "
+TIMEOUT = 60.0
+
+
+def tool(name):
+    return os.path.join(BIN, name)
+
+
+def environment(**extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIGO_")}
+    env.update(extra)
+    return env
+
+
+def write_config(directory, **sections):
+    """A server.yaml on loopback with ephemeral ports; ``sections`` add keys."""
+    os.makedirs(directory, exist_ok=True)
+    config = {
+        "server": {
+            "data_dir": os.path.join(directory, "data"),
+            "hostname": "localhost",
+            "envoy_listen": "127.0.0.1:0",
+            "api_listen": "127.0.0.1:0",
+        },
+        "checkin": {"interval": "15s"},
+    }
+    for section, values in sections.items():
+        config.setdefault(section, {}).update(values)
+    path = os.path.join(directory, "server.yaml")
+    with open(path, "w") as f:
+        json.dump(config, f)  # JSON is YAML
+    return path
+
+
+class ServerProcess(protocol.ProcessProtocol):
+    """One ``twistd -n vigo`` child process."""
+
+    def __init__(self, config_path, args=()):
+        self.config_path = config_path
+        self.args = list(args)
+        self.output = b""
+        self.ready = defer.Deferred()
+        self.ended = defer.Deferred()
+        self.exit_code = None
+        self.run = None
+        self._timeout = None
+
+    @property
+    def data_dir(self):
+        with open(self.config_path) as f:
+            return json.load(f)["server"]["data_dir"]
+
+    def start(self):
+        argv = [tool("twistd"), "-n", "--pidfile=", "vigo", "--config", self.config_path]
+        self.transport = reactor.spawnProcess(
+            self, argv[0], argv + self.args, env=environment(),
+            path=os.path.dirname(self.config_path),
+        )
+        self._timeout = reactor.callLater(TIMEOUT, self._too_slow)
+        return self.ready
+
+    def _too_slow(self):
+        self._timeout = None
+        if not self.ready.called:
+            self.ready.errback(RuntimeError("server not ready in time:\n" + self.output.decode()))
+            self.kill()
+
+    def outReceived(self, data):
+        self.output += data
+        if not self.ready.called and b" ready: " in self.output:
+            with open(os.path.join(self.data_dir, "run.json")) as f:
+                self.run = json.load(f)
+            if self._timeout is not None and self._timeout.active():
+                self._timeout.cancel()
+            self.ready.callback(self)
+
+    errReceived = outReceived
+
+    def processEnded(self, reason):
+        self.exit_code = reason.value.exitCode
+        if self._timeout is not None and self._timeout.active():
+            self._timeout.cancel()
+        if not self.ready.called:
+            self.ready.errback(RuntimeError(
+                "server exited (%r) before ready:\n%s" % (self.exit_code, self.output.decode())))
+        self.ended.callback(self.exit_code)
+
+    def signal(self, name):
+        try:
+            self.transport.signalProcess(name)
+        except error.ProcessExitedAlready:
+            pass
+        return self.ended
+
+    def stop(self):
+        """SIGTERM, and a Deferred that fires when it has exited."""
+        return self.signal("TERM")
+
+    def kill(self):
+        """SIGKILL: no chance to flush anything."""
+        return self.signal("KILL")
+
+    @property
+    def envoy_server(self):
+        return "127.0.0.1:%d" % (self.run["envoy_port"],)
+
+
+def run_tool(name, *args, **env):
+    """(stdout, stderr, exit code) of one run of a console script."""
+    return getProcessOutputAndValue(
+        tool(name), [str(a) for a in args], env=environment(**env), reactor=reactor
+    )
+
+
+def vigocli(data_dir, *args):
+    return run_tool("vigocli", "--data-dir", data_dir, *args)
+
+
+__all__ = ["ServerProcess", "run_tool", "vigocli", "write_config", "signal"]

@@ -1,0 +1,134 @@
+"""The envoy channel protocol over an in-memory transport."""
+
+import json
+
+from hypothesis import given, settings, strategies as st
+from twisted.internet import defer
+from twisted.internet.testing import StringTransport
+from twisted.trial import unittest
+
+from tests.fleetkit import EnvoyKey, FleetKit
+from vigo.fleet import wire
+from vigo.fleet.channel import ATTACH_TIMEOUT, EnvoyChannelFactory
+
+
+def frames(data):
+    """Every (kind, payload) in a byte stream of frames."""
+    out = []
+    while data:
+        length = int.from_bytes(data[:4], "big")
+        body, data = data[4 : 4 + length], data[4 + length :]
+        if body[0] == wire.NO_CHANGE:
+            out.append((body[0], wire.decode_no_change(body)))
+        elif len(body) == 1:
+            out.append((body[0], None))
+        else:
+            out.append((body[0], json.loads(body[1:])))
+    return out
+
+
+class ChannelTests(unittest.TestCase):
+    def setUp(self):
+        self.kit = FleetKit(self)
+        self.factory = EnvoyChannelFactory(self.kit.fleet, self.kit.enrollment, self.kit.clock)
+        self.protocol, self.transport = self.connect()
+
+    def connect(self):
+        protocol = self.factory.buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        self.addCleanup(lambda: protocol.connectionLost(None) if not transport.disconnecting else None)
+        return protocol, transport
+
+    def received(self, transport=None):
+        transport = transport or self.transport
+        data = transport.value()
+        transport.clear()
+        return frames(data)
+
+    def send_json(self, kind, fields, protocol=None):
+        (protocol or self.protocol).dataReceived(wire.frame(wire.encode_json(kind, fields)))
+
+    def attach_fields(self, key):
+        ts = self.kit.now_ms()
+        return {"envoy_id": key.id, "server_id": self.kit.identity.id, "ts": ts,
+                "signature": wire.b64(key.attach_signature(self.kit.identity.id, ts))}
+
+    @defer.inlineCallbacks
+    def test_register_attach_checkin(self):
+        key = EnvoyKey()
+        token = yield self.kit.enrollment.create_token()
+        hostname, public_key, token_text, ts, signature = key.register_fields(token, self.kit.now_ms())
+        self.send_json(wire.REGISTER, {"hostname": hostname, "public_key": wire.b64(public_key),
+                                       "token": token_text, "ts": ts, "signature": wire.b64(signature)})
+        yield self.kit.store.run(lambda c: None)  # let the enrollment commit
+        [(kind, fields)] = self.received()
+        self.assertEqual((kind, fields["envoy_id"]), (wire.REGISTERED, key.id))
+        self.send_json(wire.ATTACH, self.attach_fields(key))
+        [(kind, fields)] = self.received()
+        self.assertEqual(kind, wire.ATTACHED)
+        version = self.kit.hostcrates.bundle_for(key.hostname).version
+        # Two check-ins in one write, the second split across two reads.
+        first = wire.frame(key.checkin_body(self.kit.now_ms(), version))
+        second = wire.frame(key.checkin_body(self.kit.now_ms(), version))
+        self.protocol.dataReceived(first + second[:7])
+        self.protocol.dataReceived(second[7:])
+        self.assertEqual(self.received(), [(wire.NO_CHANGE, 1), (wire.NO_CHANGE, 2)])
+
+    @defer.inlineCallbacks
+    def test_pending_push_delivered_at_attach(self):
+        key, record = yield defer.ensureDeferred(self.kit.enroll())
+        yield self.kit.fleet.force_push(key.id)
+        self.send_json(wire.ATTACH, self.attach_fields(key))
+        self.assertEqual([kind for kind, _ in self.received()], [wire.ATTACHED, wire.FORCE_PUSH])
+
+    def test_checkin_before_attach_refused(self):
+        key = EnvoyKey()
+        self.protocol.dataReceived(wire.frame(key.checkin_body(self.kit.now_ms())))
+        [(kind, fields)] = self.received()
+        self.assertEqual((kind, fields["code"]), (wire.REFUSED, "not_attached"))
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_unknown_envoy_refused_but_connection_kept(self):
+        self.send_json(wire.ATTACH, self.attach_fields(EnvoyKey()))
+        [(kind, fields)] = self.received()
+        self.assertEqual(fields["code"], "unknown_envoy")
+        self.assertFalse(fields["retryable"])
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_oversize_and_empty_frames_hang_up(self):
+        for length in (wire.MAX_REQUEST + 1, 0):
+            protocol, transport = self.connect()
+            protocol.dataReceived(length.to_bytes(4, "big") + b"\x02")
+            [(kind, fields)] = self.received(transport)
+            self.assertEqual(fields["code"], "malformed")
+            self.assertTrue(transport.disconnecting)
+
+    def test_malformed_json_and_types(self):
+        for body in [b"\x02not json", b"\x02[1]", b'\x02{"envoy_id": 1}', b"\x7f"]:
+            protocol, transport = self.connect()
+            protocol.dataReceived(wire.frame(body))
+            [(kind, fields)] = self.received(transport)
+            self.assertEqual((kind, fields["code"]), (wire.REFUSED, "malformed"))
+
+    def test_unattached_connection_times_out(self):
+        self.kit.clock.advance(ATTACH_TIMEOUT + 1)
+        [(kind, fields)] = self.received()
+        self.assertEqual(fields["code"], "timeout")
+        self.assertTrue(self.transport.disconnecting)
+
+    @defer.inlineCallbacks
+    def test_connection_lost_detaches(self):
+        key, record = yield defer.ensureDeferred(self.kit.enroll())
+        self.send_json(wire.ATTACH, self.attach_fields(key))
+        self.assertIs(record.connection, self.protocol)
+        self.protocol.connectionLost(None)
+        self.assertIsNone(record.connection)
+
+    @given(st.binary(max_size=400))
+    @settings(max_examples=300, deadline=None)
+    def test_fuzz_never_crashes_or_changes_state(self, data):
+        protocol, transport = self.connect()
+        protocol.dataReceived(data)
+        self.assertEqual(len(self.kit.fleet.index), 0)
+        self.assertIsNone(protocol.record)

@@ -1,0 +1,189 @@
+"""One Vigo server: its parts wired together as a Twisted service.
+
+``VigoServer`` is a ``MultiService``. Starting it opens the store, rebuilds the
+fleet index, and only then starts listening, so no envoy is ever answered from
+a half-loaded index. Stopping it stops listening, writes behind what is dirty
+and closes the store.
+"""
+
+import json
+import os
+
+from twisted.application import internet, service
+from twisted.internet import defer, endpoints
+from twisted.logger import Logger
+from twisted.web.server import Site
+
+from vigo.api.app import AdminAPI
+from vigo.api.auth import ApiTokens
+from vigo.config import Address
+from vigo.fleet.channel import EnvoyChannelFactory
+from vigo.fleet.enrollment import Enrollment
+from vigo.fleet.fleet import Fleet
+from vigo.fleet.hostcrates import Hostcrates
+from vigo.fleet.ownership import StandaloneOwnership
+from vigo.identity import load_or_create_identity, write_private_file
+from vigo.metrics import fleet_registry
+from vigo.store import Store
+from vigo.tls import api_server_options, ensure_api_certificate, identity_server_options
+
+LISTEN_BACKLOG = 4096  # a reconnect storm of 10,000 envoys overflows Twisted's 50
+FLUSH_INTERVAL = 10.0  # seconds between write-behind batches
+RUN_FILE = "run.json"
+
+
+class VigoServer(service.MultiService):
+    """The standalone server (and, later, the fleet half of a spanner bolt)."""
+
+    log = Logger()
+
+    def __init__(self, config, reactor):
+        service.MultiService.__init__(self)
+        self.config = config
+        self.reactor = reactor
+        self.clock = reactor
+        data_dir = config.server.data_dir
+        self.identity = load_or_create_identity(data_dir)
+        self.hostcrates = (
+            Hostcrates.from_file(config.hostcrates) if config.hostcrates else Hostcrates()
+        )
+        self.store = Store.in_directory(data_dir, reactor)
+        self.fleet = Fleet(
+            self.store, self.identity, self.hostcrates, reactor,
+            config.checkin.interval, config.checkin.offline_after,
+        )
+        self.envoy_address = config.server.envoy_listen
+        self.ownership = StandaloneOwnership(self.identity, self.envoy_address)
+        self.enrollment = Enrollment(
+            self.fleet, self.store, self.identity, self.ownership, reactor, self.envoy_address
+        )
+        self.api_tokens = ApiTokens(self.store, reactor)
+        self.registry = fleet_registry(self.fleet)
+        self.api = AdminAPI(self)
+        self.started_at = None
+        self.ports = {}
+        self.ready = defer.Deferred()
+        internet.TimerService(FLUSH_INTERVAL, self._flush).setServiceParent(self)
+        internet.TimerService(config.checkin.interval, self.fleet.sweep).setServiceParent(self)
+
+    def startService(self):
+        service.Service.startService(self)
+        self.started_at = self.clock.seconds()
+        d = defer.ensureDeferred(self._start())
+        d.addCallbacks(self.ready.callback, self._failed)
+
+    async def _start(self):
+        self.store.open()
+        loaded = await self.fleet.load()
+        await self.api_tokens.load(self.config.server.data_dir)
+        for child in list(self):
+            child.startService()
+        envoy_port = await self._listen_envoys()
+        self.envoy_address = self._advertised(self.config.server.envoy_listen, envoy_port)
+        self.ownership = StandaloneOwnership(self.identity, self.envoy_address)
+        self.enrollment.ownership = self.ownership
+        self.enrollment.envoy_address = self.envoy_address
+        api_port = await self._listen_api()
+        self.ports = {"envoy": envoy_port, "api": api_port}
+        self._write_run_file()
+        self.log.info(
+            "vigo {mode} server {id} ready: {n} envoys; envoys on {envoy}, API on {api}",
+            mode=self.config.spanner.mode, id=self.identity.id, n=loaded,
+            envoy=envoy_port, api=self.api_url(),
+        )
+        return self
+
+    def _failed(self, reason):
+        self.log.failure("vigo server failed to start", reason)
+        self.ready.errback(reason)
+        if self.reactor.running:
+            self.reactor.stop()
+
+    async def _listen_envoys(self):
+        listen = self.config.server.envoy_listen
+        endpoint = endpoints.SSL4ServerEndpoint(
+            self.reactor, listen.port, identity_server_options(self.identity),
+            backlog=LISTEN_BACKLOG, interface=listen.host,
+        )
+        self._envoy_port = await endpoint.listen(
+            EnvoyChannelFactory(self.fleet, self.enrollment, self.clock)
+        )
+        return self._envoy_port.getHost().port
+
+    async def _listen_api(self):
+        listen = self.config.server.api_listen
+        if self.config.server.tls is not None:
+            cert, key = self.config.server.tls.cert_file, self.config.server.tls.key_file
+        else:
+            cert, key = ensure_api_certificate(
+                self.config.server.data_dir, self.config.server.hostname, listen.host
+            )
+        endpoint = endpoints.SSL4ServerEndpoint(
+            self.reactor, listen.port, api_server_options(cert, key),
+            backlog=128, interface=listen.host,
+        )
+        site = Site(self.api.resource())
+        site.displayTracebacks = False
+        site.noisy = False
+        self._api_port = await endpoint.listen(site)
+        return self._api_port.getHost().port
+
+    def _advertised(self, listen, port):
+        """The address clients should dial: the listen host, or our hostname
+        when listening on every interface."""
+        host = listen.host
+        if host in ("0.0.0.0", "::", ""):
+            host = self.config.server.hostname
+        return Address(host, port)
+
+    def api_url(self):
+        host = self.config.server.api_listen.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        return "https://%s:%d" % (host, self.ports.get("api", self.config.server.api_listen.port))
+
+    def _write_run_file(self):
+        """Where this server listens, for ``vigocli --data-dir`` and tests."""
+        info = {
+            "server_id": self.identity.id,
+            "pid": os.getpid(),
+            "api_url": self.api_url(),
+            "envoy_port": self.ports["envoy"],
+            "envoy_address": str(self.envoy_address),
+            "mode": self.config.spanner.mode,
+        }
+        path = os.path.join(self.config.server.data_dir, RUN_FILE)
+        if os.path.exists(path):
+            os.unlink(path)
+        write_private_file(path, json.dumps(info, indent=2).encode("utf-8"))
+
+    def _flush(self):
+        if self.running and self.ports:
+            return self.fleet.flush()
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        for port in ("_envoy_port", "_api_port"):
+            listening = getattr(self, port, None)
+            if listening is not None:
+                yield listening.stopListening()
+        yield service.MultiService.stopService(self)
+        if self.ports:
+            yield self.fleet.flush()
+        yield self.store.close()
+
+    def status(self):
+        """The server at a glance, for ``/api/v1/status`` and ``vigocli status``."""
+        now = self.clock.seconds()
+        return {
+            "server_id": self.identity.id,
+            "fingerprint": self.identity.fingerprint,
+            "hostname": self.config.server.hostname,
+            "mode": self.config.spanner.mode,
+            "version": __import__("vigo").__version__,
+            "uptime": 0.0 if self.started_at is None else now - self.started_at,
+            "envoy_address": str(self.envoy_address),
+            "checkin_interval": self.config.checkin.interval,
+            "envoys": self.fleet.counts(),
+            "checkins": dict(self.fleet.stats.checkins),
+        }

@@ -1,0 +1,188 @@
+"""SQLite under ``data_dir``: one connection, one thread, group commit.
+
+Every query runs on the store's own thread, never on the reactor. Work is
+queued as functions of a cursor; the thread takes whatever is queued, runs each
+job inside its own savepoint of one transaction, commits (``synchronous=FULL``,
+so a commit is on disk), and only then answers each job on the reactor thread.
+A yes from the store therefore means durable, and a burst of enrollments pays
+for one fsync, not one each. A job that raises is rolled back alone.
+"""
+
+import os
+import queue
+import sqlite3
+import threading
+
+from twisted.internet import defer
+from twisted.python import failure, log
+
+DB_FILE = "vigo.sqlite3"
+
+# Each migration takes the schema from version N-1 to N; never edit a shipped one.
+MIGRATIONS = (
+    (
+        1,
+        (
+            """CREATE TABLE envoys (
+                id TEXT PRIMARY KEY,
+                hostname TEXT NOT NULL,
+                public_key BLOB NOT NULL,
+                state TEXT NOT NULL DEFAULT 'active',
+                enrolled_at REAL NOT NULL,
+                token_id TEXT,
+                last_seen REAL,
+                last_seq INTEGER NOT NULL DEFAULT 0,
+                checkins INTEGER NOT NULL DEFAULT 0,
+                applied_version BLOB,
+                pending_push INTEGER NOT NULL DEFAULT 0,
+                redirect TEXT
+            )""",
+            "CREATE UNIQUE INDEX envoys_active_hostname ON envoys(hostname) "
+            "WHERE state = 'active'",
+            """CREATE TABLE enrollment_tokens (
+                id TEXT PRIMARY KEY,
+                secret_hash BLOB NOT NULL,
+                uses INTEGER NOT NULL,
+                used INTEGER NOT NULL DEFAULT 0,
+                created_at REAL NOT NULL,
+                expires_at REAL
+            )""",
+            """CREATE TABLE api_tokens (
+                id TEXT PRIMARY KEY,
+                secret_hash BLOB NOT NULL UNIQUE,
+                name TEXT NOT NULL,
+                created_at REAL NOT NULL
+            )""",
+        ),
+    ),
+)
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+class StoreError(Exception):
+    """The database cannot be opened or is newer than this server."""
+
+
+def migrate(connection):
+    """Bring the schema up to ``SCHEMA_VERSION``; refuse a newer database."""
+    (version,) = connection.execute("PRAGMA user_version").fetchone()
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            "database schema version %d is newer than this server's %d; "
+            "upgrade vigosrv" % (version, SCHEMA_VERSION)
+        )
+    for target, statements in MIGRATIONS:
+        if target <= version:
+            continue
+        with connection:
+            for statement in statements:
+                connection.execute(statement)
+            connection.execute("PRAGMA user_version = %d" % (target,))
+    return SCHEMA_VERSION
+
+
+def connect(path):
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    connection.execute("PRAGMA journal_mode = WAL")
+    connection.execute("PRAGMA synchronous = FULL")
+    connection.execute("PRAGMA foreign_keys = ON")
+    connection.execute("PRAGMA busy_timeout = 5000")
+    return connection
+
+
+_STOP = object()
+
+
+class Store:
+    """The server's database, worked on by one thread.
+
+    ``run(job, *args)`` queues ``job(cursor, *args)`` and returns a Deferred
+    that fires with its result once the transaction holding it is committed.
+    """
+
+    def __init__(self, path, reactor):
+        self.path = path
+        self._reactor = reactor
+        self._queue = queue.SimpleQueue()
+        self._thread = None
+        self._connection = None
+        self.commits = 0
+
+    @classmethod
+    def in_directory(cls, data_dir, reactor):
+        os.makedirs(data_dir, mode=0o700, exist_ok=True)
+        return cls(os.path.join(data_dir, DB_FILE), reactor)
+
+    def open(self):
+        """Open (and migrate) the database and start the store thread."""
+        try:
+            self._connection = connect(self.path)
+            migrate(self._connection)
+        except sqlite3.Error as e:
+            raise StoreError("cannot open %s: %s" % (self.path, e))
+        self._thread = threading.Thread(
+            target=self._work, name="vigo-store", daemon=True
+        )
+        self._thread.start()
+
+    def run(self, job, *args):
+        d = defer.Deferred()
+        self._queue.put((job, args, d))
+        return d
+
+    def close(self):
+        """Finish queued work, then stop the thread; fires when closed."""
+        if self._thread is None:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._queue.put((_STOP, (), d))
+        self._thread = None
+        return d
+
+    def _work(self):
+        connection = self._connection
+        cursor = connection.cursor()
+        while True:
+            batch = [self._queue.get()]
+            while True:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = [item for item in batch if item[0] is _STOP]
+            jobs = [item for item in batch if item[0] is not _STOP]
+            if jobs:
+                self._run_batch(cursor, jobs)
+            if stop:
+                connection.close()
+                for _, _, d in stop:
+                    self._reactor.callFromThread(d.callback, None)
+                return
+
+    def _run_batch(self, cursor, jobs):
+        results = []
+        try:
+            cursor.execute("BEGIN IMMEDIATE")
+            for job, args, d in jobs:
+                cursor.execute("SAVEPOINT job")
+                try:
+                    outcome = (True, job(cursor, *args))
+                except BaseException:
+                    outcome = (False, failure.Failure())
+                    cursor.execute("ROLLBACK TO job")
+                cursor.execute("RELEASE job")
+                results.append((d, outcome))
+            cursor.execute("COMMIT")
+            self.commits += 1
+        except sqlite3.Error:
+            # The transaction itself failed (disk full, I/O error): nothing
+            # in it is durable, so every job in it fails.
+            reason = failure.Failure()
+            log.err(reason, "vigo store: transaction failed")
+            try:
+                cursor.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            results = [(d, (False, reason)) for _, _, d in jobs]
+        for d, (ok, value) in results:
+            self._reactor.callFromThread(d.callback if ok else d.errback, value)

@@ -1,0 +1,62 @@
+"""``twistd vigo``: options, and the service they make.
+
+The config is loaded while options are parsed, so a bad config or a retired
+option stops twistd with one line (naming the key, the value and what is
+allowed) and a non-zero exit, before anything listens.
+"""
+
+from twisted.python import usage
+
+from vigo.config import MIGRATION_DOC, RETIRED_KEYS, ConfigError, load_config
+
+
+def _retired(name):
+    def refuse(self, value):
+        raise usage.UsageError(
+            "--%s is a retired hub-and-spoke option; spanner federation replaced it, "
+            "see %s" % (name, MIGRATION_DOC)
+        )
+
+    refuse.__doc__ = "Retired (hub-and-spoke); see %s." % (MIGRATION_DOC,)
+    return refuse
+
+
+class Options(usage.Options):
+    synopsis = "[--mode standalone|spanner] [--config PATH] [--data-dir DIR]"
+    longdesc = (
+        "Run vigosrv, the Vigo fleet server. Envoys enroll and check in over TLS on "
+        "server.envoy_listen; admins use the HTTPS API on server.api_listen "
+        "(vigocli). The config file is --config, else $VIGO_CONFIG_FILE, else "
+        "./server.yaml, else built-in defaults; options override the file."
+    )
+    optParameters = [
+        ["config", "c", None, "Path of server.yaml (default: $VIGO_CONFIG_FILE, then ./server.yaml)."],
+        ["mode", "m", None, "standalone (one server owns every envoy) or spanner (a federation bolt); overrides spanner.mode."],
+        ["data-dir", "d", None, "Directory for the identity key, SQLite database and local admin token; overrides server.data_dir."],
+    ]
+
+    config = None
+
+    def postOptions(self):
+        if self["mode"] is not None and self["mode"] not in ("standalone", "spanner"):
+            raise usage.UsageError(
+                "--mode: %r is not a mode (use standalone or spanner)" % (self["mode"],)
+            )
+        try:
+            self.config = load_config(
+                self["config"], mode=self["mode"], data_dir=self["data-dir"]
+            )
+        except ConfigError as e:
+            raise usage.UsageError(str(e))
+
+
+for _key in sorted(RETIRED_KEYS):
+    setattr(Options, "opt_" + _key, _retired(_key.replace("_", "-")))
+
+
+def makeService(options):
+    from twisted.internet import reactor
+
+    from vigo.server import VigoServer
+
+    return VigoServer(options.config, reactor)

@@ -1,0 +1,117 @@
+"""Secrets that admit things: enrollment tokens for envoys, API tokens for admins.
+
+Secrets are 256-bit random and stored only as SHA-256 hashes (a slow hash buys
+nothing at that entropy). An enrollment token also carries what an envoy needs
+to trust the server before it sends the secret: the server's id, envoy address
+and key fingerprint.
+"""
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+
+import attr
+
+ENROLLMENT_PREFIX = "vgoe_"
+API_PREFIX = "vgot_"
+MAX_TOKEN_LENGTH = 2048
+
+
+class TokenError(ValueError):
+    """A token that cannot be read; the message says why."""
+
+
+def hash_secret(secret):
+    """The stored form of a secret (bytes or text)."""
+    if isinstance(secret, str):
+        secret = secret.encode("utf-8")
+    return hashlib.sha256(secret).digest()
+
+
+def _b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64url(text):
+    padded = text + "=" * (-len(text) % 4)
+    try:
+        return base64.urlsafe_b64decode(padded.encode("ascii"))
+    except (binascii.Error, ValueError, UnicodeEncodeError):
+        raise TokenError("the token is not valid base64url")
+
+
+def new_id():
+    return _b64url(os.urandom(9))
+
+
+@attr.s(frozen=True, slots=True)
+class EnrollmentToken:
+    """A one-time (or N-time) enrollment token as handed to an envoy."""
+
+    token_id = attr.ib()
+    secret = attr.ib(repr=False)
+    server_id = attr.ib()
+    address = attr.ib()
+    fingerprint = attr.ib()
+
+    @classmethod
+    def mint(cls, server_id, address, fingerprint):
+        return cls(new_id(), _b64url(os.urandom(32)), server_id, address, fingerprint)
+
+    def encode(self):
+        payload = {
+            "v": 1,
+            "sid": self.server_id,
+            "addr": self.address,
+            "fp": self.fingerprint,
+            "tid": self.token_id,
+            "sec": self.secret,
+        }
+        return ENROLLMENT_PREFIX + _b64url(
+            json.dumps(payload, separators=(",", ":")).encode("utf-8")
+        )
+
+    __str__ = encode
+
+    @property
+    def secret_hash(self):
+        return hash_secret(self.secret)
+
+    @classmethod
+    def decode(cls, text):
+        """Parse a token; ``TokenError`` says what is wrong with it."""
+        if not isinstance(text, str):
+            raise TokenError("the token must be a string")
+        text = text.strip()
+        if len(text) > MAX_TOKEN_LENGTH:
+            raise TokenError("the token is too long")
+        if not text.startswith(ENROLLMENT_PREFIX):
+            raise TokenError(
+                "not an enrollment token (they start with %r)" % (ENROLLMENT_PREFIX,)
+            )
+        try:
+            payload = json.loads(_unb64url(text[len(ENROLLMENT_PREFIX):]).decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise TokenError("the token is damaged (its payload is not JSON)")
+        if not isinstance(payload, dict) or payload.get("v") != 1:
+            raise TokenError("unsupported enrollment token version")
+        fields = {}
+        for key in ("sid", "addr", "fp", "tid", "sec"):
+            value = payload.get(key)
+            if not isinstance(value, str) or not value or len(value) > 256:
+                raise TokenError("the token is damaged (field %r is missing)" % (key,))
+            fields[key] = value
+        return cls(
+            token_id=fields["tid"],
+            secret=fields["sec"],
+            server_id=fields["sid"],
+            address=fields["addr"],
+            fingerprint=fields["fp"],
+        )
+
+
+def new_api_token():
+    """A fresh admin API token: ``(token_id, text)``; store ``hash_secret(text)``."""
+    return new_id(), API_PREFIX + _b64url(os.urandom(32))
