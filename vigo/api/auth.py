@@ -1,0 +1,131 @@
+"""Admin API tokens: who may use ``/api/v1``.
+
+Tokens (``vgot_...``) are 256-bit random secrets stored only as SHA-256
+hashes, in the ``api_tokens`` table and, for checking, in memory. On the
+server host a local admin token lives in ``<data_dir>/admin-token`` (mode
+0600) so ``vigocli --data-dir`` works with nothing to paste; its hash is on
+disk before the file is written, so the file never names a token the server
+would refuse.
+"""
+
+import os
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from vigo.identity import write_private_file
+from vigo.tokens import API_PREFIX, MAX_TOKEN_LENGTH, hash_secret, new_api_token
+
+ADMIN_TOKEN_FILE = "admin-token"
+LOCAL_ADMIN = "local-admin"
+MAX_NAME_LENGTH = 100
+_BEARER = b"bearer"
+
+
+def load_hashes(cursor):
+    return [row[0] for row in cursor.execute("SELECT secret_hash FROM api_tokens")]
+
+
+def insert_api_token(cursor, token_id, secret_hash, name, now):
+    cursor.execute(
+        "INSERT INTO api_tokens (id, secret_hash, name, created_at) VALUES (?, ?, ?, ?)",
+        (token_id, secret_hash, name, now),
+    )
+
+
+def replace_local_admin(cursor, token_id, secret_hash, now):
+    """Store a new local admin token, retiring the one whose file was lost."""
+    cursor.execute("DELETE FROM api_tokens WHERE name = ?", (LOCAL_ADMIN,))
+    insert_api_token(cursor, token_id, secret_hash, LOCAL_ADMIN, now)
+
+
+def bearer_token(authorization):
+    """The token of an ``Authorization: Bearer <token>`` header value, or None."""
+    if isinstance(authorization, str):
+        authorization = authorization.encode("utf-8", "replace")
+    if not authorization or len(authorization) > MAX_TOKEN_LENGTH:
+        return None
+    scheme, _, token = authorization.strip().partition(b" ")
+    token = token.strip()
+    if scheme.lower() != _BEARER or not token:
+        return None
+    return token
+
+
+class ApiTokens:
+    """The set of admin API tokens this server accepts.
+
+    ``store`` is an ``IStore``; ``clock`` an ``IReactorTime`` (for
+    ``created_at``).
+    """
+
+    log = Logger()
+
+    def __init__(self, store, clock):
+        self.store = store
+        self.clock = clock
+        self._hashes = set()
+
+    def __len__(self):
+        return len(self._hashes)
+
+    @defer.inlineCallbacks
+    def load(self, data_dir):
+        """Load the stored hashes and make sure the local admin token exists.
+
+        A Deferred that fires with the path of the admin token file.
+        """
+        hashes = yield self.store.run(load_hashes)
+        self._hashes = set(hashes)
+        path = os.path.join(data_dir, ADMIN_TOKEN_FILE)
+        existing = _read_token(path)
+        if existing is not None and hash_secret(existing) in self._hashes:
+            return path
+        token_id, text = new_api_token()
+        secret_hash = hash_secret(text)
+        yield self.store.run(replace_local_admin, token_id, secret_hash, self.clock.seconds())
+        self._hashes = set((yield self.store.run(load_hashes)))
+        os.makedirs(data_dir, mode=0o700, exist_ok=True)
+        write_private_file(path, (text + "\n").encode("ascii"))
+        self.log.info("wrote a new local admin API token to {path}", path=path)
+        return path
+
+    def check(self, authorization):
+        """True when ``authorization`` (a header value, bytes or None) holds a
+        token this server accepts."""
+        token = bearer_token(authorization)
+        if token is None:
+            return False
+        # The hash of a 256-bit random secret gives a timing observer nothing
+        # to walk towards, so a set lookup is as good as a constant-time scan.
+        return hash_secret(token) in self._hashes
+
+    def create(self, name):
+        """Mint a token named ``name``; a Deferred of its text, durable when it fires."""
+        if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME_LENGTH:
+            raise ValueError(f"name must be a string of 1 to {MAX_NAME_LENGTH} characters")
+        token_id, text = new_api_token()
+        secret_hash = hash_secret(text)
+
+        def stored(_):
+            self._hashes.add(secret_hash)
+            return text
+
+        d = self.store.run(insert_api_token, token_id, secret_hash, name, self.clock.seconds())
+        return d.addCallback(stored)
+
+
+def _read_token(path):
+    """The token text in ``path``, or None if it is missing or not a token."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_TOKEN_LENGTH + 1)
+    except FileNotFoundError:
+        return None
+    try:
+        text = data.decode("ascii").strip()
+    except UnicodeDecodeError:
+        return None
+    if not text.startswith(API_PREFIX) or len(text) > MAX_TOKEN_LENGTH:
+        return None
+    return text

@@ -1,0 +1,133 @@
+"""How ``vigocli`` shows the server's answers to people.
+
+Each printer takes the server's JSON answer and the output streams. What a
+script should capture goes to ``out``; notes for the person at the terminal
+go to ``err``. ``--json`` bypasses all of this.
+"""
+
+import datetime
+
+
+def format_age(seconds):
+    """A short age: ``42s``, ``3m05s``, ``2h01m``, ``4d03h``; ``-`` for never."""
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
+
+
+def format_time(timestamp):
+    """A UTC ISO 8601 time to the second; ``-`` for None."""
+    if timestamp is None:
+        return "-"
+    moment = datetime.datetime.fromtimestamp(timestamp, datetime.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def yes_no(value):
+    """``yes`` or ``no``."""
+    return "yes" if value else "no"
+
+
+def table(rows, headers, out):
+    """Print ``rows`` (lists of text) under ``headers`` in left-aligned columns."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row)]
+    for row in [headers] + rows:
+        line = "  ".join(cell.ljust(w) for cell, w in zip(row, widths))
+        print(line.rstrip(), file=out)
+
+
+def fields(pairs, out):
+    """Print ``(label, value)`` pairs as aligned ``label  value`` lines."""
+    width = max(len(label) for label, _ in pairs)
+    for label, value in pairs:
+        print(f"{label.ljust(width)}  {value}", file=out)
+
+
+def status(answer, out, err):
+    """``vigocli status``."""
+    envoys = answer.get("envoys", {})
+    total, active, online, connected = (
+        envoys.get(k, 0) for k in ("total", "active", "online", "connected"))
+    checkins = ", ".join(f"{k} {v}" for k, v in sorted(answer.get("checkins", {}).items()))
+    fields([
+        ("server", answer.get("server_id")),
+        ("hostname", answer.get("hostname")),
+        ("mode", answer.get("mode")),
+        ("version", answer.get("version")),
+        ("uptime", format_age(answer.get("uptime"))),
+        ("envoy address", answer.get("envoy_address")),
+        ("check-in interval", format_age(answer.get("checkin_interval"))),
+        ("envoys", f"{total} total, {active} active, {online} online, {connected} connected"),
+        ("check-ins", checkins or "none yet"),
+    ], out)
+
+
+def token_created(answer, out, err):
+    """``vigocli token create``: the token alone on ``out``, the note on ``err``."""
+    print(answer["token"], file=out)
+    uses = answer.get("uses", 1)
+    expires = answer.get("expires_at")
+    envoys = "1 envoy" if uses == 1 else f"{uses} envoys"
+    lifetime = "never expires" if expires is None else f"expires at {format_time(expires)}"
+    print(f"This enrollment token is shown once: keep it now. It enrolls {envoys} and "
+          f"{lifetime}.", file=err)
+
+
+def envoy_table(answer, out, err):
+    """``vigocli envoys list``."""
+    envoys = answer.get("envoys", [])
+    if not envoys:
+        print("no envoys", file=out)
+        return
+    rows = [[e["id"], e["hostname"], e["state"], yes_no(e["online"]),
+             format_age(e.get("last_seen_age"))] for e in envoys]
+    table(rows, ["ID", "HOSTNAME", "STATE", "ONLINE", "LAST-SEEN-AGO"], out)
+
+
+def envoy_details(answer, out, err):
+    """``vigocli envoys show``."""
+    redirect = answer.get("redirect")
+    seen = answer.get("last_seen") is not None
+    fields([
+        ("id", answer["id"]),
+        ("hostname", answer["hostname"]),
+        ("state", answer["state"]),
+        ("online", yes_no(answer.get("online"))),
+        ("connected", yes_no(answer.get("connected"))),
+        ("enrolled", format_time(answer.get("enrolled_at"))),
+        ("last seen", f"{format_age(answer.get('last_seen_age'))} ago" if seen else "never"),
+        ("check-ins", answer.get("checkins")),
+        ("hostcrate", answer.get("hostcrate") or "-"),
+        ("bundle", (answer.get("bundle_version") or "")[:16]),
+        ("applied", (answer.get("applied_version") or "")[:16]),
+        ("up to date", yes_no(answer.get("up_to_date"))),
+        ("pending push", yes_no(answer.get("pending_push"))),
+        ("redirect", "-" if not redirect else redirect.get("address", redirect)),
+    ], out)
+
+
+def envoy_pushed(answer, out, err):
+    """``vigocli envoys push``."""
+    envoy = answer["envoy_id"]
+    if answer.get("delivered") == "now":
+        print(f"force-push sent to envoy {envoy}", file=out)
+    else:
+        print(f"force-push queued for envoy {envoy}: it is not connected, so it gets its "
+              "bundle when it next attaches", file=out)
+
+
+def envoy_revoked(answer, out, err):
+    """``vigocli envoys revoke``."""
+    print(f"envoy {answer['envoy_id']} {answer.get('state', 'revoked')}", file=out)

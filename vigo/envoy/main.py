@@ -1,0 +1,453 @@
+"""``vigo-envoy``: enroll this machine, run its envoy, or simulate a fleet.
+
+    vigo-envoy register --server HOST:PORT --token TOKEN [--hostname H] --state-dir DIR
+    vigo-envoy run --state-dir DIR [--once]
+    vigo-envoy sim --server HOST:PORT --token TOKEN --count N --interval 15s
+                   [--hostname-template 'web{n}.dc1.example.com'] [--duration 60s] [--json]
+                   [--concurrency 200] [--source-addresses 4]
+
+``--server`` is where to connect (default: the address in the token); the
+server's key is always pinned to the fingerprint in the token. Exit codes:
+0 done, 1 refused or failed (the server's reason is printed), 2 usage.
+"""
+
+import argparse
+import json
+import random
+import socket
+import sys
+
+from twisted.internet import defer, task
+from zope.interface import implementer
+
+from vigo.config import parse_address, parse_duration
+
+from .protocol import (
+    IEnvoyListener,
+    Redirected,
+    Refused,
+    connect,
+    jittered,
+    next_seq,
+    reconnect_delay,
+)
+from .sim import DEFAULT_HOSTNAME_TEMPLATE, Simulator
+from .state import EnvoyState, StateError
+
+MAX_HOPS = 5  # redirects followed in a row
+REQUEST_TIMEOUT = 30.0
+
+
+class Fatal(Exception):
+    """Stop with this message and exit code (1 unless given)."""
+
+    def __init__(self, message, code=1):
+        Exception.__init__(self, message)
+        self.code = code
+
+
+# -- register -----------------------------------------------------------------
+
+
+@defer.inlineCallbacks
+def register(reactor, state, hostname, token, address=None, listener=None):
+    """Enroll ``state``'s key with ``token`` (following redirects) and save the answer.
+
+    Dials ``address`` (default: the token's) pinned to the token's fingerprint.
+    A Deferred of the ``EnvoyClientProtocol`` to attach on, or None when the
+    envoy must attach to another server (the one now saved in ``state``).
+    """
+    address = address or token.address
+    fingerprint = token.fingerprint
+    for _ in range(MAX_HOPS + 1):
+        protocol = yield connect(reactor, address, fingerprint, listener)
+        try:
+            registered = yield protocol.register(
+                hostname, state.public_key, str(token), token.token_id, state.sign
+            ).addTimeout(REQUEST_TIMEOUT, reactor)
+        except Redirected as r:
+            address, fingerprint = r.address, r.fingerprint
+            continue
+        if registered.fingerprint != fingerprint:
+            protocol.close()  # another server holds the envoy: attach there
+            protocol, address = None, registered.address
+        state.record_registration(hostname, registered, address)
+        return protocol
+    raise Fatal(f"more than {MAX_HOPS} redirects in a row; last to {address}")
+
+
+@defer.inlineCallbacks
+def attach(reactor, state, protocol=None, listener=None):
+    """Attach to the server in ``state`` (following and saving redirects).
+
+    A Deferred of ``(protocol, Attached)``.
+    """
+    for _ in range(MAX_HOPS + 1):
+        if protocol is None:
+            protocol = yield connect(reactor, state.server_address, state.server_fingerprint,
+                                     listener)
+        try:
+            attached = yield protocol.attach(
+                state.envoy_id, state.server_id, state.sign, state.server_key
+            ).addTimeout(REQUEST_TIMEOUT, reactor)
+        except Redirected as r:
+            state.set_server(r.address, r.fingerprint, r.server_id)
+            protocol = None
+            continue
+        except BaseException:
+            protocol.close()
+            raise
+        state.learn_server_key(protocol.server_key)
+        state.last_seq = max(state.last_seq, attached.last_seq)
+        return protocol, attached
+    raise Fatal(f"more than {MAX_HOPS} redirects in a row; last to {state.server_address}")
+
+
+@defer.inlineCallbacks
+def register_command(reactor, args, token, out):
+    state = EnvoyState.open(args.state_dir, create=True)
+    if state.registered:
+        raise Fatal(f"{args.state_dir} already holds envoy {state.envoy_id}; "
+                    "use another --state-dir to enroll again")
+    hostname = args.hostname or socket.getfqdn()
+    protocol = yield register(reactor, state, hostname, token, args.server)
+    protocol, _ = yield attach(reactor, state, protocol)
+    protocol.close()
+    out.write(f"registered {hostname} as envoy {state.envoy_id} with server "
+              f"{state.server_id} at {state.server_address}\n")
+
+
+# -- run ------------------------------------------------------------------------
+
+
+@implementer(IEnvoyListener)
+class EnvoyRunner:
+    """The envoy for real: attach, check in every interval (with jitter), apply
+    bundles, follow ForcePush and Redirect, reconnect with backoff. An
+    ``IEnvoyListener`` of its own connection."""
+
+    def __init__(self, reactor, state, out, random=random):
+        self.reactor = reactor
+        self.state = state
+        self.out = out
+        self.random = random
+        self.protocol = None
+        self.verbose = True
+        self._wake = None
+        self._force = self._moved = False
+
+    @defer.inlineCallbacks
+    def once(self):
+        """Attach, check in once, hang up; a Deferred of what happened (one line)."""
+        self.verbose = False
+        self.protocol, _ = yield attach(self.reactor, self.state, listener=self)
+        try:
+            kind, latency = yield self._check_in()
+        except Redirected as r:
+            self._follow(r)
+            return f"redirected to {r.address}: run again"
+        finally:
+            if self.protocol is not None:
+                self.protocol.close()
+        if kind == "bundle":
+            return f"bundle {self.state.bundle_version.hex()} applied ({latency * 1000:.1f} ms)"
+        return f"no_change ({latency * 1000:.1f} ms)"
+
+    @defer.inlineCallbacks
+    def run(self):
+        """Check in forever; fails only on a refusal that retrying cannot fix."""
+        attempt = 0
+        while True:
+            try:
+                self.protocol, attached = yield attach(self.reactor, self.state, listener=self)
+            except Refused as e:
+                if not e.retryable:
+                    raise
+                self._say(f"attach refused: {e.reason}")
+            except Fatal:
+                raise
+            except Exception as e:  # noqa: BLE001 -- any failure: back off and retry
+                self._say(f"cannot attach to {self.state.server_address}: {e}")
+            else:
+                attempt = 0
+                self._say(f"attached to server {self.state.server_id} at "
+                          f"{self.state.server_address} (every {attached.interval:g} s)")
+                yield self._check_in_loop(attached.interval)
+                if self._moved:
+                    self._moved = False
+                    continue  # redirected: go there at once
+            delay = reconnect_delay(attempt, self.random)
+            attempt += 1
+            self._say(f"reconnecting in {delay:.1f} s")
+            yield self._sleep(delay)
+
+    @defer.inlineCallbacks
+    def _check_in_loop(self, interval):
+        self._force = True  # the first check-in right after attaching
+        while self.protocol is not None:
+            if not self._force:
+                yield self._sleep(jittered(interval, self.random))
+                if self.protocol is None:
+                    break
+            self._force = False
+            try:
+                yield self._check_in()
+            except Redirected as r:
+                self._follow(r)
+            except Refused as e:
+                self._say(f"check-in refused: {e.reason} ({e.code})")
+            except Exception as e:  # noqa: BLE001 -- the connection is gone or bad
+                self._say(f"check-in failed: {e}")
+                if self.protocol is not None:
+                    self.protocol.abort()
+                self.protocol = None
+
+    def _check_in(self):
+        seq = next_seq(self.state.last_seq, self.reactor.seconds())
+        self.state.record_seq(seq)
+        d = self.protocol.checkin(seq, self.state.bundle_version)
+        return d.addTimeout(REQUEST_TIMEOUT, self.reactor)
+
+    def _follow(self, redirect):
+        self._say(f"redirected to {redirect.address} ({redirect.reason})")
+        self.state.set_server(redirect.address, redirect.fingerprint, redirect.server_id)
+        if self.protocol is not None:
+            self.protocol.close()
+        self.protocol = None
+        self._moved = True
+        self._wake_up()
+
+    def _sleep(self, delay):
+        d = self._wake = defer.Deferred()
+        call = self.reactor.callLater(delay, self._wake_up)
+        return d.addBoth(lambda _: call.cancel() if call.active() else None)
+
+    def _wake_up(self):
+        d, self._wake = self._wake, None
+        if d is not None:
+            d.callback(None)
+
+    def _say(self, line):
+        if not self.verbose:
+            return
+        self.out.write(line + "\n")
+        self.out.flush()
+
+    # IEnvoyListener
+    def envoy_connected(self, protocol):
+        pass
+
+    def envoy_disconnected(self, protocol, reason):
+        if protocol is self.protocol:
+            self._say(f"disconnected: {reason.getErrorMessage()}")
+            self.protocol = None
+            self._wake_up()
+
+    def envoy_force_push(self, protocol):
+        self._force = True
+        self._wake_up()
+
+    def envoy_redirected(self, protocol, redirect):
+        if protocol is self.protocol:
+            self._follow(redirect)
+
+    def envoy_refused(self, protocol, refusal):
+        self._say(f"server refused: {refusal.reason} ({refusal.code})")
+
+    def envoy_bundle(self, protocol, bundle):
+        self.state.apply_bundle(bundle)
+        self._say(f"applied bundle {bundle.version.hex()} (seq {bundle.seq})")
+
+
+@defer.inlineCallbacks
+def run_command(reactor, args, out):
+    state = EnvoyState.open(args.state_dir)
+    if not state.registered:
+        raise Fatal(f"{args.state_dir} holds no enrolled envoy; run vigo-envoy register first")
+    runner = EnvoyRunner(reactor, state, out)
+    if args.once:
+        out.write((yield runner.once()) + "\n")
+    else:
+        yield runner.run()
+
+
+# -- sim ------------------------------------------------------------------------
+
+
+def format_summary(summary):
+    """The simulator's summary as a few human-readable lines."""
+    s = summary
+    storms = ", ".join(
+        f"{x['envoys']} envoys in {x['seconds']} s" if x["seconds"] is not None
+        else f"{x['reattached']}/{x['envoys']} back after {x['for_s']} s, unfinished"
+        for x in s["reconnect_storms"])
+
+    def counts(d):
+        return ", ".join(f"{k} {v}" for k, v in sorted(d.items())) or "none"
+
+    return (
+        f"enrolled     {s['enrolled']}/{s['count']} ({s['enroll_failed']} failed) in "
+        f"{s['enroll_s']} s ({s['enroll_per_s']}/s)\n"
+        f"check-ins    {s['checkins']} ({s['checkins_per_s']}/s over {s['steady_s']} s; "
+        f"expected {s['expected_per_s']}/s; {s['bundles']} bundles)\n"
+        f"latency      p50 {s['p50_ms']} ms, p99 {s['p99_ms']} ms, "
+        f"max {s['latency_ms']['max_ms']} ms\n"
+        f"refusals     {counts(s['refusals'])}\n"
+        f"errors       {counts(s['errors'])}\n"
+        f"reconnects   {s['reconnects']} (storms: {storms or 'none'}); "
+        f"redirects {s['redirects']}; force pushes {s['force_pushes']}; late {s['late']}\n"
+    )
+
+
+def _raise_file_limit(count):
+    try:
+        import resource
+    except ImportError:
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = count + 256
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        if new < wanted:
+            sys.stderr.write(f"vigo-envoy: only {new} open files allowed; "
+                             f"{count} envoys need about {wanted}\n")
+
+
+@defer.inlineCallbacks
+def sim_command(reactor, args, token, out):
+    from tqdm import tqdm
+
+    _raise_file_limit(args.count)
+    progress = tqdm(total=args.count, unit="envoy", desc="enrolling", file=sys.stderr)
+    sim = Simulator(reactor, args.server, token, args.count, args.interval,
+                    hostname_template=args.hostname_template, concurrency=args.concurrency,
+                    source_addresses=args.source_addresses, progress=progress)
+    reported = []
+
+    def report(summary):
+        if not reported:
+            reported.append(summary)
+            out.write(json.dumps(summary, indent=2) + "\n" if args.json
+                      else format_summary(summary))
+            out.flush()
+        return summary
+
+    def interrupted():  # Ctrl-C: still print what was measured
+        if not reported:
+            return sim.stop().addCallback(report)
+
+    reactor.addSystemEventTrigger("before", "shutdown", interrupted)
+    yield sim.start()
+    if args.duration is None:
+        yield defer.Deferred()  # until interrupted
+    yield task.deferLater(reactor, args.duration, lambda: None)
+    summary = report((yield sim.stop()))
+    if summary["enrolled"] == 0 and args.count > 0:
+        raise Fatal("no envoy enrolled")
+
+
+# -- the command line -----------------------------------------------------------
+
+
+def _duration(text):
+    try:
+        return parse_duration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _positive_duration(text):
+    seconds = _duration(text)
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be more than zero")
+    return seconds
+
+
+def _address(text):
+    try:
+        return str(parse_address(text))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _template(text):
+    if "{n}" not in text:
+        raise argparse.ArgumentTypeError(f"{text!r} must contain {{n}} (the envoy's number)")
+    return text
+
+
+def build_parser():
+    """The ``vigo-envoy`` argument parser."""
+    parser = argparse.ArgumentParser(prog="vigo-envoy", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = commands.add_parser("register", help="enroll this machine with a token")
+    p.add_argument("--server", type=_address, metavar="HOST:PORT",
+                   help="where to connect (default: the token's address)")
+    p.add_argument("--token", required=True, help="an enrollment token (vgoe_...)")
+    p.add_argument("--hostname", help="this envoy's hostname (default: the FQDN)")
+    p.add_argument("--state-dir", required=True, metavar="DIR")
+    p = commands.add_parser("run", help="check in forever (or --once)")
+    p.add_argument("--state-dir", required=True, metavar="DIR")
+    p.add_argument("--once", action="store_true", help="attach, check in once, exit")
+    p = commands.add_parser("sim", help="simulate N envoys in this process")
+    p.add_argument("--server", type=_address, metavar="HOST:PORT",
+                   help="where to connect (default: the token's address)")
+    p.add_argument("--token", required=True, help="an enrollment token with enough uses")
+    p.add_argument("--count", type=int, required=True, metavar="N")
+    p.add_argument("--interval", type=_positive_duration, default=15.0,
+                   help="check-in interval (default 15s)")
+    p.add_argument("--hostname-template", type=_template, default=DEFAULT_HOSTNAME_TEMPLATE)
+    p.add_argument("--duration", type=_duration,
+                   help="how long to check in after enrolling (default: until Ctrl-C)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--concurrency", type=int, default=200, help="enrollments at once")
+    p.add_argument("--source-addresses", type=int, default=4,
+                   help="spread loopback connections over 127.0.0.1..127.0.0.N")
+    return parser
+
+
+def main(argv=None, out=None):
+    """The ``vigo-envoy`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    out = out or sys.stdout
+    token = None
+    if args.command in ("register", "sim"):
+        from vigo.tokens import EnrollmentToken, TokenError
+
+        try:
+            token = EnrollmentToken.decode(args.token)
+        except TokenError as e:
+            parser.error(f"--token: {e}")
+    if args.command == "sim" and args.count < 0:
+        parser.error("--count must not be negative")
+
+    def command(reactor):
+        if args.command == "register":
+            d = register_command(reactor, args, token, out)
+        elif args.command == "run":
+            d = run_command(reactor, args, out)
+        else:
+            d = sim_command(reactor, args, token, out)
+        return d.addErrback(_exit)
+
+    task.react(command)
+
+
+def _exit(failure):
+    e = failure.value
+    if isinstance(e, Refused):
+        message, code = f"refused: {e.reason} ({e.code})", 1
+    elif isinstance(e, (Fatal, StateError)):
+        message, code = str(e), getattr(e, "code", 1)
+    elif isinstance(e, SystemExit):
+        return failure
+    else:
+        message, code = f"failed: {failure.getErrorMessage() or e.__class__.__name__}", 1
+    sys.stderr.write(f"vigo-envoy: {message}\n")
+    raise SystemExit(code)
+
+
+if __name__ == "__main__":
+    main()
