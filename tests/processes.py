@@ -58,6 +58,7 @@ class ServerProcess(protocol.ProcessProtocol):
         self.ready = defer.Deferred()
         self.ended = defer.Deferred()
         self.exit_code = None
+        self.exit_signal = None  # the signal that ended it (twistd re-raises SIGTERM)
         self.run = None
         self._timeout = None
 
@@ -94,6 +95,7 @@ class ServerProcess(protocol.ProcessProtocol):
 
     def processEnded(self, reason):
         self.exit_code = reason.value.exitCode
+        self.exit_signal = getattr(reason.value, "signal", None)
         if self._timeout is not None and self._timeout.active():
             self._timeout.cancel()
         if not self.ready.called:

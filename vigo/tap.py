@@ -5,6 +5,8 @@ option stops twistd with one line (naming the key, the value and what is
 allowed) and a non-zero exit, before anything listens.
 """
 
+import sys
+
 from twisted.python import usage
 
 from vigo.config import MIGRATION_DOC, RETIRED_KEYS, ConfigError, load_config
@@ -47,7 +49,10 @@ class Options(usage.Options):
                 self["config"], mode=self["mode"], data_dir=self["data-dir"]
             )
         except ConfigError as e:
-            raise usage.UsageError(str(e))
+            # One line, not twistd's usage text: the config is wrong, not the
+            # command line.
+            sys.stderr.write("twistd vigo: %s\n" % (e,))
+            raise SystemExit(1)
 
 
 for _key in sorted(RETIRED_KEYS):
