@@ -5,6 +5,8 @@ import time
 
 import nacl.signing
 from twisted.internet import reactor
+from twisted.internet.task import Clock
+from zope.interface import implementer
 
 from vigo.config import Address
 from vigo.fleet import wire
@@ -13,11 +15,8 @@ from vigo.fleet.fleet import Fleet
 from vigo.fleet.hostcrates import Hostcrates
 from vigo.fleet.ownership import StandaloneOwnership
 from vigo.identity import Identity, key_id
-from vigo.store import Store
-from twisted.internet.task import Clock
-from zope.interface import implementer
-
 from vigo.interfaces import IEnvoyConnection
+from vigo.store import Store
 
 HOSTCRATES = [
     {"match": "web*.dc1.example.com", "environment": "prod", "roles": ["web"]},

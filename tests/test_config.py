@@ -933,3 +933,12 @@ class PropertyTests(FixedHostnameMixin, SynchronousTestCase):
     @given(shaped)
     def test_config_shaped_data(self, data):
         self.check(data)
+
+
+class UnprintableKeyTests(SynchronousTestCase):
+    """Found by Hypothesis: a key with a newline once broke the one-line error."""
+
+    def test_newline_in_key_stays_on_one_line(self):
+        for data in ({"\n": 1}, {"server": {"a\nb": 1}}):
+            error = self.assertRaises(ConfigError, config_from_mapping, data, source="f.yaml")
+            self.assertNotIn("\n", str(error))

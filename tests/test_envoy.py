@@ -21,21 +21,20 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from vigo.envoy import main as envoy_main
-from vigo.envoy.protocol import (
-    NO_VERSION,
-    READY,
+from vigo.envoy.answers import (
     Attached,
     BundleRejected,
-    EnvoyClientProtocol,
     EnvoyProtocolError,
-    IEnvoyListener,
     Redirected,
     Refused,
     Registered,
     canonical_document,
-    next_seq,
 )
-from vigo.envoy.sim import LatencyHistogram, SimEnvoy, Simulator
+from vigo.envoy.cadence import next_seq
+from vigo.envoy.latency import LatencyHistogram
+from vigo.envoy.protocol import NO_VERSION, READY, EnvoyClientProtocol, IEnvoyListener
+from vigo.envoy.sim import Simulator
+from vigo.envoy.sim_envoy import SimEnvoy
 from vigo.envoy.state import EnvoyState, StateError
 from vigo.fleet import wire
 from vigo.identity import Identity, key_id, verify_signature
@@ -522,7 +521,7 @@ class StateTests(TestCase):
             "e1", server.id, server.public_key, server.fingerprint, "bolt1:1530", 15.0),
             "127.0.0.1:1530")
         state.record_seq(42)
-        from vigo.envoy.protocol import Bundle
+        from vigo.envoy.answers import Bundle
         state.apply_bundle(Bundle(42, b"\x02" * 32, DOCUMENT))
         again = EnvoyState.open(path)
         self.assertTrue(again.registered)

@@ -338,7 +338,7 @@ class DaemonTests(IntegrationTestCase):
         }
         names = list(cases)
         d = defer.gatherResults([self.refused(*cases[n]) for n in names], consumeErrors=True)
-        return d.addCallback(lambda results: dict(zip(names, results)))
+        return d.addCallback(lambda results: dict(zip(names, results, strict=True)))
 
     @defer.inlineCallbacks
     def test_bad_configs_name_the_key(self):

@@ -120,7 +120,7 @@ def _duration(text):
         if parse_duration(text) <= 0:
             raise ValueError(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (use e.g. 30m, 1h, 7d)")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (use e.g. 30m, 1h, 7d)") from None
     return text
 
 
@@ -207,7 +207,7 @@ def _read(path, what):
         return None
     except OSError as e:
         raise UsageError(f"cannot read the {what} {path}: {e.strerror}; "
-                         "run as the server's user or give the value yourself")
+                         "run as the server's user or give the value yourself") from None
 
 
 def _run_file_url(data_dir):
@@ -264,7 +264,7 @@ def trust_root(path):
     try:
         return ssl.trustRootFromCertificates([ssl.Certificate.loadPEM(b) for b in blocks])
     except SSL.Error as e:
-        raise UsageError(f"{path}: not a certificate: {e}")
+        raise UsageError(f"{path}: not a certificate: {e}") from None
 
 
 def http_client(reactor, target):
@@ -315,12 +315,12 @@ async def call(reactor, client, target, method, path, body=None):
         reason = describe_failure(e)
         if "TLS" in reason or "certificate" in reason:
             reason += "; trust its certificate with --ca-file PEM, or --data-dir DIR on the host"
-        raise Unreachable(f"cannot reach the API at {target.url}: {reason}")
+        raise Unreachable(f"cannot reach the API at {target.url}: {reason}") from None
     try:
         return response.code, json.loads(content)
     except ValueError:
         raise Unreachable(f"{url} answered HTTP {response.code} without JSON; "
-                          "is it a vigo API?")
+                          "is it a vigo API?") from None
 
 
 async def run(reactor, options, out=None, err=None, environ=None):

@@ -42,9 +42,9 @@ def table(rows, headers, out):
     """Print ``rows`` (lists of text) under ``headers`` in left-aligned columns."""
     widths = [len(h) for h in headers]
     for row in rows:
-        widths = [max(w, len(cell)) for w, cell in zip(widths, row)]
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
     for row in [headers] + rows:
-        line = "  ".join(cell.ljust(w) for cell, w in zip(row, widths))
+        line = "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
         print(line.rstrip(), file=out)
 
 

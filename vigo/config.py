@@ -5,31 +5,31 @@ else built-in defaults), parsed with ``yaml.safe_load`` and checked key by key i
 frozen attrs classes.  Any mistake is one :class:`ConfigError` line naming the file,
 the dotted key, the offending value and what is allowed.  Retired hub-and-spoke keys
 are refused wherever they appear, before anything else is looked at.
+
+What each value may be is in ``vigo.config_checks``; durations and addresses are
+read by ``vigo.config_values`` (``parse_duration``, ``parse_address`` and
+``Address`` are importable from here too).
 """
 
-import ipaddress
-import math
 import os
-import re
 import reprlib
 import socket
 
 import attr
 import yaml
 
+from vigo import config_checks as check
+from vigo.config_values import DAY, Address, parse_address, parse_duration
+
+__all__ = [
+    "DAY", "MIGRATION_DOC", "RETIRED_KEYS", "Address", "CheckinConfig", "Config", "ConfigError",
+    "DbusConfig", "GossipConfig", "ServerConfig", "SnapshotConfig", "SpannerConfig", "TLSFiles",
+    "config_from_mapping", "find_config_file", "load_config", "parse_address", "parse_duration",
+]
+
 RETIRED_KEYS = frozenset({"role", "hub", "hub_addr", "spokes", "spoke_id"})
 MIGRATION_DOC = "docs/migration/hub-spoke.md"
 
-DAY = 86400.0
-_DURATION_HINT = "(use e.g. 500ms, 15s, 1h)"
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": DAY}
-_NUMBER = re.compile(r"[0-9]+(?:\.[0-9]+)?")
-_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)")
-_DURATION = re.compile(f"(?:{_PART.pattern})+")
-_ADDRESS = re.compile(r"(?:\[(?P<v6>[^\]]*)\]|(?P<host>[^:\[\]]+)):(?P<port>[0-9]{1,5})")
-_HOST_CHARS = re.compile(r"[A-Za-z0-9_.-]+")
-_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
-_NAME = re.compile(r"[A-Za-z0-9_.-]{1,253}")
 _MISSING = object()
 _RETIRED = (
     f"is a retired hub-and-spoke key; spanner federation replaced it, see {MIGRATION_DOC}"
@@ -40,63 +40,6 @@ _REPR.maxstring = _REPR.maxother = 80
 
 class ConfigError(Exception):
     """A bad config: one line naming the key, the value and what is allowed."""
-
-
-def parse_duration(text):
-    """Return the seconds in ``text``: ``"500ms"``, ``"15s"``, ``"1h30m"``, or a number.
-
-    Units are ms, s, m, h and d.  Raises ValueError on negatives, empty strings,
-    booleans, non-finite numbers and anything else that is not a duration.
-    """
-    spec = text.strip() if isinstance(text, str) else None
-    if type(text) in (int, float):  # not bool: ``true`` is no duration
-        try:
-            seconds = float(text)
-        except OverflowError:
-            seconds = math.inf
-    elif spec and _NUMBER.fullmatch(spec):
-        seconds = float(spec)
-    elif spec and _DURATION.fullmatch(spec):
-        seconds = sum(float(n) * _UNITS[unit] for n, unit in _PART.findall(spec))
-    else:
-        raise ValueError(f"{text!r} is not a duration {_DURATION_HINT}")
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"{text!r} is not a duration: it must be finite and not negative")
-    return seconds
-
-
-@attr.s(frozen=True, slots=True, auto_attribs=True)
-class Address:
-    """A host and TCP/UDP port; ``str()`` gives ``host:port`` (IPv6 in brackets)."""
-    host: str
-    port: int
-
-    def __str__(self):
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
-
-
-def parse_address(text):
-    """Parse ``"host:port"`` or ``"[::1]:port"`` (port 0..65535) into an Address.
-
-    Raises ValueError when the text is not of that shape.
-    """
-    match = _ADDRESS.fullmatch(text) if isinstance(text, str) else None
-    if match is None:
-        raise ValueError(f"{text!r} is not host:port (e.g. 127.0.0.1:1530 or [::1]:1530)")
-    port = int(match["port"])
-    if port > 65535:
-        raise ValueError(f"{text!r} has port {port}; ports are 0..65535")
-    if match["v6"] is not None:
-        try:
-            host = str(ipaddress.IPv6Address(match["v6"]))
-        except ValueError:
-            raise ValueError(f"{text!r}: {match['v6']!r} is not an IPv6 address") from None
-    elif _HOST_CHARS.fullmatch(match["host"]):
-        host = match["host"]
-    else:
-        raise ValueError(f"{text!r}: host may hold only letters, digits, '-', '_' and '.'")
-    return Address(host, port)
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -181,7 +124,8 @@ def find_config_file(explicit=None, environ=os.environ, cwd=None):
     for option, path in (("--config", explicit), ("$VIGO_CONFIG_FILE", env)):
         if path is not None:
             if not os.path.isfile(under_cwd(path)):
-                raise ConfigError(f"{option}: {path!r} is not an existing file (name a config file)")
+                raise ConfigError(
+                    f"{option}: {path!r} is not an existing file (name a config file)")
             return under_cwd(path)
     local = under_cwd("server.yaml")
     return local if os.path.isfile(local) else None
@@ -195,9 +139,9 @@ def load_config(path=None, *, mode=None, data_dir=None, environ=os.environ, cwd=
     cwd = os.getcwd() if cwd is None else cwd
     command_line = _Section("command line", "", {}, ())
     if mode is not None:
-        mode = command_line.convert("--mode", mode, _choice(*_MODES))
+        mode = command_line.convert("--mode", mode, check.choice(*_MODES))
     if data_dir is not None:
-        data_dir = command_line.convert("--data-dir", data_dir, _path(cwd))
+        data_dir = command_line.convert("--data-dir", data_dir, check.path(cwd))
     source = find_config_file(path, environ, cwd)
     data = {} if source is None else _read_yaml(source)
     data = _override(data, "spanner", "mode", mode)
@@ -221,12 +165,13 @@ def config_from_mapping(data, *, source=None, base_dir="."):
     return Config(
         server=server,
         checkin=CheckinConfig(
-            interval=checkin.get("interval", "15s", _duration(0, DAY, "more than 0s, at most 1d")),
-            offline_after=checkin.get("offline_after", 3, _integer(1, 100)),
+            interval=checkin.get(
+                "interval", "15s", check.duration(0, DAY, "more than 0s, at most 1d")),
+            offline_after=checkin.get("offline_after", 3, check.integer(1, 100)),
         ),
-        hostcrates=top.get("hostcrates", None, _optional(_path(base_dir))),
+        hostcrates=top.get("hostcrates", None, check.optional(check.path(base_dir))),
         spanner=_spanner(top.section("spanner", _SPANNER_KEYS), server.hostname),
-        dbus=DbusConfig(bus=dbus.get("bus", "none", _bus)),
+        dbus=DbusConfig(bus=dbus.get("bus", "none", check.bus)),
         source=source,
     )
 
@@ -242,14 +187,14 @@ def _server(server, base_dir):
     if server.data.get("tls") is not None:
         files = server.section("tls", {"cert_file", "key_file"})
         tls = TLSFiles(
-            cert_file=files.get("cert_file", _MISSING, _path(base_dir)),
-            key_file=files.get("key_file", _MISSING, _path(base_dir)),
+            cert_file=files.get("cert_file", _MISSING, check.path(base_dir)),
+            key_file=files.get("key_file", _MISSING, check.path(base_dir)),
         )
     return ServerConfig(
-        data_dir=server.get("data_dir", "var/vigo", _path(base_dir)),
-        hostname=server.get("hostname", socket.gethostname().lower(), _hostname),
-        envoy_listen=server.get("envoy_listen", "127.0.0.1:1530", _address(0)),
-        api_listen=server.get("api_listen", "127.0.0.1:8443", _address(0)),
+        data_dir=server.get("data_dir", "var/vigo", check.path(base_dir)),
+        hostname=server.get("hostname", socket.gethostname().lower(), check.hostname),
+        envoy_listen=server.get("envoy_listen", "127.0.0.1:1530", check.address(0)),
+        api_listen=server.get("api_listen", "127.0.0.1:8443", check.address(0)),
         tls=tls,
     )
 
@@ -258,20 +203,20 @@ def _spanner(spanner, hostname):
     gossip = spanner.section("gossip", _GOSSIP_KEYS)
     snapshot = spanner.section("snapshot", {"anti_entropy"})
     return SpannerConfig(
-        mode=spanner.get("mode", "standalone", _choice(*_MODES)),
-        bolt_name=spanner.get("bolt_name", hostname, _name),
-        patterns=spanner.get_list("patterns", _pattern),
-        peer_listen=spanner.get("peer_listen", "127.0.0.1:1533", _address(0)),
+        mode=spanner.get("mode", "standalone", check.choice(*_MODES)),
+        bolt_name=spanner.get("bolt_name", hostname, check.name),
+        patterns=spanner.get_list("patterns", check.pattern),
+        peer_listen=spanner.get("peer_listen", "127.0.0.1:1533", check.address(0)),
         gossip=GossipConfig(
-            group=gossip.get("group", "239.192.86.71", _multicast_group),
-            port=gossip.get("port", 1532, _integer(1, 65535)),
-            interface=gossip.get("interface", "127.0.0.1", _ip),
-            interval=gossip.get("interval", 0.5, _duration(0.05, 60, "50ms to 60s")),
-            multicast=gossip.get("multicast", True, _boolean),
-            seeds=tuple(str(seed) for seed in gossip.get_list("seeds", _address(1))),
+            group=gossip.get("group", "239.192.86.71", check.multicast_group),
+            port=gossip.get("port", 1532, check.integer(1, 65535)),
+            interface=gossip.get("interface", "127.0.0.1", check.ip),
+            interval=gossip.get("interval", 0.5, check.duration(0.05, 60, "50ms to 60s")),
+            multicast=gossip.get("multicast", True, check.boolean),
+            seeds=tuple(str(seed) for seed in gossip.get_list("seeds", check.address(1))),
         ),
         snapshot=SnapshotConfig(
-            anti_entropy=snapshot.get("anti_entropy", "30s", _duration(1, DAY, "1s to 1d")),
+            anti_entropy=snapshot.get("anti_entropy", "30s", check.duration(1, DAY, "1s to 1d")),
         ),
     )
 
@@ -302,6 +247,8 @@ def _read_yaml(path):
 
 def _fail(where, key, value, problem):
     shown = "missing:" if value is _MISSING else _REPR.repr(value)
+    if not str(key).isprintable():
+        key = repr(key)  # a key with a newline must not break the one-line message
     raise ConfigError(f"{where}: {key}: {shown} {problem}")
 
 
@@ -321,7 +268,7 @@ def _refuse_retired_keys(where, data):
             children = [(f"{key}[{i}]", item) for i, item in enumerate(value)]
         else:
             children = [(f"{key}.{name}" if key else str(name), v) for name, v in value.items()]
-            for (path, _), name in zip(children, value):
+            for (path, _), name in zip(children, value, strict=True):
                 if isinstance(name, str) and name in RETIRED_KEYS:
                     _fail(where, path, name, _RETIRED)
         stack.extend(reversed(children))
@@ -334,10 +281,12 @@ class _Section:
         self.where, self.key = where, key
         self.data = {} if data is None else data
         if not isinstance(self.data, dict):
-            _fail(where, key or "(top level)", data, f"is not a mapping (keys: {_join(allowed)})")
+            _fail(where, key or "(top level)", data,
+                  f"is not a mapping (keys: {check.listing(allowed)})")
         for name in self.data:
             if name not in allowed:
-                _fail(where, self._key(name), name, f"is not a key here (allowed: {_join(allowed)})")
+                _fail(where, self._key(name), name,
+                      f"is not a key here (allowed: {check.listing(allowed)})")
 
     def _key(self, name):
         return f"{self.key}.{name}" if self.key else str(name)
@@ -355,117 +304,12 @@ class _Section:
 
     def get_list(self, name, convert):
         """``convert`` each item of the list ``name`` (default empty) into a tuple."""
-        items = self.get(name, [], _list)
+        items = self.get(name, [], check.list_)
         key = self._key(name)
         return tuple(self.convert(f"{key}[{i}]", item, convert) for i, item in enumerate(items))
 
     def convert(self, key, value, convert):
         try:
             return convert(value)
-        except _Invalid as e:
+        except check.Invalid as e:
             _fail(self.where, key, value, str(e))
-
-
-class _Invalid(Exception):
-    """A converter's complaint: what is allowed instead."""
-
-
-def _join(names):
-    return ", ".join(sorted(names))
-
-
-def _check(ok, problem):
-    """A converter that passes values for which ``ok(value)`` holds, else complains."""
-    def convert(value):
-        if not ok(value):
-            raise _Invalid(problem)
-        return value
-    return convert
-
-
-def _integer(low, high):
-    problem = f"is not an integer from {low} to {high}"
-    return _check(lambda v: type(v) is int and low <= v <= high, problem)
-
-
-def _choice(*allowed):
-    problem = f"is not allowed (allowed: {_join(allowed)})"
-    return _check(lambda v: isinstance(v, str) and v in allowed, problem)
-
-
-_string = _check(lambda v: isinstance(v, str) and v.strip() != "", "is not a non-empty string")
-_list = _check(lambda v: isinstance(v, list), "is not a list")
-_boolean = _check(lambda v: isinstance(v, bool), "is not a boolean (use true or false)")
-_name = _check(
-    lambda v: isinstance(v, str) and _NAME.fullmatch(v) is not None,
-    "is not a name (1 to 253 letters, digits, '-', '_' or '.')",
-)
-_bus = _check(
-    lambda v: isinstance(v, str) and (v in ("none", "session", "system") or ":" in v),
-    "is not a bus (allowed: none, session, system or a D-Bus address like unix:path=/x)",
-)
-
-
-def _duration(low, high, allowed):
-    """Seconds within ``low..high``; zero is never a valid period."""
-    def duration(value):
-        try:
-            seconds = parse_duration(value)
-        except ValueError:
-            raise _Invalid(f"is not a duration {_DURATION_HINT}") from None
-        if not low <= seconds <= high or seconds == 0:
-            raise _Invalid(f"is out of range (allowed: {allowed})")
-        return seconds
-    return duration
-
-
-def _optional(convert):
-    return lambda value: None if value is None else convert(value)
-
-
-def _path(base_dir):
-    return lambda value: os.path.abspath(os.path.join(base_dir, _string(value)))
-
-
-def _address(min_port):
-    def address(value):
-        try:
-            parsed = parse_address(value)
-        except ValueError:
-            raise _Invalid("is not host:port (e.g. 127.0.0.1:1530 or [::1]:1530)") from None
-        if parsed.port < min_port:
-            raise _Invalid(f"has port {parsed.port} (allowed: {min_port}..65535)")
-        return parsed
-    return address
-
-
-def _hostname(value):
-    text = _string(value).rstrip(".")
-    if len(text) > 253 or not all(_LABEL.fullmatch(label) for label in text.split(".")):
-        raise _Invalid("is not a hostname (letters, digits, '-' and '.')")
-    return text.lower()
-
-
-def _pattern(value):
-    glob = _string(value).strip().lower().rstrip(".")
-    if not glob:
-        raise _Invalid("is not a hostname glob (e.g. *.dc1.example.com)")
-    return glob
-
-
-def _ip(value):
-    try:
-        return str(ipaddress.ip_address(_string(value)))
-    except ValueError:
-        raise _Invalid("is not an IP address (e.g. 127.0.0.1 or 0.0.0.0)") from None
-
-
-def _multicast_group(value):
-    try:
-        group = ipaddress.IPv4Address(_string(value))
-    except ValueError:
-        group = None
-    if group is None or not group.is_multicast:
-        raise _Invalid("is not an IPv4 multicast address (allowed: 224.0.0.0/4)")
-    return str(group)
-

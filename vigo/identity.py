@@ -76,7 +76,7 @@ class Identity:
         try:
             key = serialization.load_pem_private_key(data, password=None)
         except (ValueError, TypeError) as e:
-            raise IdentityError("not a PEM private key: %s" % (e,))
+            raise IdentityError("not a PEM private key: %s" % (e,)) from None
         if not isinstance(key, ed25519.Ed25519PrivateKey):
             raise IdentityError("the identity key must be Ed25519")
         raw = key.private_bytes(
@@ -118,4 +118,4 @@ def load_or_create_identity(data_dir):
         try:
             return Identity.from_pem(f.read())
         except IdentityError as e:
-            raise IdentityError("%s: %s" % (path, e))
+            raise IdentityError("%s: %s" % (path, e)) from None

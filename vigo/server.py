@@ -13,20 +13,23 @@ from twisted.application import internet, service
 from twisted.internet import defer, endpoints
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
-from twisted.web.server import Site
 
+from vigo import __version__
 from vigo.api.app import AdminAPI
 from vigo.api.auth import ApiTokens
+from vigo.api.site import api_site
 from vigo.config import Address
 from vigo.fleet.channel import EnvoyChannelFactory
 from vigo.fleet.enrollment import Enrollment
 from vigo.fleet.fleet import Fleet
 from vigo.fleet.hostcrates import Hostcrates
 from vigo.fleet.ownership import StandaloneOwnership
+from vigo.fleet.port import listen_eager
 from vigo.identity import load_or_create_identity, write_private_file
 from vigo.metrics import fleet_registry
 from vigo.store import Store
 from vigo.tls import api_server_options, ensure_api_certificate, identity_server_options
+
 
 class UnbufferedTLSFactory(TLSMemoryBIOFactory):
     """TLS without Twisted's small-write aggregation.
@@ -79,6 +82,7 @@ class VigoServer(service.MultiService):
 
     def startService(self):
         service.Service.startService(self)
+        self._warn_unbuilt()
         self.started_at = self.clock.seconds()
         d = defer.ensureDeferred(self._start())
         d.addCallbacks(self.ready.callback, self._failed)
@@ -104,6 +108,19 @@ class VigoServer(service.MultiService):
         )
         return self
 
+    def _warn_unbuilt(self):
+        """Say so when the config asks for what this version does not do yet."""
+        if self.config.spanner.mode == "spanner":
+            self.log.warn(
+                "spanner.mode is spanner, but spanner federation is not built yet: "
+                "this server runs standalone and owns every envoy"
+            )
+        if self.config.dbus.bus != "none":
+            self.log.warn(
+                "dbus.bus is {bus!r}, but D-Bus control is not built yet: ignored",
+                bus=self.config.dbus.bus,
+            )
+
     def _failed(self, reason):
         self.log.failure("vigo server failed to start", reason)
         self.ready.errback(reason)
@@ -112,14 +129,13 @@ class VigoServer(service.MultiService):
 
     async def _listen_envoys(self):
         listen = self.config.server.envoy_listen
-        endpoint = endpoints.TCP4ServerEndpoint(
-            self.reactor, listen.port, backlog=LISTEN_BACKLOG, interface=listen.host
-        )
-        self._envoy_port = await endpoint.listen(
+        self._envoy_port = listen_eager(
+            self.reactor, listen.port,
             UnbufferedTLSFactory(
                 identity_server_options(self.identity), False,
                 EnvoyChannelFactory(self.fleet, self.enrollment, self.clock),
-            )
+            ),
+            LISTEN_BACKLOG, listen.host,
         )
         return self._envoy_port.getHost().port
 
@@ -135,10 +151,7 @@ class VigoServer(service.MultiService):
             self.reactor, listen.port, api_server_options(cert, key),
             backlog=128, interface=listen.host,
         )
-        site = Site(self.api.resource())
-        site.displayTracebacks = False
-        site.noisy = False
-        self._api_port = await endpoint.listen(site)
+        self._api_port = await endpoint.listen(api_site(self.api.resource()))
         return self._api_port.getHost().port
 
     def _advertised(self, listen, port):
@@ -193,7 +206,7 @@ class VigoServer(service.MultiService):
             "fingerprint": self.identity.fingerprint,
             "hostname": self.config.server.hostname,
             "mode": self.config.spanner.mode,
-            "version": __import__("vigo").__version__,
+            "version": __version__,
             "uptime": 0.0 if self.started_at is None else now - self.started_at,
             "envoy_address": str(self.envoy_address),
             "checkin_interval": self.config.checkin.interval,

@@ -82,6 +82,9 @@ def migrate(connection):
 
 
 def connect(path):
+    if not os.path.exists(path):
+        # Token hashes and envoy keys: readable by the server's user only.
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
     connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     connection.execute("PRAGMA journal_mode = WAL")
     connection.execute("PRAGMA synchronous = FULL")
@@ -119,7 +122,7 @@ class Store:
             self._connection = connect(self.path)
             migrate(self._connection)
         except sqlite3.Error as e:
-            raise StoreError("cannot open %s: %s" % (self.path, e))
+            raise StoreError("cannot open %s: %s" % (self.path, e)) from None
         self._thread = threading.Thread(
             target=self._work, name="vigo-store", daemon=True
         )

@@ -52,7 +52,7 @@ class Options(usage.Options):
             # One line, not twistd's usage text: the config is wrong, not the
             # command line.
             sys.stderr.write("twistd vigo: %s\n" % (e,))
-            raise SystemExit(1)
+            raise SystemExit(1) from None
 
 
 for _key in sorted(RETIRED_KEYS):

@@ -39,7 +39,7 @@ def _unb64url(text):
     try:
         return base64.urlsafe_b64decode(padded.encode("ascii"))
     except (binascii.Error, ValueError, UnicodeEncodeError):
-        raise TokenError("the token is not valid base64url")
+        raise TokenError("the token is not valid base64url") from None
 
 
 def new_id():
@@ -94,7 +94,7 @@ class EnrollmentToken:
         try:
             payload = json.loads(_unb64url(text[len(ENROLLMENT_PREFIX):]).decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
-            raise TokenError("the token is damaged (its payload is not JSON)")
+            raise TokenError("the token is damaged (its payload is not JSON)") from None
         if not isinstance(payload, dict) or payload.get("v") != 1:
             raise TokenError("unsupported enrollment token version")
         fields = {}

@@ -16,6 +16,7 @@ from prometheus_client import generate_latest
 from twisted.logger import Logger
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
+from vigo.api.site import MAX_BODY
 from vigo.config import parse_duration
 from vigo.fleet.index import ACTIVE
 from vigo.fleet.refusal import Refusal
@@ -27,7 +28,6 @@ try:
 except ImportError:  # pragma: no cover - older prometheus_client
     from prometheus_client import CONTENT_TYPE_LATEST as METRICS_TYPE
 
-MAX_BODY = 64 * 1024
 JSON_TYPE = b"application/json"
 TOKEN_FIELDS = ("uses", "expires_in")
 _TRUE = ("1", "true", "yes")
@@ -77,7 +77,7 @@ def read_object(request, allowed):
     try:
         value = json.loads(data.decode("utf-8"), parse_constant=_no_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise ApiError(400, "bad_request", f"the body is not JSON ({e})")
+        raise ApiError(400, "bad_request", f"the body is not JSON ({e})") from None
     if not isinstance(value, dict):
         raise ApiError(400, "bad_request",
                        f"the body must be a JSON object, not {_json_type(value)}")
@@ -112,7 +112,7 @@ def query_value(request, name):
     try:
         return values[-1].decode("utf-8")
     except UnicodeDecodeError:
-        raise ApiError(400, "bad_request", f"query argument {name!r} is not UTF-8")
+        raise ApiError(400, "bad_request", f"query argument {name!r} is not UTF-8") from None
 
 
 def query_flag(request, name):
@@ -140,7 +140,7 @@ def token_request(body):
         except ValueError:
             raise ApiError(400, "bad_request",
                            "expires_in must be a duration like \"1h\" or \"90m\", or a number "
-                           f"of seconds, not {json.dumps(expires_in)[:80]}")
+                           f"of seconds, not {json.dumps(expires_in)[:80]}") from None
     return uses, expires_in
 
 
@@ -209,7 +209,7 @@ class AdminAPI:
         try:
             token = await self.server.enrollment.create_token(uses, expires_in)
         except ValueError as e:
-            raise ApiError(400, "bad_request", str(e))
+            raise ApiError(400, "bad_request", str(e)) from None
         now = self.server.clock.seconds()
         return self._json(request, {
             "token": str(token),

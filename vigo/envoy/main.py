@@ -1,17 +1,11 @@
-"""``vigo-envoy``: enroll this machine, run its envoy, or simulate a fleet.
+"""``vigo-envoy``'s commands: register this machine, run its envoy, simulate a fleet.
 
-    vigo-envoy register --server HOST:PORT --token TOKEN [--hostname H] --state-dir DIR
-    vigo-envoy run --state-dir DIR [--once]
-    vigo-envoy sim --server HOST:PORT --token TOKEN --count N --interval 15s
-                   [--hostname-template 'web{n}.dc1.example.com'] [--duration 60s] [--json]
-                   [--concurrency 200] [--source-addresses 4]
-
-``--server`` is where to connect (default: the address in the token); the
-server's key is always pinned to the fingerprint in the token. Exit codes:
-0 done, 1 refused or failed (the server's reason is printed), 2 usage.
+``main`` parses the command line (``vigo.envoy.arguments``, which documents it)
+and runs one command: ``register`` enrolls with a token and saves the answer in
+the state directory, ``run`` is ``EnvoyRunner`` (the envoy for real), ``sim`` is
+the ``Simulator``. A failure becomes a message on stderr and an exit code.
 """
 
-import argparse
 import json
 import random
 import socket
@@ -20,18 +14,13 @@ import sys
 from twisted.internet import defer, task
 from zope.interface import implementer
 
-from vigo.config import parse_address, parse_duration
-
-from .protocol import (
-    IEnvoyListener,
-    Redirected,
-    Refused,
-    connect,
-    jittered,
-    next_seq,
-    reconnect_delay,
-)
-from .sim import DEFAULT_HOSTNAME_TEMPLATE, Simulator
+from .answers import Redirected, Refused
+from .arguments import build_parser
+from .cadence import jittered, next_seq, reconnect_delay
+from .dial import connect
+from .protocol import IEnvoyListener
+from .sim import Simulator
+from .sim_figures import format_summary
 from .state import EnvoyState, StateError
 
 MAX_HOPS = 5  # redirects followed in a row
@@ -274,31 +263,6 @@ def run_command(reactor, args, out):
 # -- sim ------------------------------------------------------------------------
 
 
-def format_summary(summary):
-    """The simulator's summary as a few human-readable lines."""
-    s = summary
-    storms = ", ".join(
-        f"{x['envoys']} envoys in {x['seconds']} s" if x["seconds"] is not None
-        else f"{x['reattached']}/{x['envoys']} back after {x['for_s']} s, unfinished"
-        for x in s["reconnect_storms"])
-
-    def counts(d):
-        return ", ".join(f"{k} {v}" for k, v in sorted(d.items())) or "none"
-
-    return (
-        f"enrolled     {s['enrolled']}/{s['count']} ({s['enroll_failed']} failed) in "
-        f"{s['enroll_s']} s ({s['enroll_per_s']}/s)\n"
-        f"check-ins    {s['checkins']} ({s['checkins_per_s']}/s over {s['steady_s']} s; "
-        f"expected {s['expected_per_s']}/s; {s['bundles']} bundles)\n"
-        f"latency      p50 {s['p50_ms']} ms, p99 {s['p99_ms']} ms, "
-        f"max {s['latency_ms']['max_ms']} ms\n"
-        f"refusals     {counts(s['refusals'])}\n"
-        f"errors       {counts(s['errors'])}\n"
-        f"reconnects   {s['reconnects']} (storms: {storms or 'none'}); "
-        f"redirects {s['redirects']}; force pushes {s['force_pushes']}; late {s['late']}\n"
-    )
-
-
 def _raise_file_limit(count):
     try:
         import resource
@@ -348,63 +312,6 @@ def sim_command(reactor, args, token, out):
 
 
 # -- the command line -----------------------------------------------------------
-
-
-def _duration(text):
-    try:
-        return parse_duration(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def _positive_duration(text):
-    seconds = _duration(text)
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be more than zero")
-    return seconds
-
-
-def _address(text):
-    try:
-        return str(parse_address(text))
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def _template(text):
-    if "{n}" not in text:
-        raise argparse.ArgumentTypeError(f"{text!r} must contain {{n}} (the envoy's number)")
-    return text
-
-
-def build_parser():
-    """The ``vigo-envoy`` argument parser."""
-    parser = argparse.ArgumentParser(prog="vigo-envoy", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    p = commands.add_parser("register", help="enroll this machine with a token")
-    p.add_argument("--server", type=_address, metavar="HOST:PORT",
-                   help="where to connect (default: the token's address)")
-    p.add_argument("--token", required=True, help="an enrollment token (vgoe_...)")
-    p.add_argument("--hostname", help="this envoy's hostname (default: the FQDN)")
-    p.add_argument("--state-dir", required=True, metavar="DIR")
-    p = commands.add_parser("run", help="check in forever (or --once)")
-    p.add_argument("--state-dir", required=True, metavar="DIR")
-    p.add_argument("--once", action="store_true", help="attach, check in once, exit")
-    p = commands.add_parser("sim", help="simulate N envoys in this process")
-    p.add_argument("--server", type=_address, metavar="HOST:PORT",
-                   help="where to connect (default: the token's address)")
-    p.add_argument("--token", required=True, help="an enrollment token with enough uses")
-    p.add_argument("--count", type=int, required=True, metavar="N")
-    p.add_argument("--interval", type=_positive_duration, default=15.0,
-                   help="check-in interval (default 15s)")
-    p.add_argument("--hostname-template", type=_template, default=DEFAULT_HOSTNAME_TEMPLATE)
-    p.add_argument("--duration", type=_duration,
-                   help="how long to check in after enrolling (default: until Ctrl-C)")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.add_argument("--concurrency", type=int, default=200, help="enrollments at once")
-    p.add_argument("--source-addresses", type=int, default=4,
-                   help="spread loopback connections over 127.0.0.1..127.0.0.N")
-    return parser
 
 
 def main(argv=None, out=None):

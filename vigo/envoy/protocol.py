@@ -4,31 +4,36 @@
 and runs a small explicit state machine: a connection registers and/or
 attaches, then checks in, one request at a time. Requests are Deferreds;
 what the server says unasked (ForcePush, Redirect, a refusal before it hangs
-up) and the connection's life go to a listener (``IEnvoyListener``).
+up) and the connection's life go to a listener (``IEnvoyListener``). The
+answers themselves, and decoding them, are in ``vigo.envoy.answers``;
+``vigo.envoy.dial`` opens the connections.
 
 The simulator holds thousands of these, so a connection keeps little state
 (``__slots__``, no per-connection buffer while frames arrive whole) and a
 check-in costs one signature, one write and one Deferred.
 """
 
-import functools
-import json
-from collections import namedtuple
-
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from twisted.internet import defer, endpoints
-from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet import defer
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import Interface
 
-from vigo.config import parse_address
 from vigo.fleet import wire
-from vigo.identity import key_fingerprint, verify_signature
-from vigo.tls import PinnedKeyClientCreator
+
+from .answers import (
+    BundleRejected,
+    EnvoyProtocolError,
+    bundle_signed,
+    decode_attached,
+    decode_bundle,
+    decode_redirect,
+    decode_refusal,
+    decode_registered,
+)
 
 NO_VERSION = bytes(32)  # the state fingerprint before the first bundle
-CONNECT_TIMEOUT = 10.0
 
 # Connection states.
 CONNECTING = "connecting"  # no transport yet
@@ -42,45 +47,6 @@ CLOSED = "closed"
 _NO_CHANGE = wire.NO_CHANGE
 _LENGTH = wire.LENGTH
 _MAX = wire.MAX_RESPONSE
-
-
-Registered = namedtuple(
-    "Registered", "envoy_id server_id public_key fingerprint address interval")
-Registered.__doc__ = "The server's answer to Register (``public_key`` raw, ``interval`` seconds)."
-Attached = namedtuple("Attached", "envoy_id interval last_seq server_time")
-Attached.__doc__ = "The server's answer to Attach (``server_time`` may be None)."
-Bundle = namedtuple("Bundle", "seq version document")
-Bundle.__doc__ = "A verified bundle: the desired state (a dict) and its 32-byte version."
-
-
-class Refused(Exception):
-    """The server said no: a stable ``code``, a ``reason``, ``retryable``."""
-
-    def __init__(self, code, reason, retryable=False, seq=None):
-        Exception.__init__(self, f"{reason} ({code})")
-        self.code = code
-        self.reason = reason
-        self.retryable = retryable
-        self.seq = seq
-
-
-class Redirected(Exception):
-    """The envoy belongs to another server: go to ``address``, pin ``fingerprint``."""
-
-    def __init__(self, address, server_id, fingerprint, reason=""):
-        Exception.__init__(self, reason or f"redirected to {address}")
-        self.address = address
-        self.server_id = server_id
-        self.fingerprint = fingerprint
-        self.reason = reason
-
-
-class EnvoyProtocolError(Exception):
-    """The server sent something this envoy cannot accept, or a call came at the wrong time."""
-
-
-class BundleRejected(EnvoyProtocolError):
-    """A bundle whose signature does not verify against the pinned server key."""
 
 
 class IEnvoyListener(Interface):
@@ -103,30 +69,6 @@ class IEnvoyListener(Interface):
 
     def envoy_bundle(protocol, bundle):
         """A verified ``Bundle`` to apply; called before the check-in Deferred fires."""
-
-
-def next_seq(last_seq, now):
-    """A check-in sequence above ``last_seq`` that also survives lost state.
-
-    Microseconds since the epoch keep increasing across restarts even when the
-    envoy forgot its last sequence; ``last_seq + 1`` covers a clock that went back.
-    """
-    return max(last_seq + 1, int(now * 1_000_000))
-
-
-def jittered(interval, random, jitter=0.1):
-    """``interval`` spread uniformly by +-``jitter`` (a fraction)."""
-    return interval * (1.0 + jitter * (2.0 * random.random() - 1.0))
-
-
-def reconnect_delay(attempt, random, base=0.5, cap=30.0):
-    """Exponential backoff with full jitter: uniform(0, min(cap, base * 2**attempt))."""
-    return random.uniform(0.0, min(cap, base * (2 ** min(attempt, 30))))
-
-
-def canonical_document(document):
-    """The bytes a bundle signature covers for ``document``."""
-    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
 def peer_public_key(transport):
@@ -334,7 +276,7 @@ class EnvoyClientProtocol(Protocol):
             elif kind == wire.REFUSED:
                 self._refused(body)
             elif kind == wire.REGISTERED and self.state is REGISTERING:
-                self._answer(IDLE, _registered(body))
+                self._answer(IDLE, decode_registered(body))
             elif kind == wire.ATTACHED and self.state is ATTACHING:
                 self._attached(body)
             else:
@@ -344,46 +286,28 @@ class EnvoyClientProtocol(Protocol):
             self._protocol_error(str(e))
 
     def _attached(self, body):
-        fields = wire.decode_json(body, {"envoy_id": str, "interval": (int, float),
-                                         "last_seq": int})
-        if fields["envoy_id"] != self.envoy_id:
-            raise wire.WireError(f"Attached names envoy {fields['envoy_id']!r}, "
-                                 f"not {self.envoy_id!r}")
-        if fields["interval"] <= 0:
-            raise wire.WireError("Attached interval must be positive")
-        server_time = fields.get("server_time")
+        attached = decode_attached(body, self.envoy_id)
         if self.server_key is None:
             self.server_key = peer_public_key(self.transport)
-        self._answer(READY, Attached(
-            self.envoy_id, float(fields["interval"]), fields["last_seq"],
-            float(server_time) if isinstance(server_time, (int, float)) else None,
-        ))
+        self._answer(READY, attached)
 
     def _bundle(self, body):
-        fields = wire.decode_json(body, {"seq": int, "version": str, "document": dict,
-                                         "signature": str})
-        version = wire.unb64(fields["version"], "version", 32)
-        signature = wire.unb64(fields["signature"], "signature", 64)
-        seq = fields["seq"]
+        bundle, signature = decode_bundle(body)
+        seq = bundle.seq
         if self.state is not CHECKING or seq != self._seq:
             # Bundles are bound to the check-in they answer; anything else could be a replay.
             raise wire.WireError(f"Bundle for seq {seq} answers no check-in in flight")
-        document = canonical_document(fields["document"])
-        message = wire.bundle_message(self.envoy_id, seq, version, document)
-        if self.server_key is None or not verify_signature(self.server_key, message, signature):
+        if not bundle_signed(bundle, signature, self.envoy_id, self.server_key):
             self._answer(READY, Failure(BundleRejected(
                 f"the bundle for seq {seq} is not signed by the pinned server key")))
             return
         latency = self._clock.seconds() - self._sent_at
         if self._listener is not None:
-            self._listener.envoy_bundle(self, Bundle(seq, version, fields["document"]))
+            self._listener.envoy_bundle(self, bundle)
         self._answer(READY, ("bundle", latency))
 
     def _refused(self, body):
-        fields = wire.decode_json(body, {"code": str, "reason": str})
-        seq = fields.get("seq")
-        refusal = Refused(fields["code"], fields["reason"], fields.get("retryable") is True,
-                          seq if isinstance(seq, int) else None)
+        refusal = decode_refusal(body)
         waiting = self._waiting is not None
         if waiting and self.state is CHECKING and refusal.seq not in (None, self._seq):
             waiting = False  # the answer to some earlier request
@@ -394,10 +318,7 @@ class EnvoyClientProtocol(Protocol):
             self._listener.envoy_refused(self, refusal)
 
     def _redirect(self, body):
-        fields = wire.decode_json(body, {"address": str, "server_id": str, "fingerprint": str})
-        reason = fields.get("reason")
-        redirect = Redirected(fields["address"], fields["server_id"], fields["fingerprint"],
-                              reason if isinstance(reason, str) else "")
+        redirect = decode_redirect(body)
         # Whoever waits learns of it through its Deferred; otherwise the listener.
         if self._waiting is not None:
             self._answer(CLOSED, Failure(redirect))
@@ -430,55 +351,3 @@ class EnvoyClientProtocol(Protocol):
         self._buffer = None
         if self.transport is not None:
             getattr(self.transport, "abortConnection", self.transport.loseConnection)()
-
-
-def _registered(body):
-    fields = wire.decode_json(body, {"envoy_id": str, "server_id": str, "public_key": str,
-                                     "fingerprint": str, "address": str, "interval": (int, float)})
-    public_key = wire.unb64(fields["public_key"], "public_key", 32)
-    if key_fingerprint(public_key) != fields["fingerprint"]:
-        raise wire.WireError("Registered public_key does not match its fingerprint")
-    if fields["interval"] <= 0:
-        raise wire.WireError("Registered interval must be positive")
-    return Registered(fields["envoy_id"], fields["server_id"], public_key,
-                      fields["fingerprint"], fields["address"], float(fields["interval"]))
-
-
-# -- connecting ---------------------------------------------------------------
-
-
-class EnvoyClientFactory(Factory):
-    """Builds one ``EnvoyClientProtocol`` for one connection attempt."""
-
-    noisy = False
-
-    def __init__(self, clock, listener=None):
-        self.clock = clock
-        self.listener = listener
-
-    def buildProtocol(self, addr):
-        protocol = EnvoyClientProtocol(self.clock, self.listener)
-        protocol.factory = self
-        return protocol
-
-
-@functools.lru_cache(maxsize=256)
-def pinned_creator(fingerprint):
-    """The (shared) client TLS creator pinning one server key fingerprint."""
-    return PinnedKeyClientCreator(fingerprint)
-
-
-def connect(reactor, address, fingerprint, listener=None, bind_address=None,
-            timeout=CONNECT_TIMEOUT):
-    """Open a TLS connection to ``address`` ("host:port") pinned to ``fingerprint``.
-
-    A Deferred of the connected ``EnvoyClientProtocol`` (the handshake finishes
-    under it; a wrong key fails its first request). ``bind_address`` is a
-    source host for the connection (spreading ephemeral ports).
-    """
-    target = parse_address(address)
-    bind = (bind_address, 0) if bind_address else None
-    kind = endpoints.TCP6ClientEndpoint if ":" in target.host else endpoints.TCP4ClientEndpoint
-    tcp = kind(reactor, target.host, target.port, timeout, bind)
-    endpoint = endpoints.wrapClientTLS(pinned_creator(fingerprint), tcp)
-    return endpoint.connect(EnvoyClientFactory(reactor, listener))

@@ -103,7 +103,7 @@ class Enrollment:
             hostname = normalise_hostname(hostname)
             token = EnrollmentToken.decode(token_text)
         except (HostnameError, TokenError) as e:
-            raise Refusal("bad_request", str(e))
+            raise Refusal("bad_request", str(e)) from None
         if len(public_key) != 32:
             raise Refusal("bad_request", "the public key must be 32 bytes (Ed25519)")
         now = self.clock.seconds()

@@ -9,7 +9,8 @@ last-seen and counters are written behind by ``flush``.
 import json
 
 from nacl.bindings import crypto_sign_open
-from nacl.exceptions import BadSignatureError, ValueError as NaclValueError
+from nacl.exceptions import BadSignatureError
+from nacl.exceptions import ValueError as NaclValueError
 
 from vigo.fleet import wire
 from vigo.fleet.index import ACTIVE, MOVED, REVOKED, EnvoyRecord, FleetIndex

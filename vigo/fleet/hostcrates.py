@@ -61,9 +61,9 @@ class Hostcrates:
             with open(path, "rb") as f:
                 data = yaml.safe_load(f)
         except OSError as e:
-            raise HostcratesError("hostcrates %s: %s" % (path, e.strerror))
+            raise HostcratesError("hostcrates %s: %s" % (path, e.strerror)) from None
         except yaml.YAMLError as e:
-            raise HostcratesError("hostcrates %s: not valid YAML: %s" % (path, e))
+            raise HostcratesError("hostcrates %s: not valid YAML: %s" % (path, e)) from None
         return cls.from_data(data, source=path)
 
     @classmethod
@@ -89,7 +89,7 @@ class Hostcrates:
             try:
                 bundle = Bundle.of(document)
             except (TypeError, ValueError) as e:
-                raise HostcratesError("%s: entry %d: %s" % (source, n, e))
+                raise HostcratesError("%s: entry %d: %s" % (source, n, e)) from None
             if len(bundle.encoded) > MAX_BUNDLE_BYTES:
                 raise HostcratesError("%s: entry %d is over 1 MiB" % (source, n))
             entries.append(Hostcrate(match.lower(), bundle))

@@ -34,7 +34,7 @@ class FleetStats:
         """Cumulative ``[(upper_bound, count), ...]`` ending with +Inf."""
         buckets = []
         total = 0
-        for bound, count in zip(AGE_BUCKETS + (float("inf"),), self.age_counts):
+        for bound, count in zip(AGE_BUCKETS + (float("inf"),), self.age_counts, strict=True):
             total += count
             buckets.append((bound, total))
         return buckets

@@ -71,7 +71,7 @@ def unb64(text, field, length=None):
     try:
         data = base64.b64decode(text.encode("ascii"), validate=True)
     except (ValueError, UnicodeEncodeError):
-        raise WireError("%s is not valid base64" % (field,))
+        raise WireError("%s is not valid base64" % (field,)) from None
     if length is not None and len(data) != length:
         raise WireError("%s must be %d bytes, not %d" % (field, length, len(data)))
     return data
@@ -94,7 +94,7 @@ def decode_json(body, required):
     try:
         fields = json.loads(body[1:].decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
-        raise WireError("%s body is not a JSON object" % (NAMES.get(body[0], "frame"),))
+        raise WireError("%s body is not a JSON object" % (NAMES.get(body[0], "frame"),)) from None
     if not isinstance(fields, dict):
         raise WireError("%s body is not a JSON object" % (NAMES.get(body[0], "frame"),))
     for name, kind in required.items():
