@@ -30,7 +30,7 @@ test: install
 
 run: install
 	mkdir -p var
-	$(BIN)/twistd -n vigo --data-dir var/vigo
+	$(BIN)/twistd -n --pidfile= vigo --data-dir var/vigo
 
 demo: install
 	$(BIN)/python scripts/demo.py

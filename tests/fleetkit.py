@@ -95,6 +95,9 @@ class RecordingConnection:
     def drop(self, refusal):
         self.dropped = refusal
 
+    def hang_up(self):
+        self.dropped = "hung up"
+
 
 def decode_frame(data):
     """(kind, fields-or-body) of one framed message."""

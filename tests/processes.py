@@ -41,7 +41,10 @@ def write_config(directory, **sections):
         "checkin": {"interval": "15s"},
     }
     for section, values in sections.items():
-        config.setdefault(section, {}).update(values)
+        if isinstance(values, dict):
+            config.setdefault(section, {}).update(values)
+        else:
+            config[section] = values
     path = os.path.join(directory, "server.yaml")
     with open(path, "w") as f:
         json.dump(config, f)  # JSON is YAML

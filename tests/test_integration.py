@@ -379,3 +379,36 @@ class DaemonTests(IntegrationTestCase):
         for option in ("--config", "--mode", "--data-dir"):
             self.assertRegex(help, rf"(?m)^ +-\w, {option}=", option)
         self.assertIn("standalone", help)
+
+
+class StartFailureTests(IntegrationTestCase):
+    """A server that cannot start says why in one line and exits non-zero."""
+
+    @defer.inlineCallbacks
+    def failed_start(self, config):
+        process = self.server(config)
+        yield self.assertFailure(process.start(), RuntimeError)
+        yield process.ended
+        self.assertNotIn(process.exit_code, (0, None), process.output.decode())
+        return [line for line in process.output.decode().splitlines()
+                if line.startswith("twistd vigo: cannot start")]
+
+    @defer.inlineCallbacks
+    def test_port_in_use(self):
+        from twisted.internet import protocol, reactor
+
+        taken = reactor.listenTCP(0, protocol.Factory(), interface="127.0.0.1")
+        self.addCleanup(taken.stopListening)
+        config = write_config(self.directory(), server={
+            "envoy_listen": "127.0.0.1:%d" % (taken.getHost().port,)})
+        [line] = yield self.failed_start(config)
+        self.assertIn("Address already in use", line)
+
+    @defer.inlineCallbacks
+    def test_bad_hostcrates(self):
+        directory = self.directory()
+        with open(os.path.join(directory, "hostcrates.yaml"), "w") as f:
+            f.write("- match: 5\n")
+        config = write_config(directory, hostcrates="hostcrates.yaml")
+        [line] = yield self.failed_start(config)
+        self.assertIn("entry 1 needs 'match'", line)

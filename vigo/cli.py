@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import sys
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -293,7 +294,8 @@ def describe_failure(exc):
         return f"no answer within {TIMEOUT:g} s"
     text = str(exc) or type(exc).__name__
     if type(exc).__name__ == "VerificationError":
-        text = f"the certificate does not name this host ({text})"
+        text = (f"the certificate does not name the host in the URL ({text}); "
+                "use a name or address the certificate lists")
     return text
 
 
@@ -313,7 +315,7 @@ async def call(reactor, client, target, method, path, body=None):
     except (error.ConnectError, error.DNSLookupError, error.TimeoutError, error.ConnectionLost,
             ResponseNeverReceived, ResponseFailed, defer.CancelledError, SSL.Error) as e:
         reason = describe_failure(e)
-        if "TLS" in reason or "certificate" in reason:
+        if ("TLS" in reason or "certificate" in reason) and target.trust is None:
             reason += "; trust its certificate with --ca-file PEM, or --data-dir DIR on the host"
         raise Unreachable(f"cannot reach the API at {target.url}: {reason}") from None
     try:
@@ -359,6 +361,7 @@ async def run(reactor, options, out=None, err=None, environ=None):
 
 def main(argv=None):
     """The ``vigocli`` console script."""
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `vigocli ... | head` ends quietly
     options = parse(sys.argv[1:] if argv is None else argv)
 
     async def react_main(reactor):

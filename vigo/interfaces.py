@@ -33,6 +33,9 @@ class IEnvoyConnection(Interface):
     def drop(refusal):
         """Tell the envoy why (a ``Refusal`` or ``Redirected``) and hang up."""
 
+    def hang_up():
+        """Close the connection cleanly, saying nothing (the server is stopping)."""
+
 
 class IStore(Interface):
     """The durable store: jobs run off the reactor thread, answered once committed."""

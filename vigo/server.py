@@ -8,9 +8,11 @@ and closes the store.
 
 import json
 import os
+import sys
 
 from twisted.application import internet, service
 from twisted.internet import defer, endpoints
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 
@@ -27,7 +29,7 @@ from vigo.fleet.ownership import StandaloneOwnership
 from vigo.fleet.port import listen_eager
 from vigo.identity import load_or_create_identity, write_private_file
 from vigo.metrics import fleet_registry
-from vigo.store import Store
+from vigo.store import Store, StoreError
 from vigo.tls import api_server_options, ensure_api_certificate, identity_server_options
 
 
@@ -51,10 +53,11 @@ class VigoServer(service.MultiService):
 
     log = Logger()
 
-    def __init__(self, config, reactor):
+    def __init__(self, config, reactor, exit_on_failure=False):
         service.MultiService.__init__(self)
         self.config = config
         self.reactor = reactor
+        self.exit_on_failure = exit_on_failure
         self.clock = reactor
         data_dir = config.server.data_dir
         self.identity = load_or_create_identity(data_dir)
@@ -102,7 +105,7 @@ class VigoServer(service.MultiService):
         self.ports = {"envoy": envoy_port, "api": api_port}
         self._write_run_file()
         self.log.info(
-            "vigo {mode} server {id} ready: {n} envoys; envoys on {envoy}, API on {api}",
+            "vigo {mode} server {id} ready: {n} envoy(s); envoys on {envoy}, API on {api}",
             mode=self.config.spanner.mode, id=self.identity.id, n=loaded,
             envoy=envoy_port, api=self.api_url(),
         )
@@ -122,8 +125,19 @@ class VigoServer(service.MultiService):
             )
 
     def _failed(self, reason):
-        self.log.failure("vigo server failed to start", reason)
+        if reason.check(CannotListenError, StoreError):
+            why = reason.getErrorMessage()
+            self.log.critical("vigo server cannot start: {why}", why=why)
+        else:
+            why = "%s: %s" % (reason.type.__name__, reason.getErrorMessage())
+            self.log.failure("vigo server failed to start", reason)
         self.ready.errback(reason)
+        self.ready.addErrback(lambda _: None)  # reported above
+        if self.exit_on_failure:
+            # twistd has no exit status of its own: a server that could not
+            # start must not look like one that stopped cleanly.
+            sys.__stderr__.write("twistd vigo: cannot start: %s\n" % (why,))  # not the log
+            self.reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
         if self.reactor.running:
             self.reactor.stop()
 
@@ -193,6 +207,10 @@ class VigoServer(service.MultiService):
             listening = getattr(self, port, None)
             if listening is not None:
                 yield listening.stopListening()
+        self.fleet.hang_up_all()
+        run_file = os.path.join(self.config.server.data_dir, RUN_FILE)
+        if self.ports and os.path.exists(run_file):
+            os.unlink(run_file)
         yield service.MultiService.stopService(self)
         if self.ports:
             yield self.fleet.flush()

@@ -62,6 +62,12 @@ for _key in sorted(RETIRED_KEYS):
 def makeService(options):
     from twisted.internet import reactor
 
+    from vigo.fleet.hostcrates import HostcratesError
+    from vigo.identity import IdentityError
     from vigo.server import VigoServer
 
-    return VigoServer(options.config, reactor)
+    try:
+        return VigoServer(options.config, reactor, exit_on_failure=True)
+    except (HostcratesError, IdentityError, OSError) as e:
+        sys.stderr.write("twistd vigo: cannot start: %s\n" % (e,))
+        raise SystemExit(1) from None

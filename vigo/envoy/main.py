@@ -8,6 +8,7 @@ the ``Simulator``. A failure becomes a message on stderr and an exit code.
 
 import json
 import random
+import signal
 import socket
 import sys
 
@@ -94,11 +95,14 @@ def attach(reactor, state, protocol=None, listener=None):
 
 @defer.inlineCallbacks
 def register_command(reactor, args, token, out):
+    hostname = args.hostname or socket.getfqdn()
+    if hostname.split(".")[0].lower() in ("localhost", "localhost6"):
+        raise Fatal(f"this machine calls itself {hostname!r}, which names no machine in a "
+                    "fleet; pass --hostname with its real name", code=2)
     state = EnvoyState.open(args.state_dir, create=True)
     if state.registered:
         raise Fatal(f"{args.state_dir} already holds envoy {state.envoy_id}; "
                     "use another --state-dir to enroll again")
-    hostname = args.hostname or socket.getfqdn()
     protocol = yield register(reactor, state, hostname, token, args.server)
     protocol, _ = yield attach(reactor, state, protocol)
     protocol.close()
@@ -316,6 +320,7 @@ def sim_command(reactor, args, token, out):
 
 def main(argv=None, out=None):
     """The ``vigo-envoy`` console script."""
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # piped into head: end quietly
     parser = build_parser()
     args = parser.parse_args(argv)
     out = out or sys.stdout
@@ -350,6 +355,10 @@ def _exit(failure):
         message, code = str(e), getattr(e, "code", 1)
     elif isinstance(e, SystemExit):
         return failure
+    elif "certificate verify failed" in str(e):
+        message, code = ("failed: the server does not hold the key this envoy pins (from its "
+                         "token or state dir); check --server, or the server's identity key "
+                         "changed"), 1
     else:
         message, code = f"failed: {failure.getErrorMessage() or e.__class__.__name__}", 1
     sys.stderr.write(f"vigo-envoy: {message}\n")

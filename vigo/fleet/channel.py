@@ -48,6 +48,9 @@ class EnvoyChannelProtocol(Protocol):
         self.record = None
         self.transport.loseConnection()
 
+    def hang_up(self):
+        self.transport.loseConnection()
+
     # -- Protocol -------------------------------------------------------------------
 
     def connectionMade(self):

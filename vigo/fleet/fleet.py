@@ -255,6 +255,12 @@ class Fleet:
 
         return self.store.run(set_state, record.id, REVOKED).addCallback(revoked)
 
+    def hang_up_all(self):
+        """Close every held envoy connection cleanly (the server is stopping)."""
+        for record in self.index:
+            if record.connection is not None:
+                record.connection.hang_up()
+
     # -- background work -------------------------------------------------------
 
     def flush(self):
