@@ -15,6 +15,7 @@ from twisted.trial import unittest
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from tests.fleetkit import RecordingConnection
 from vigo.api.app import MAX_BODY, AdminAPI
 from vigo.api.auth import ADMIN_TOKEN_FILE, ApiTokens
 from vigo.config import Address, config_from_mapping
@@ -55,21 +56,6 @@ class ImmediateStore:
     def close(self):
         self.connection.close()
         return defer.succeed(None)
-
-
-@implementer(IEnvoyConnection)
-class RecordingConnection:
-    """An envoy's held connection that records what the server does to it."""
-
-    def __init__(self):
-        self.sent = []
-        self.dropped = []
-
-    def send(self, data):
-        self.sent.append(data)
-
-    def drop(self, refusal):
-        self.dropped.append(refusal)
 
 
 class FacadeServer:
@@ -617,7 +603,7 @@ class EnvoyTests(ApiTestCase):
         response, body = yield self.call("DELETE", "/api/v1/envoys/web1.dc1.example.com")
         self.assertEqual(response.code, 200)
         self.assertEqual(body, {"envoy_id": envoy, "state": "revoked"})
-        self.assertEqual([r.code for r in connection.dropped], ["revoked"])
+        self.assertEqual(connection.dropped.code, "revoked")
         self.assertEqual((yield self.server.count("envoys", "state = 'revoked'")), 1)
         response, body = yield self.call("GET", "/api/v1/envoys/web1.dc1.example.com")
         self.assertJSONError(response, body, 404, "not_found")
