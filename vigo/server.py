@@ -6,6 +6,7 @@ a half-loaded index. Stopping it stops listening, writes behind what is dirty
 and closes the store.
 """
 
+import gc
 import json
 import os
 import sys
@@ -93,6 +94,10 @@ class VigoServer(service.MultiService):
     async def _start(self):
         self.store.open()
         loaded = await self.fleet.load()
+        # The index lives as long as the server: keep the cyclic collector from
+        # rescanning it (tens of thousands of records) on every full pass.
+        gc.collect()
+        gc.freeze()
         await self.api_tokens.load(self.config.server.data_dir)
         for child in list(self):
             child.startService()
