@@ -23,6 +23,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import framing  # noqa: E402
 import harness  # noqa: E402
 import report  # noqa: E402
 
@@ -165,6 +166,9 @@ def main():
     figures["micro"] = m = micro()
     print("  cryptography %.1f us, PyNaCl %.1f us, Fleet.checkin %.1f us"
           % (m["cryptography_verify_us"], m["pynacl_verify_us"], m["in_process_checkin_us"]))
+    m["amp_framing_us"], m["channel_framing_us"] = framing.amp_us(), framing.channel_us()
+    print("  framing: AMP %.1f us, length-prefixed binary %.1f us a check-in"
+          % (m["amp_framing_us"], m["channel_framing_us"]))
 
     if args.quick:
         plan = [(2000, 2, 1.0, 8.0)]

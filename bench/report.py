@@ -53,6 +53,7 @@ noted. Raw figures: `bench/results/checkin.json`.
 |---|---|---|---|
 | server CPU per signed no-change check-in over held TLS, / one `cryptography` verify (at %(main_rate).0f/s) | **%(ratio).2f** (%(cpu).0f us vs %(cv).0f us) | <= 1.25 (%(ratio_ok)s) | 0.80 ms per unary check-in |
 | in-process no-change path (`Fleet.checkin`) | %(path).0f us (PyNaCl verify alone: %(nv).0f us) | -- | ~55 us (verify 52.5 us) |
+| framing a check-in and its answer, in process (`bench/framing.py`) | %(chf).1f us (AMP: %(ampf).1f us) | -- | -- |
 | sustained check-ins/s with p99 < 100 ms | **%(rate)s** = %(envoys)s envoys at 15 s | >= 3,333/s = 50,000 envoys (%(rate_ok)s) | ~15,000 envoys on 4 vCPU |
 | resident memory per held envoy (X25519 clients) | **%(rss).1f KB** | <= 40 KB (%(rss_ok)s) | ~623 KB per held stream |
 | the same, clients offering hybrid X25519MLKEM768 | %(hybrid).1f KB | -- | -- |
@@ -68,6 +69,7 @@ noted. Raw figures: `bench/results/checkin.json`.
         "cv": m["cryptography_verify_us"], "nv": m["pynacl_verify_us"],
         "ratio_ok": _ok(main["ratio_to_cryptography_verify"], 1.25),
         "path": m["in_process_checkin_us"],
+        "chf": m["channel_framing_us"], "ampf": m["amp_framing_us"],
         "rate": "%.0f/s" % best["server_checkins_per_s"] if best else "none",
         "envoys": "{:,}".format(int(best["server_checkins_per_s"] * 15)) if best else "0",
         "rate_ok": _ok(best["server_checkins_per_s"] if best else None, 3333, False),
