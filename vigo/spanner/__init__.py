@@ -1,0 +1,1 @@
+"""Spanner federation: the replicated roster, routing, gossip, snapshots and peer RPC."""
