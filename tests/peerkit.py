@@ -1,0 +1,123 @@
+"""Fakes and wiring for peer RPC tests: a roster, test actions, bolts."""
+
+import attr
+from twisted.internet import defer
+from twisted.internet.task import Clock
+from twisted.plugin import IPlugin
+from zope.interface import implementer
+
+from vigo.identity import Identity
+from vigo.interfaces import IPeerAction
+from vigo.plugins.vigo_ping import ping
+from vigo.spanner.peer_bolt import BoltFacade
+from vigo.spanner.peer_errors import ActionError
+from vigo.spanner.peer_server import IPeerRoster
+from vigo.spanner.schema import Integer, Optional, String
+
+
+@attr.s(auto_attribs=True)
+class Row:
+    """The three roster-row fields peer RPC reads."""
+    bolt_id: str
+    status: str
+    name: str
+
+
+@implementer(IPeerRoster)
+class FakeRoster:
+    """Rows by key, and a digest the test sets."""
+
+    def __init__(self, digest=b"\x5a" * 32):
+        self.rows = {}
+        self.digest_value = digest
+
+    def admit(self, identity, name, status="active"):
+        self.rows[identity.public_key] = Row(identity.id, status, name)
+
+    def set_status(self, identity, status):
+        self.rows[identity.public_key].status = status
+
+    def bolt_for_key(self, public_key):
+        return self.rows.get(public_key)
+
+    def digest(self):
+        return self.digest_value
+
+
+@implementer(IPlugin, IPeerAction)
+class RecordAction:
+    """Records its calls; answers its arguments back."""
+
+    name = "record"
+    description = "echo the arguments, remembering the call"
+    argument_schema = {"text": String(100), "count": Optional(Integer(0, 5))}
+
+    def __init__(self):
+        self.calls = []
+
+    def run(self, bolt, caller_id, args):
+        self.calls.append((caller_id, args))
+        return {"echo": args, "by": bolt.id}
+
+
+@implementer(IPlugin, IPeerAction)
+class ScriptedAction:
+    """Does what the test tells it: return, raise, or hand back a Deferred."""
+
+    description = "scripted"
+    argument_schema = {}
+
+    def __init__(self, name, behaviour):
+        self.name = name
+        self.behaviour = behaviour
+        self.calls = 0
+
+    def run(self, bolt, caller_id, args):
+        self.calls += 1
+        return self.behaviour()
+
+
+def _raise(exception):
+    def behaviour():
+        raise exception
+    return behaviour
+
+
+def make_actions():
+    """The actions every peer test bolt loads, by name."""
+    actions = [
+        ping,
+        RecordAction(),
+        ScriptedAction("broken", _raise(ValueError("the widget is missing"))),
+        ScriptedAction("refuse", _raise(ActionError("no such envoy: web9"))),
+        ScriptedAction("bad-result", lambda: {"set": {1, 2}}),
+        ScriptedAction("huge-result", lambda: "x" * (300 * 1024)),
+        ScriptedAction("later", lambda: defer.succeed(["done"])),
+        ScriptedAction("never", defer.Deferred),
+    ]
+    return {action.name: action for action in actions}
+
+
+class PeerSet:
+    """Identities, one roster (every bolt holds the same copy) and a facade
+    per bolt; sockets are the tests' business."""
+
+    def __init__(self, names=("alpha", "beta"), clock=None):
+        self.clock = clock or Clock()
+        self.roster = FakeRoster()
+        self.identities = {}
+        for name in names:
+            identity = Identity.generate()
+            self.identities[name] = identity
+            self.roster.admit(identity, name)
+        self.addresses = {}
+
+    def locate(self, bolt_id):
+        for name, identity in self.identities.items():
+            if identity.id == bolt_id and name in self.addresses:
+                return self.addresses[name], identity.fingerprint
+        return None
+
+    def facade(self, name, actions, clients=None, peer_states=None):
+        return BoltFacade(self.identities[name], name, self.roster, actions, clients,
+                          self.locate, self.clock, peer_states=peer_states)

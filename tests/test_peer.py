@@ -1,0 +1,421 @@
+"""Peer RPC: the portal, realm and perspectives over an in-memory PB wire, then
+the whole thing over mutual TLS on loopback sockets."""
+
+import datetime
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from OpenSSL import crypto
+from twisted.internet import defer, endpoints, reactor
+from twisted.spread import pb
+from twisted.test import iosim
+from twisted.trial import unittest
+from zope.interface.verify import verifyObject
+
+from tests.peerkit import PeerSet, make_actions
+from vigo.identity import Identity
+from vigo.interfaces import IBolt
+from vigo.spanner.peer_client import PeerClient, PeerClients, _BrokerFactory
+from vigo.spanner.peer_errors import (
+    ActionError,
+    ActionFailed,
+    BadArguments,
+    JoinRefused,
+    NotAMember,
+    PeerError,
+    PeerUnreachable,
+    UnknownAction,
+)
+from vigo.spanner.peer_server import PeerPortal, listen_peers, peer_server_factory
+from vigo.spanner.peer_tls import PeerKeyError, peer_key
+from vigo.tls import PinnedKeyClientCreator, identity_certificate
+
+
+class CertifiedTransport(iosim.FakeTransport):
+    """A fake server transport whose TLS peer presented ``certificate``."""
+
+    certificate = None
+
+    def getPeerCertificate(self):
+        return self.certificate
+
+
+class InMemoryWire:
+    """A PB client logged in to a peer portal over an ``iosim`` pump."""
+
+    def __init__(self, testcase, portal, identity):
+        self.testcase = testcase
+        client_factory = pb.PBClientFactory()
+        client = client_factory.buildProtocol(None)
+        server = peer_server_factory(portal).buildProtocol(None)
+        server_transport = CertifiedTransport(server, isServer=True)
+        if identity is not None:
+            server_transport.certificate = crypto.X509.from_cryptography(
+                identity_certificate(identity))
+        self.pump = iosim.connect(server, server_transport, client,
+                                  iosim.FakeTransport(client, isServer=False))
+        self.root = self.done(client_factory.getRootObject())
+
+    def fire(self, d):
+        self.pump.flush()
+        return d
+
+    def done(self, d):
+        return self.testcase.successResultOf(self.fire(d))
+
+    def failed(self, d, *types):
+        return self.testcase.failureResultOf(self.fire(d), *types)
+
+    def login(self):
+        return self.done(self.root.callRemote("login"))
+
+
+class PortalTests(unittest.TestCase):
+    """The portal, checker, realm and perspectives, with no sockets."""
+
+    def setUp(self):
+        self.peers = PeerSet(("alpha", "beta"))
+        self.actions = make_actions()
+        self.joins = []
+        self.alpha = self.peers.facade("alpha", self.actions)
+        self.portal = PeerPortal(self.peers.roster, self.alpha, self.actions, self.join)
+
+    def join(self, key, token_text, row_data):
+        self.joins.append((key, token_text, row_data))
+        return defer.succeed({"admitted": True})
+
+    def wire(self, identity):
+        return InMemoryWire(self, self.portal, identity)
+
+    def member(self):
+        wire = self.wire(self.peers.identities["beta"])
+        return wire, wire.login()
+
+    def refused(self, wire, d, error_type, text):
+        failure = wire.failed(d, error_type)
+        self.assertIn(text, str(failure.value))
+        return failure
+
+    def test_facade_provides_ibolt(self):
+        verifyObject(IBolt, self.alpha)
+
+    def test_member_calls_ping(self):
+        self.peers.clock.advance(1234.5)
+        wire, beta = self.member()
+        answer = wire.done(beta.callRemote("act", "ping", {}))
+        self.assertEqual(answer, {"bolt_id": self.alpha.id, "name": "alpha",
+                                  "digest": "5a" * 32, "time": 1234.5})
+        self.assertEqual(wire.done(beta.callRemote("ping")),
+                         {"bolt_id": self.alpha.id, "digest": "5a" * 32})
+
+    def test_action_sees_authenticated_caller(self):
+        wire, beta = self.member()
+        answer = wire.done(beta.callRemote("act", "record", {"text": "hi", "count": 2}))
+        self.assertEqual(answer, {"echo": {"text": "hi", "count": 2}, "by": self.alpha.id})
+        self.assertEqual(self.actions["record"].calls,
+                         [(self.peers.identities["beta"].id, {"text": "hi", "count": 2})])
+
+    def test_login_twice_is_one_perspective(self):
+        avatars = []
+        request = self.portal.realm.requestAvatar
+        self.patch(self.portal.realm, "requestAvatar", lambda *a: avatars.append(a) or request(*a))
+        wire, beta = self.member()
+        again = wire.login()
+        self.assertEqual(wire.done(again.callRemote("act", "ping", {}))["name"], "alpha")
+        self.assertEqual(len(avatars), 1)
+
+    def test_bad_arguments_never_run(self):
+        wire, beta = self.member()
+        cases = [
+            ({"text": 5}, "args.text: expected str, got int"),
+            ({"text": "x" * 101}, "args.text: expected 0 to 100 characters, got 101"),
+            ({"text": "hi", "count": 9}, "args.count"),
+            ({"text": "hi", "extra": 1}, "args['extra']: unexpected"),
+            ({}, "args.text: missing"),
+            ({"text": "x" * (70 * 1024)}, "args: larger than 65536 bytes"),
+            (["text"], "args: expected a dict, got list"),
+        ]
+        for args, text in cases:
+            self.refused(wire, beta.callRemote("act", "record", args), BadArguments, text)
+        self.refused(wire, beta.callRemote("act", "Record!", {}), BadArguments, "action_name")
+        self.refused(wire, beta.callRemote("act", "record"), BadArguments,
+                     "act takes 2 arguments (action_name, args), got 1")
+        self.refused(wire, beta.callRemote("act", "record", {}, 3), BadArguments, "got 3")
+        self.refused(wire, beta.callRemote("act", "record", args={}), BadArguments,
+                     "got 1 and keywords args")
+        self.assertEqual(self.actions["record"].calls, [])
+        self.assertEqual(self.portal.refusals["BadArguments"], len(cases) + 4)
+
+    def test_undecodable_arguments(self):
+        wire, beta = self.member()
+        self.refused(wire, beta.callRemote("act", "record", Sneaky()), BadArguments,
+                     "could not be decoded")
+
+    def test_unknown_action_and_method(self):
+        wire, beta = self.member()
+        self.refused(wire, beta.callRemote("act", "reboot", {}), UnknownAction,
+                     "has no action 'reboot'; it has: bad-result, broken")
+        self.refused(wire, beta.callRemote("shutdown"), UnknownAction, "no remote method")
+
+    def test_action_failures(self):
+        wire, beta = self.member()
+        self.refused(wire, beta.callRemote("act", "refuse", {}), ActionError, "no such envoy: web9")
+        self.refused(wire, beta.callRemote("act", "broken", {}), ActionFailed,
+                     "ValueError: the widget is missing")
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+        self.refused(wire, beta.callRemote("act", "bad-result", {}), ActionFailed, "got set")
+        self.refused(wire, beta.callRemote("act", "huge-result", {}), ActionFailed, "larger than")
+        self.assertEqual(wire.done(beta.callRemote("act", "later", {})), ["done"])
+
+    def test_unknown_key_is_an_applicant(self):
+        stranger = Identity.generate()
+        wire = self.wire(stranger)
+        applicant = wire.login()
+        self.refused(wire, applicant.callRemote("act", "ping", {}), NotAMember,
+                     "key %s is not a member" % (stranger.fingerprint,))
+        self.refused(wire, applicant.callRemote("ping"), NotAMember, "can only join")
+        row = {"bolt_id": stranger.id, "addresses": {"peer": "10.0.0.9:1533"}}
+        self.assertEqual(wire.done(applicant.callRemote("join", "vigo-join-abc", row)),
+                         {"admitted": True})
+        self.assertEqual(self.joins, [(stranger.public_key, "vigo-join-abc", row)])
+
+    def test_join_arguments_checked(self):
+        wire = self.wire(Identity.generate())
+        applicant = wire.login()
+        self.refused(wire, applicant.callRemote("join", b"token", {}), BadArguments, "token_text")
+        self.refused(wire, applicant.callRemote("join", "t", {"x": "y" * 20000}), BadArguments,
+                     "row_data: larger than")
+        self.refused(wire, applicant.callRemote("join", "t", ["row"]), BadArguments, "row_data")
+        self.assertEqual(self.joins, [])
+
+    def test_joins_refused_without_a_handler(self):
+        self.portal = PeerPortal(self.peers.roster, self.alpha, self.actions)
+        wire = self.wire(Identity.generate())
+        self.refused(wire, wire.login().callRemote("join", "t", {}), JoinRefused,
+                     "no join handler is configured")
+
+    def test_removed_bolt_refused_at_login(self):
+        self.peers.roster.set_status(self.peers.identities["beta"], "removed")
+        wire = self.wire(self.peers.identities["beta"])
+        self.refused(wire, wire.root.callRemote("login"), NotAMember, "is removed in the roster")
+
+    def test_removal_applies_to_open_connections(self):
+        wire, beta = self.member()
+        self.peers.roster.set_status(self.peers.identities["beta"], "removed")
+        self.refused(wire, beta.callRemote("act", "ping", {}), NotAMember, "is removed")
+
+    def test_draining_bolt_still_calls(self):
+        self.peers.roster.set_status(self.peers.identities["beta"], "draining")
+        wire, beta = self.member()
+        self.assertEqual(wire.done(beta.callRemote("act", "ping", {}))["name"], "alpha")
+
+    def test_no_certificate_no_login(self):
+        wire = self.wire(None)
+        self.refused(wire, wire.root.callRemote("login"), NotAMember, "presented no TLS certificate")
+        self.refused(wire, wire.root.callRemote("login", "admin"), BadArguments,
+                     "login takes 0 arguments (), got 1")
+        self.refused(wire, wire.root.callRemote("loginAnonymous"), NotAMember, "only offers login")
+
+    def test_local_call_through_the_facade(self):
+        self.assertEqual(self.successResultOf(self.alpha.call(self.alpha.id, "record", {"text": "a"})),
+                         {"echo": {"text": "a"}, "by": self.alpha.id})
+        self.failureResultOf(self.alpha.call(self.alpha.id, "record", {"text": 1}), BadArguments)
+        self.failureResultOf(self.alpha.call("nobody", "ping", {}), PeerUnreachable)
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.one_of(st.text(max_size=70), st.binary(max_size=5), st.integers(), st.none(),
+                     st.sampled_from(["ping", "record", "refuse", "bad-result", "later"])),
+           st.recursive(st.none() | st.booleans() | st.integers() | st.floats()
+                        | st.text(max_size=9) | st.binary(max_size=3),
+                        lambda inner: st.lists(inner, max_size=4)
+                        | st.dictionaries(st.text(max_size=6) | st.integers(), inner, max_size=4),
+                        max_leaves=20))
+    def test_fuzzed_calls_answer_or_refuse(self, name, args):
+        beta = self.peers.identities["beta"]
+        _, perspective, _ = self.portal.realm.requestAvatar(beta.id, _Mind(beta), pb.IPerspective)
+        try:
+            d = perspective.perspective_act(name, args)
+        except PeerError:
+            return
+        self.successResultOf(d.addErrback(lambda f: f.trap(PeerError)))
+
+    def test_peer_key_needs_ed25519_tls(self):
+        self.assertRaises(PeerKeyError, peer_key, object())
+        transport = CertifiedTransport(None, isServer=True)
+        transport.certificate = crypto.X509.from_cryptography(ecdsa_certificate())
+        self.assertRaises(PeerKeyError, peer_key, transport)
+
+
+def ecdsa_certificate():
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "not-a-bolt")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(1)
+            .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+
+
+class _Mind:
+    def __init__(self, identity):
+        self.public_key = identity.public_key
+
+
+class Sneaky(pb.Copyable):
+    """A class PB will send but the peer port must not build."""
+
+
+class MutualTLSTests(unittest.TestCase):
+    """Two bolts on loopback sockets, mutual TLS, real reactor, tiny backoff."""
+
+    def setUp(self):
+        self.peers = PeerSet(("alpha", "beta"), clock=reactor)
+        self.actions = make_actions()
+        self.joins = []
+        self.alpha = self.peers.facade("alpha", self.actions)
+        self.portal = PeerPortal(self.peers.roster, self.alpha, self.actions, self.join)
+        self.server_lost = []
+        self.server_brokers = []
+        self.port = None
+        self.addCleanup(self.stop_server)
+        return self.listen()
+
+    def join(self, key, token_text, row_data):
+        self.joins.append(key)
+        return {"roster": "snapshot"}
+
+    @defer.inlineCallbacks
+    def listen(self, port_number=0):
+        address = "127.0.0.1:%d" % (port_number,)
+        self.port = yield listen_peers(reactor, self.peers.identities["alpha"], address, self.portal)
+        self.address = "127.0.0.1:%d" % (self.port.getHost().port,)
+        self.peers.addresses["alpha"] = self.address
+        factory = self.port.factory.wrappedFactory
+        build = factory.buildProtocol
+
+        def spy(addr):
+            broker = build(addr)
+            lost = defer.Deferred()
+            broker.notifyOnDisconnect(lambda: lost.callback(None))
+            self.server_lost.append(lost)
+            self.server_brokers.append(broker)
+            return broker
+        factory.buildProtocol = spy
+
+    @defer.inlineCallbacks
+    def stop_server(self):
+        if self.port is not None:
+            port, self.port = self.port, None
+            yield port.stopListening()
+        for broker in self.server_brokers:
+            if not broker.disconnected:
+                broker.transport.loseConnection()
+        yield defer.gatherResults(self.server_lost)
+
+    def client(self, name_or_identity="beta", fingerprint=None, **options):
+        identity = self.peers.identities.get(name_or_identity, name_or_identity)
+        options.setdefault("retry_policy", lambda attempt: 0.01)
+        client = PeerClient(reactor, identity, self.address,
+                            fingerprint or self.peers.identities["alpha"].fingerprint, **options)
+        client.start()
+        self.addCleanup(client.stop)
+        return client
+
+    @defer.inlineCallbacks
+    def test_member_pings_another_bolt(self):
+        client = yield self.client().when_connected()
+        answer = yield client.call("ping", {})
+        self.assertEqual((answer["bolt_id"], answer["name"], answer["digest"]),
+                         (self.alpha.id, "alpha", "5a" * 32))
+        self.assertEqual((yield client.ping())["bolt_id"], self.alpha.id)
+
+    @defer.inlineCallbacks
+    def test_facade_calls_any_bolt_by_id(self):
+        clients = PeerClients(reactor, self.peers.identities["beta"], retry_policy=lambda n: 0.01)
+        self.addCleanup(clients.stopService)
+        beta = self.peers.facade("beta", self.actions, clients)
+        self.failureResultOf(beta.call(self.alpha.id, "ping", {}), PeerUnreachable)
+        yield clients.get(self.alpha.id).when_connected()
+        self.assertEqual((yield beta.call(self.alpha.id, "ping", {}))["name"], "alpha")
+        self.assertIs(clients.client_for(self.alpha.id, self.address,
+                                          self.peers.identities["alpha"].fingerprint),
+                      clients.get(self.alpha.id))
+
+    @defer.inlineCallbacks
+    def test_unknown_key_only_joins(self):
+        stranger = Identity.generate()
+        client = yield self.client(stranger).when_connected()
+        error = yield self.assertFailure(client.call("ping", {}), NotAMember)
+        self.assertIn(stranger.fingerprint, str(error))
+        answer = yield client.perspective.callRemote("join", "vigo-join-x", {"bolt_id": stranger.id})
+        self.assertEqual((answer, self.joins), ({"roster": "snapshot"}, [stranger.public_key]))
+
+    @defer.inlineCallbacks
+    def test_wrong_pin_fails_the_handshake(self):
+        attempts = []
+        client = self.client(fingerprint=Identity.generate().fingerprint,
+                             retry_policy=lambda attempt: attempts.append(attempt) or 0.01)
+        yield self.assertFailure(client.when_connected(fail_after_failures=3), Exception)
+        self.assertEqual(attempts[:2], [1, 2])  # refused attempts back off like failed ones
+        self.assertIn("TLS handshake failed", client.last_error)
+        error = yield self.assertFailure(client.call("ping", {}), PeerUnreachable)
+        self.assertIn("is not connected; last error: TLS handshake failed", str(error))
+        self.assertEqual(self.actions["record"].calls, [])
+
+    @defer.inlineCallbacks
+    def test_client_without_certificate_is_refused(self):
+        tls = endpoints.wrapClientTLS(PinnedKeyClientCreator(self.peers.identities["alpha"].fingerprint),
+                                      endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", self.port.getHost().port))
+        broker = yield tls.connect(_BrokerFactory())
+        yield self.assertFailure(broker.ready, Exception)
+
+    @defer.inlineCallbacks
+    def test_bad_arguments_refused_action_not_run(self):
+        client = yield self.client().when_connected()
+        yield self.assertFailure(client.perspective.callRemote("act", "record", {"text": "x" * 70000}),
+                                 BadArguments)
+        yield self.assertFailure(client.perspective.callRemote("act", "record", {"text": 7}),
+                                 BadArguments)
+        error = yield self.assertFailure(client.call("record", {"text": 7}), BadArguments)
+        self.assertEqual(str(error), "args.text: expected str, got int")
+        self.assertEqual(self.actions["record"].calls, [])
+        # The client refuses what no action could take before sending; the
+        # action's own schema is the callee's to check.
+        yield self.assertFailure(client.call("record", {"text": {1, 2}}), BadArguments)
+        self.assertEqual(self.portal.refusals["BadArguments"], 3)
+        self.assertEqual((yield client.call("record", {"text": "ok"}))["echo"], {"text": "ok"})
+
+    @defer.inlineCallbacks
+    def test_unknown_action(self):
+        client = yield self.client().when_connected()
+        error = yield self.assertFailure(client.call("reboot", {}), UnknownAction)
+        self.assertIn("has no action 'reboot'", str(error))
+
+    @defer.inlineCallbacks
+    def test_removed_caller_refused(self):
+        self.peers.roster.set_status(self.peers.identities["beta"], "removed")
+        client = self.client()
+        yield self.assertFailure(client.when_connected(fail_after_failures=1), NotAMember)
+        self.assertIn("login refused: bolt %s (beta) is removed" % (self.peers.identities["beta"].id,),
+                      client.last_error)
+
+    @defer.inlineCallbacks
+    def test_no_answer_in_time(self):
+        client = yield self.client().when_connected()
+        error = yield self.assertFailure(client.call("never", {}, timeout=0.05), PeerUnreachable)
+        self.assertIn("no answer to action 'never'", str(error))
+
+    @defer.inlineCallbacks
+    def test_reconnects_after_server_restart(self):
+        client = yield self.client().when_connected()
+        self.assertEqual((yield client.call("ping"))["name"], "alpha")
+        port_number = self.port.getHost().port
+        yield self.stop_server()
+        yield self.assertFailure(client.call("ping"), PeerUnreachable)
+        yield self.listen(port_number)
+        yield client.when_connected()
+        self.assertEqual((yield client.call("ping"))["name"], "alpha")

@@ -1,0 +1,62 @@
+"""The ``IBolt`` facade: the local bolt as peer actions see it.
+
+Actions get this object, not the server, so they depend on a few documented
+methods and the server's insides stay free to change. Its ``call`` reaches any
+bolt by id: this one in-process (through the same checks as a peer's call), any
+other through the ``PeerClients`` pool.
+"""
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from vigo.interfaces import IBolt
+from vigo.spanner.actions import run_action
+from vigo.spanner.peer_errors import PeerUnreachable
+
+
+@implementer(IBolt)
+class BoltFacade:
+    """The local bolt for peer actions.
+
+    * ``identity``: this bolt's ``Identity`` (its ``id`` is the bolt id);
+    * ``name``: its name in the roster;
+    * ``roster``: anything with ``digest()`` (the roster view);
+    * ``actions``: the loaded actions (name to ``IPeerAction``), for local calls;
+    * ``clients``: a ``PeerClients`` pool;
+    * ``locate(bolt_id)``: ``(peer address, key fingerprint)`` of a bolt, or None;
+    * ``peer_states()``: the liveness view (bolt id to alive/suspect/down);
+    * ``clock``: ``IReactorTime`` whose ``seconds()`` is wall-clock time.
+    """
+
+    def __init__(self, identity, name, roster, actions, clients, locate, clock,
+                 peer_states=None, log=None):
+        self.id = identity.id
+        self.name = name
+        self.log = log or Logger(namespace="vigo.plugins")
+        self._roster = roster
+        self._actions = actions
+        self._clients = clients
+        self._locate = locate
+        self._clock = clock
+        self._peer_states = peer_states or dict
+
+    def now(self):
+        return self._clock.seconds()
+
+    def roster_digest(self):
+        return self._roster.digest()
+
+    def peer_states(self):
+        return self._peer_states()
+
+    def call(self, bolt_id, action_name, args, timeout=None):
+        if bolt_id == self.id:
+            return run_action(self, self._actions, self.id, action_name, args)
+        where = self._locate(bolt_id)
+        if where is None:
+            return defer.fail(PeerUnreachable(
+                "bolt %s is not in this bolt's roster, so it has no peer address" % (bolt_id,)))
+        address, fingerprint = where
+        return self._clients.client_for(bolt_id, address, fingerprint).call(
+            action_name, args, timeout)
