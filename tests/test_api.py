@@ -70,6 +70,7 @@ class FacadeServer:
         os.makedirs(data_dir, exist_ok=True)
         self.data_dir = data_dir
         self.clock = clock
+        self.spanner = None  # standalone
         self.config = config_from_mapping(
             {"server": {"data_dir": data_dir, "hostname": "vigo.test"}}
         )

@@ -2,8 +2,9 @@
 
 Every command is one row of ``COMMANDS``: an HTTP method, a path built from
 the parsed arguments, an optional JSON body, and a printer for people
-(``--json`` prints the server's answer instead). A new group of commands (the
-spanner ones) is a new subparser group plus new rows; nothing else changes.
+(``--json`` prints the server's answer instead). A new group of commands is a
+new subparser group plus new rows, as the spanner ones (with their nested
+``bolt`` group) are; nothing else changes.
 
 Where to talk to and with what credentials, first match wins:
 
@@ -92,6 +93,27 @@ def _token_body(options):
     return body
 
 
+def _bolt(options):
+    return "/api/v1/spanner/bolts/" + _segment(options.bolt)
+
+
+def _bolt_action(options):
+    return _bolt(options) + "/actions/" + _segment(options.action_name)
+
+
+def _init_body(options):
+    body = {}
+    if options.name is not None:
+        body["name"] = options.name
+    if options.patterns is not None:
+        body["patterns"] = options.patterns
+    return body
+
+
+def _invite_body(options):
+    return {} if options.expires_in is None else {"expires_in": options.expires_in}
+
+
 COMMANDS = {
     "status": Command("GET", lambda options: "/api/v1/status", output.status),
     "token create": Command("POST", lambda options: "/api/v1/tokens", output.token_created,
@@ -100,6 +122,19 @@ COMMANDS = {
     "envoys show": Command("GET", _envoy(), output.envoy_details),
     "envoys push": Command("POST", _envoy("/push"), output.envoy_pushed, body=lambda o: {}),
     "envoys revoke": Command("DELETE", _envoy(), output.envoy_revoked),
+    "spanner status": Command("GET", lambda options: "/api/v1/spanner/status",
+                              output.spanner_status),
+    "spanner init": Command("POST", lambda options: "/api/v1/spanner/init",
+                            output.spanner_initialized, body=_init_body),
+    "spanner bolt list": Command("GET", lambda options: "/api/v1/spanner/bolts",
+                                 output.bolt_table),
+    "spanner bolt show": Command("GET", _bolt, output.bolt_details),
+    "spanner bolt invite": Command("POST", lambda options: "/api/v1/spanner/invite",
+                                   output.invite_created, body=_invite_body),
+    "spanner bolt join": Command("POST", lambda options: "/api/v1/spanner/join",
+                                 output.spanner_joined, body=lambda o: {"token": o.token_text}),
+    "spanner bolt act": Command("POST", _bolt_action, output.action_result,
+                                body=lambda o: dict(o.args or {})),
 }
 
 
@@ -123,6 +158,46 @@ def _duration(text):
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a duration (use e.g. 30m, 1h, 7d)") from None
     return text
+
+
+def _name(text):
+    if not text.strip():
+        raise argparse.ArgumentTypeError("a bolt name cannot be empty")
+    return text
+
+
+def _patterns(text):
+    patterns = [p.strip() for p in text.split(",") if p.strip()]
+    if not patterns:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} holds no hostname glob (use e.g. '*.dc1.example.com,*.dc1.internal')")
+    return patterns
+
+
+def _not_a_constant(name):
+    raise ValueError(name)
+
+
+def argument_value(text):
+    """An action argument's value: JSON when it parses as JSON, else the text."""
+    try:
+        return json.loads(text, parse_constant=_not_a_constant)
+    except ValueError:
+        return text
+
+
+class KeyValues(argparse.Action):
+    """``--arg KEY=VALUE``, repeatable, into one dict; a key only once."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        key, equals, value = values.partition("=")
+        if not equals or not key:
+            raise argparse.ArgumentError(self, f"{values!r} is not KEY=VALUE")
+        args = dict(getattr(namespace, self.dest, None) or {})
+        if key in args:
+            raise argparse.ArgumentError(self, f"{key!r} is given twice")
+        args[key] = argument_value(value)
+        setattr(namespace, self.dest, args)
 
 
 def _global_options(parser, default):
@@ -180,6 +255,34 @@ def build_parser():
                        ("revoke", "revoke one envoy for good")):
         leaf = command(envoys, name, "envoys " + name, help)
         leaf.add_argument("envoy", metavar="ENVOY", help="an envoy id or its hostname")
+
+    spanner = groups.add_parser("spanner", help="the spanner federation").add_subparsers(
+        dest="action", metavar="ACTION", required=True)
+    command(spanner, "status", "spanner status", "this bolt and its federation at a glance")
+    init = command(spanner, "init", "spanner init",
+                   "found a federation with this server as its first bolt")
+    init.add_argument("--name", type=_name, help="this bolt's name (default: spanner.bolt_name)")
+    init.add_argument("--patterns", type=_patterns, metavar="GLOB,...",
+                      help="the hostnames this bolt owns (default: spanner.patterns)")
+    bolt = spanner.add_parser("bolt", help="the federation's bolts").add_subparsers(
+        dest="bolt_action", metavar="ACTION", required=True)
+    command(bolt, "list", "spanner bolt list", "every bolt in the roster")
+    show = command(bolt, "show", "spanner bolt show", "one bolt in detail")
+    show.add_argument("bolt", metavar="BOLT", help="a bolt id or its unique name")
+    invite = command(bolt, "invite", "spanner bolt invite",
+                     "mint a one-shot invite for another server to join with (shown once)")
+    invite.add_argument("--expires-in", type=_duration, metavar="DURATION",
+                        help="lifetime, e.g. 30m; at most 24h (default 1h)")
+    join = command(bolt, "join", "spanner bolt join",
+                   "join the federation of an invite (run on the joining server)")
+    join.add_argument("token_text", metavar="TOKEN",
+                      help="the invite 'vigocli spanner bolt invite' printed")
+    act = command(bolt, "act", "spanner bolt act", "run a peer action on a bolt")
+    act.add_argument("bolt", metavar="BOLT", help="a bolt id or its unique name")
+    act.add_argument("action_name", metavar="ACTION", help="the action's name")
+    act.add_argument("--arg", dest="args", action=KeyValues, metavar="KEY=VALUE",
+                     help="an argument (repeat for more); VALUE is JSON if it parses "
+                          "as JSON, else text")
     return parser
 
 

@@ -6,6 +6,7 @@ go to ``err``. ``--json`` bypasses all of this.
 """
 
 import datetime
+import json
 
 
 def format_age(seconds):
@@ -131,3 +132,120 @@ def envoy_pushed(answer, out, err):
 def envoy_revoked(answer, out, err):
     """``vigocli envoys revoke``."""
     print(f"envoy {answer['envoy_id']} {answer.get('state', 'revoked')}", file=out)
+
+
+# -- spanner ---------------------------------------------------------------------
+
+DIGEST_SHOWN = 12  # hex digits of the roster digest people see
+
+
+def _counts(counts, names):
+    counts = counts or {}
+    return ", ".join(f"{counts.get(name, 0)} {name}" for name in names)
+
+
+def spanner_status(answer, out, err):
+    """``vigocli spanner status``."""
+    if answer.get("mode") == "standalone":
+        fields([("state", "standalone"), ("bolt", answer.get("bolt_id")),
+                ("hint", answer.get("hint"))], out)
+        return
+    name = answer.get("name")
+    bolt = answer.get("bolt_id")
+    federation = answer.get("federation_id") or "-"
+    founder = answer.get("founder_id")
+    if founder:
+        federation += " (founded by this bolt)" if founder == bolt else f" (founded by {founder})"
+    pairs = [
+        ("state", answer.get("state")),
+        ("bolt", f"{bolt} ({name})" if name else bolt),
+        ("federation", federation),
+        ("digest", (answer.get("digest") or "-")[:DIGEST_SHOWN]),
+        ("bolts", _counts(answer.get("bolts"), ("total", "active", "draining", "removed"))),
+        ("peers", _counts(answer.get("peers"), ("alive", "suspect", "down", "unknown"))),
+    ]
+    if answer.get("hint"):
+        pairs.append(("hint", answer["hint"]))
+    fields(pairs, out)
+
+
+def spanner_initialized(answer, out, err):
+    """``vigocli spanner init``: the new federation, then the status."""
+    print(f"founded federation {answer.get('federation_id')}; this server is its first "
+          f"bolt, {answer.get('bolt_id')}", file=out)
+    spanner_status(answer, out, err)
+
+
+def spanner_joined(answer, out, err):
+    """``vigocli spanner bolt join``: the federation joined, then the status."""
+    print(f"joined federation {answer.get('federation_id')} as bolt "
+          f"{answer.get('bolt_id')}", file=out)
+    spanner_status(answer, out, err)
+
+
+def _envoys_owned(bolt):
+    counters = bolt.get("counters")
+    if not counters or counters.get("envoys_owned") is None:
+        return "-"
+    return str(counters["envoys_owned"])
+
+
+def _liveness(bolt):
+    return (bolt.get("liveness") or {}).get("state") or "unknown"
+
+
+def bolt_table(answer, out, err):
+    """``vigocli spanner bolt list``."""
+    bolts = answer.get("bolts", [])
+    if not bolts:
+        print("no bolts", file=out)
+        return
+    rows = [[b["bolt_id"], b.get("name") or "-", b.get("status") or "-", _liveness(b),
+             format_age((b.get("liveness") or {}).get("last_heard_age")),
+             ",".join(b.get("patterns") or []) or "-", _envoys_owned(b)] for b in bolts]
+    table(rows, ["BOLT", "NAME", "STATUS", "LIVENESS", "HEARD", "PATTERNS", "ENVOYS"], out)
+
+
+def _ago(seconds):
+    return "never" if seconds is None else f"{format_age(seconds)} ago"
+
+
+def bolt_details(answer, out, err):
+    """``vigocli spanner bolt show``."""
+    addresses = answer.get("addresses") or {}
+    liveness = answer.get("liveness") or {}
+    counters = answer.get("counters")
+    pairs = [
+        ("bolt", answer["bolt_id"]),
+        ("name", answer.get("name") or "-"),
+        ("status", answer.get("status")),
+        ("this bolt", yes_no(answer.get("self"))),
+        ("patterns", ", ".join(answer.get("patterns") or []) or "-"),
+        ("api", addresses.get("api") or "-"),
+        ("envoy address", addresses.get("envoy") or "-"),
+        ("peer address", addresses.get("peer") or "-"),
+        ("seq", answer.get("seq")),
+        ("admitted by", answer.get("admitted_by") or "-"),
+        ("liveness", liveness.get("state") or "unknown"),
+        ("last heard", _ago(liveness.get("last_heard_age"))),
+        ("evidence", _ago(liveness.get("evidence_age"))),
+    ]
+    if counters:
+        pairs.append(("counters", ", ".join(f"{k} {v}" for k, v in sorted(counters.items()))))
+        pairs.append(("counters from", _ago(answer.get("counters_age"))))
+    else:
+        pairs.append(("counters", "-"))
+    fields(pairs, out)
+
+
+def invite_created(answer, out, err):
+    """``vigocli spanner bolt invite``: the token alone on ``out``, the note on ``err``."""
+    print(answer["token"], file=out)
+    print(f"This invite token is one-shot: it admits one bolt, once, and expires at "
+          f"{format_time(answer.get('expires_at'))}. On the joining server run: "
+          "vigocli spanner bolt join TOKEN", file=err)
+
+
+def action_result(answer, out, err):
+    """``vigocli spanner bolt act``: the action's result as indented JSON."""
+    print(json.dumps(answer.get("result"), indent=2, sort_keys=True), file=out)

@@ -75,6 +75,12 @@ class VigoServer(service.MultiService):
         self.enrollment = Enrollment(
             self.fleet, self.store, self.identity, self.ownership, reactor, self.envoy_address
         )
+        self.spanner = None
+        if config.spanner.mode == "spanner":
+            from vigo.spanner.service import SpannerService
+
+            self.spanner = SpannerService(self)
+            self.spanner.setServiceParent(self)
         self.api_tokens = ApiTokens(self.store, reactor)
         self.registry = fleet_registry(self.fleet)
         self.api = AdminAPI(self)
@@ -104,10 +110,16 @@ class VigoServer(service.MultiService):
         envoy_port = await self._listen_envoys()
         self.envoy_address = self._advertised(self.config.server.envoy_listen, envoy_port)
         self.ownership = StandaloneOwnership(self.identity, self.envoy_address)
-        self.enrollment.ownership = self.ownership
-        self.enrollment.envoy_address = self.envoy_address
         api_port = await self._listen_api()
         self.ports = {"envoy": envoy_port, "api": api_port}
+        if self.spanner is not None:
+            from vigo.spanner.ownership import SpannerOwnership
+
+            self.ownership = SpannerOwnership(self.spanner, self.ownership.owner_of(""))
+            await self.spanner.start()
+            self.ports["peer"] = self.spanner.peer_port.getHost().port
+        self.enrollment.ownership = self.ownership
+        self.enrollment.envoy_address = self.envoy_address
         self._write_run_file()
         self.log.info(
             "vigo {mode} server {id} ready: {n} envoy(s); envoys on {envoy}, API on {api}",
@@ -118,11 +130,6 @@ class VigoServer(service.MultiService):
 
     def _warn_unbuilt(self):
         """Say so when the config asks for what this version does not do yet."""
-        if self.config.spanner.mode == "spanner":
-            self.log.warn(
-                "spanner.mode is spanner, but spanner federation is not built yet: "
-                "this server runs standalone and owns every envoy"
-            )
         if self.config.dbus.bus != "none":
             self.log.warn(
                 "dbus.bus is {bus!r}, but D-Bus control is not built yet: ignored",
@@ -181,6 +188,22 @@ class VigoServer(service.MultiService):
             host = self.config.server.hostname
         return Address(host, port)
 
+    def advertised_addresses(self, peer_port):
+        """This server's envoy, API and peer addresses as others should dial them."""
+        api = self._advertised(self.config.server.api_listen, self.ports["api"])
+        peer = self._advertised(self.config.spanner.peer_listen, peer_port.getHost().port)
+        return {"envoy": str(self.envoy_address), "api": str(api), "peer": str(peer)}
+
+    def gossip_counters(self):
+        """What this bolt tells the federation about itself twice a second."""
+        counts = self.fleet.counts()
+        stats = self.fleet.stats
+        return {
+            "envoys_owned": counts["active"], "envoys_online": counts["online"],
+            "checkins": sum(stats.checkins.values()), "enrollments": stats.enrollments,
+            "pushes": stats.pushes, "load_permille": 0, "status": "active",
+        }
+
     def api_url(self):
         host = self.config.server.api_listen.host
         if host in ("0.0.0.0", "::", ""):
@@ -196,6 +219,7 @@ class VigoServer(service.MultiService):
             "envoy_port": self.ports["envoy"],
             "envoy_address": str(self.envoy_address),
             "mode": self.config.spanner.mode,
+            "peer_port": self.ports.get("peer"),
         }
         path = os.path.join(self.config.server.data_dir, RUN_FILE)
         if os.path.exists(path):
@@ -235,4 +259,5 @@ class VigoServer(service.MultiService):
             "checkin_interval": self.config.checkin.interval,
             "envoys": self.fleet.counts(),
             "checkins": dict(self.fleet.stats.checkins),
+            "spanner": None if self.spanner is None else self.spanner.status(),
         }

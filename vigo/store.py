@@ -55,6 +55,50 @@ MIGRATIONS = (
             )""",
         ),
     ),
+    (
+        # Spanner: this bolt's copy of the roster (vigo/spanner/roster_store.py).
+        # Each record is kept as its canonical JSON and verified again on load.
+        2,
+        (
+            """CREATE TABLE federation (
+                singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+                id TEXT NOT NULL,
+                founder_id TEXT NOT NULL
+            )""",
+            """CREATE TABLE roster_rows (
+                bolt_id TEXT PRIMARY KEY,
+                seq INTEGER NOT NULL,
+                record TEXT NOT NULL
+            )""",
+            """CREATE TABLE roster_removals (
+                bolt_id TEXT PRIMARY KEY,
+                record TEXT NOT NULL
+            )""",
+            """CREATE TABLE roster_consumed_tokens (
+                token_id TEXT PRIMARY KEY,
+                record TEXT NOT NULL
+            )""",
+            """CREATE TABLE roster_overrides (
+                envoy_id TEXT PRIMARY KEY,
+                record TEXT NOT NULL
+            )""",
+        ),
+    ),
+    (
+        # Spanner: join tokens this bolt minted (vigo/spanner/invites.py); a
+        # redemption is serialised here, at the minter, before anything else.
+        3,
+        (
+            """CREATE TABLE spanner_invites (
+                id TEXT PRIMARY KEY,
+                secret_hash BLOB NOT NULL,
+                expires_at_ms INTEGER NOT NULL,
+                created_at_ms INTEGER NOT NULL,
+                consumed_by TEXT,
+                consumed_at_ms INTEGER
+            )""",
+        ),
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -20,6 +20,7 @@ from vigo.api.site import MAX_BODY
 from vigo.config import parse_duration
 from vigo.fleet.index import ACTIVE
 from vigo.fleet.refusal import Refusal
+from vigo.spanner.errors import SpannerRefusal
 
 try:
     # What generate_latest writes; CONTENT_TYPE_LATEST names text format
@@ -63,8 +64,9 @@ def authorized(handler):
 
 
 def read_object(request, allowed):
-    """The request body as a JSON object with only ``allowed`` keys; an empty
-    body is ``{}``. Raises ``ApiError`` (400 or 413)."""
+    """The request body as a JSON object with only ``allowed`` keys (any keys
+    when ``allowed`` is None); an empty body is ``{}``. Raises ``ApiError``
+    (400 or 413)."""
     length = request.getHeader(b"content-length")
     if length is not None and length.isdigit() and int(length) > MAX_BODY:
         raise ApiError(413, "body_too_large",
@@ -81,7 +83,7 @@ def read_object(request, allowed):
     if not isinstance(value, dict):
         raise ApiError(400, "bad_request",
                        f"the body must be a JSON object, not {_json_type(value)}")
-    unknown = sorted(set(value) - set(allowed))
+    unknown = [] if allowed is None else sorted(set(value) - set(allowed))
     if unknown:
         allowed = ", ".join(allowed) or "none"
         raise ApiError(400, "bad_request", f"unknown field {unknown[0]!r}; allowed: {allowed}")
@@ -149,7 +151,8 @@ class AdminAPI:
 
     ``server`` is the server facade: ``fleet``, ``enrollment``,
     ``api_tokens``, ``registry``, ``clock``, ``identity``, ``config`` and
-    ``status()``.
+    ``status()``; and ``spanner``, the spanner service (``None`` or absent on
+    a standalone server), for the routes in ``vigo.api.spanner``.
     """
 
     app = Klein()
@@ -268,6 +271,12 @@ class AdminAPI:
         e = failure.value
         return self._error(request, 404 if e.code == "not_found" else 409, e.code, e.reason)
 
+    @app.handle_errors(SpannerRefusal)
+    def spanner_refusal(self, request, failure):
+        """The spanner service said no: the refusal carries its own status."""
+        e = failure.value
+        return self._error(request, e.status, e.code, e.message)
+
     @app.handle_errors(NotFound)
     def not_found(self, request, failure):
         """No route."""
@@ -297,3 +306,7 @@ class AdminAPI:
                          path=request.path.decode("utf-8", "replace"))
         return self._error(request, 500, "internal_error",
                            "the server failed to answer this request; its log says why")
+
+
+# The spanner routes (/api/v1/spanner/...) join AdminAPI.app on import.
+import vigo.api.spanner  # noqa: E402, F401

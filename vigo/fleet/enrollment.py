@@ -11,6 +11,7 @@ from twisted.internet import defer
 
 from vigo.fleet import wire
 from vigo.fleet.index import ACTIVE, EnvoyRecord
+from vigo.fleet.ownership import NoOwner
 from vigo.fleet.refusal import Redirected, Refusal
 from vigo.hostnames import HostnameError, normalise_hostname
 from vigo.identity import key_id, verify_signature
@@ -112,7 +113,10 @@ class Enrollment:
         message = wire.register_message(sent_hostname, public_key, token.token_id, timestamp_ms)
         if not verify_signature(public_key, message, signature):
             raise Refusal("bad_signature", "the register signature does not verify")
-        owner = self.ownership.owner_of(hostname)
+        try:
+            owner = self.ownership.owner_of(hostname)
+        except NoOwner as e:
+            raise Refusal("no_owner", str(e)) from None
         if not owner.local:
             raise Redirected(owner.address, owner.server_id, owner.fingerprint,
                              "%s belongs to server %s" % (hostname, owner.server_id))

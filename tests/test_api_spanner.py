@@ -1,0 +1,513 @@
+"""The admin API's spanner routes, over StubTreq, against ``FakeSpanner``."""
+
+import importlib
+import inspect
+import json
+import os
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from treq.testing import StubTreq
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from tests.spannerkit import (
+    GOOD_TOKEN,
+    INTERFACE,
+    PEER_ID,
+    SELF_ID,
+    UNREACHABLE_TOKEN,
+    FakeSpanner,
+)
+from tests.test_api import ApiTestCase, FacadeServer, ImmediateStore, new_clock
+from vigo.api import spanner as spanner_api
+from vigo.api.app import AdminAPI
+from vigo.spanner.errors import SpannerRefusal
+from vigo.tokens import API_PREFIX
+
+#: Every spanner route with a body that would be accepted, but the roster.
+AUTHORIZED_ROUTES = (
+    ("GET", "/api/v1/spanner/status", None),
+    ("POST", "/api/v1/spanner/init", {"name": "dc9"}),
+    ("POST", "/api/v1/spanner/invite", {}),
+    ("POST", "/api/v1/spanner/join", {"token": GOOD_TOKEN}),
+    ("GET", "/api/v1/spanner/bolts", None),
+    ("GET", "/api/v1/spanner/bolts/dc2", None),
+    ("POST", "/api/v1/spanner/bolts/dc2/actions/echo", {"x": 1}),
+)
+LATER_ROUTES = (
+    ("GET", "/api/v1/spanner/bolts/dc2/envoys"),
+    ("POST", "/api/v1/spanner/bolts/dc2/push"),
+    ("POST", "/api/v1/spanner/bolts/dc2/drain"),
+    ("GET", "/api/v1/spanner/bolts/dc2/drain"),
+    ("DELETE", "/api/v1/spanner/bolts/dc2"),
+)
+REASSIGN = ("POST", "/api/v1/envoys/web1.dc1.example.com/reassign")
+
+
+class SpannerApiTestCase(ApiTestCase):
+    """A facade server whose ``spanner`` is a ``FakeSpanner``."""
+
+    member = True
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        yield ApiTestCase.setUp(self)
+        self.spanner = FakeSpanner()
+        if self.member:
+            self.spanner.found()
+        self.server.spanner = self.spanner
+
+    def assertNothingChanged(self, before):
+        self.assertEqual(self.spanner.mutations(), [])
+        self.assertEqual(self.spanner.status(), before)
+
+
+class StandaloneTests(ApiTestCase):
+    """No spanner service: 404 ``not_spanner`` everywhere but ``status``."""
+
+    @defer.inlineCallbacks
+    def check_standalone(self):
+        response, body = yield self.call("GET", "/api/v1/spanner/status")
+        self.assertEqual(response.code, 200)
+        self.assertEqual(body["mode"], "standalone")
+        self.assertEqual(body["state"], "standalone")
+        self.assertEqual(body["bolt_id"], self.server.identity.id)
+        self.assertIn("--mode=spanner", body["hint"])
+        routes = [(m, p, b) for m, p, b in AUTHORIZED_ROUTES if not p.endswith("/status")]
+        routes += [(m, p, None) for m, p in LATER_ROUTES]
+        for method, path, data in routes:
+            response, body = yield self.call(method, path, body=data)
+            self.assertJSONError(response, body, 404, "not_spanner")
+            self.assertEqual(body["detail"],
+                             "this server runs standalone; start it with --mode=spanner")
+        response, body = yield self.call("GET", "/api/v1/spanner/roster", token=None)
+        self.assertJSONError(response, body, 404, "not_spanner")
+        response, body = yield self.call(*REASSIGN, body={"to": "dc2"})
+        self.assertJSONError(response, body, 501, "not_implemented")
+
+    def test_a_server_without_the_attribute(self):
+        vars(self.server).pop("spanner", None)
+        return self.check_standalone()
+
+    def test_a_server_whose_spanner_is_none(self):
+        self.server.spanner = None
+        return self.check_standalone()
+
+    @defer.inlineCallbacks
+    def test_standalone_still_wants_a_token(self):
+        response, body = yield self.call("GET", "/api/v1/spanner/status", token=None)
+        self.assertJSONError(response, body, 401, "unauthorized")
+        response, body = yield self.call("POST", "/api/v1/spanner/init", token=None)
+        self.assertJSONError(response, body, 401, "unauthorized")
+
+
+class AuthTests(SpannerApiTestCase):
+    """Every spanner route wants the bearer token, but the roster snapshot."""
+
+    @defer.inlineCallbacks
+    def test_every_route_but_the_roster_refuses_without_a_valid_token(self):
+        before = self.spanner.status()
+        del self.spanner.calls[:]
+        wrong = API_PREFIX + "A" * 43
+        routes = list(AUTHORIZED_ROUTES) + [(m, p, None) for m, p in LATER_ROUTES + (REASSIGN,)]
+        for method, path, data in routes:
+            for token, headers in ((None, None), (wrong, None),
+                                   (None, {b"authorization": [b"Basic dmlnbzp2aWdv"]})):
+                response, body = yield self.call(method, path, token=token, headers=headers,
+                                                 body=data)
+                self.assertJSONError(response, body, 401, "unauthorized")
+                self.assertEqual(response.headers.getRawHeaders(b"www-authenticate"),
+                                 [b'Bearer realm="vigo"'])
+        self.assertEqual(self.spanner.calls, [])
+        self.assertEqual(self.spanner.status(), before)
+
+    @defer.inlineCallbacks
+    def test_the_roster_needs_no_token(self):
+        response, body = yield self.call("GET", "/api/v1/spanner/roster", token=None)
+        self.assertEqual(response.code, 200)
+        self.assertEqual(body, json.loads(self.spanner.snapshot_body()))
+
+    @defer.inlineCallbacks
+    def test_routing_comes_before_authentication(self):
+        response, body = yield self.call("GET", "/api/v1/spanner/nope", token=None)
+        self.assertJSONError(response, body, 404, "not_found")
+        response, body = yield self.call("GET", "/api/v1/spanner/init", token=None)
+        self.assertJSONError(response, body, 405, "method_not_allowed")
+        self.assertEqual(response.headers.getRawHeaders(b"allow"), [b"POST"])
+        response, body = yield self.call("PUT", "/api/v1/spanner/roster", token=None)
+        self.assertJSONError(response, body, 405, "method_not_allowed")
+
+
+class StatusTests(SpannerApiTestCase):
+    member = False
+
+    @defer.inlineCallbacks
+    def test_unfederated_then_member(self):
+        response, body = yield self.call("GET", "/api/v1/spanner/status")
+        self.assertEqual(response.code, 200)
+        self.assertEqual(response.headers.getRawHeaders(b"cache-control"), [b"no-store"])
+        self.assertEqual(body, self.spanner.status())
+        self.assertEqual((body["mode"], body["state"]), ("spanner", "unfederated"))
+        self.assertIn("vigocli spanner init", body["hint"])
+        self.spanner.found()
+        response, body = yield self.call("GET", "/api/v1/spanner/status")
+        self.assertEqual((body["state"], body["federation_id"], body["hint"]),
+                         ("member", self.spanner.federation_id, None))
+        self.assertEqual(body["bolts"], {"total": 3, "active": 2, "draining": 1, "removed": 0})
+
+    @defer.inlineCallbacks
+    def test_a_coroutine_or_deferred_answer_is_waited_for(self):
+        status = self.spanner.status()
+
+        async def later():
+            return status
+
+        for answer in (later, lambda: defer.succeed(status)):
+            self.spanner.status = answer
+            response, body = yield self.call("GET", "/api/v1/spanner/status")
+            self.assertEqual((response.code, body), (200, status))
+
+
+class InitTests(SpannerApiTestCase):
+    member = False
+
+    @defer.inlineCallbacks
+    def test_init_with_name_and_patterns(self):
+        response, body = yield self.call("POST", "/api/v1/spanner/init",
+                                         body={"name": "dc9", "patterns": ["*.dc9.test"]})
+        self.assertEqual(response.code, 201)
+        self.assertEqual(self.spanner.mutations(), [("init", "dc9", ["*.dc9.test"])])
+        self.assertEqual((body["state"], body["name"]), ("member", "dc9"))
+
+    @defer.inlineCallbacks
+    def test_empty_body_and_nulls_mean_defaults(self):
+        for data in (b"", b"{}", b'{"name": null, "patterns": null}'):
+            self.spanner = FakeSpanner()
+            self.server.spanner = self.spanner
+            response, body = yield self.call("POST", "/api/v1/spanner/init", data=data)
+            self.assertEqual(response.code, 201, body)
+            self.assertEqual(self.spanner.mutations(), [("init", None, None)])
+
+    @defer.inlineCallbacks
+    def test_bad_bodies_are_400_and_change_nothing(self):
+        before = self.spanner.status()
+        for data in (b"[]", b"nope", b'"dc1"', b'{"name": 5}', b'{"name": ""}',
+                     b'{"name": ["dc1"]}', b'{"patterns": "*.a"}', b'{"patterns": [1]}',
+                     b'{"patterns": [""]}', b'{"patterns": {"a": 1}}', b'{"nmae": "x"}',
+                     b'{"name": "dc1", "bolt": "x"}'):
+            response, body = yield self.call("POST", "/api/v1/spanner/init", data=data)
+            self.assertJSONError(response, body, 400, "bad_request")
+        self.assertNothingChanged(before)
+        response, body = yield self.call("POST", "/api/v1/spanner/init", body={"nmae": "x"})
+        self.assertEqual(body["detail"], "unknown field 'nmae'; allowed: name, patterns")
+
+    @defer.inlineCallbacks
+    def test_already_a_member_is_409(self):
+        self.spanner.found()
+        response, body = yield self.call("POST", "/api/v1/spanner/init", body={})
+        self.assertJSONError(response, body, 409, "already_member")
+        self.assertIn(self.spanner.federation_id, body["detail"])
+
+
+class InviteTests(SpannerApiTestCase):
+
+    @defer.inlineCallbacks
+    def test_default_is_one_hour(self):
+        response, body = yield self.call("POST", "/api/v1/spanner/invite")
+        self.assertEqual(response.code, 201)
+        self.assertEqual(set(body), {"token", "token_id", "expires_at", "minter_id"})
+        self.assertEqual(self.spanner.mutations(), [("invite", 3600.0)])
+
+    @defer.inlineCallbacks
+    def test_durations(self):
+        for given_, seconds in (("30m", 1800.0), ("24h", 86400.0), ("1d", 86400.0),
+                                (90, 90.0), ("500ms", 0.5), (None, 3600.0)):
+            del self.spanner.calls[:]
+            response, body = yield self.call("POST", "/api/v1/spanner/invite",
+                                             body={"expires_in": given_})
+            self.assertEqual(response.code, 201, (given_, body))
+            self.assertEqual(self.spanner.mutations(), [("invite", seconds)])
+
+    @defer.inlineCallbacks
+    def test_bad_bodies_are_400_and_change_nothing(self):
+        before = self.spanner.status()
+        del self.spanner.calls[:]
+        for data in ({"expires_in": "0s"}, {"expires_in": 0}, {"expires_in": "25h"},
+                     {"expires_in": 86401}, {"expires_in": "soon"}, {"expires_in": True},
+                     {"expires_in": -5}, {"expires_in": ["1h"]}, {"uses": 2}, [], "1h"):
+            response, body = yield self.call("POST", "/api/v1/spanner/invite", body=data)
+            self.assertJSONError(response, body, 400, "bad_request")
+        self.assertNothingChanged(before)
+        response, body = yield self.call("POST", "/api/v1/spanner/invite",
+                                         body={"expires_in": "2d"})
+        self.assertIn("at most 24h", body["detail"])
+
+    @defer.inlineCallbacks
+    def test_not_a_member_is_409(self):
+        self.server.spanner = self.spanner = FakeSpanner()
+        response, body = yield self.call("POST", "/api/v1/spanner/invite", body={})
+        self.assertJSONError(response, body, 409, "not_member")
+
+
+class JoinTests(SpannerApiTestCase):
+    member = False
+
+    @defer.inlineCallbacks
+    def test_join(self):
+        response, body = yield self.call("POST", "/api/v1/spanner/join",
+                                         body={"token": " " + GOOD_TOKEN + "\n"})
+        self.assertEqual(response.code, 200)
+        self.assertEqual(body["state"], "member")
+        self.assertEqual(self.spanner.mutations(), [("join", GOOD_TOKEN)])
+
+    @defer.inlineCallbacks
+    def test_bad_bodies_are_400_and_change_nothing(self):
+        before = self.spanner.status()
+        for data in ({}, {"token": None}, {"token": ""}, {"token": "  "}, {"token": 5},
+                     {"token": [GOOD_TOKEN]}, {"token": GOOD_TOKEN, "name": "x"}, [GOOD_TOKEN]):
+            response, body = yield self.call("POST", "/api/v1/spanner/join", body=data)
+            self.assertJSONError(response, body, 400, "bad_request")
+        self.assertNothingChanged(before)
+
+    @defer.inlineCallbacks
+    def test_refusals(self):
+        for token, code, error in (("vgoi_other", 409, "join_refused"),
+                                   (UNREACHABLE_TOKEN, 503, "unreachable")):
+            response, body = yield self.call("POST", "/api/v1/spanner/join",
+                                             body={"token": token})
+            self.assertJSONError(response, body, code, error)
+        self.spanner.found()
+        response, body = yield self.call("POST", "/api/v1/spanner/join",
+                                         body={"token": GOOD_TOKEN})
+        self.assertJSONError(response, body, 409, "already_member")
+
+
+class RosterTests(SpannerApiTestCase):
+    """``GET /api/v1/spanner/roster``: the snapshot bytes, ETag and 304."""
+
+    def get(self, **headers):
+        headers = {k.replace("_", "-").encode(): v for k, v in headers.items()}
+        return self.call("GET", "/api/v1/spanner/roster", token=None, headers=headers)
+
+    @defer.inlineCallbacks
+    def test_snapshot_with_its_digest_as_etag(self):
+        response, body = yield self.get()
+        self.assertEqual(response.code, 200)
+        self.assertEqual(response.headers.getRawHeaders(b"content-type"), [b"application/json"])
+        digest = self.spanner.digest()
+        self.assertEqual(response.headers.getRawHeaders(b"etag"), [b'"%s"' % digest.encode()])
+        self.assertEqual(body, json.loads(self.spanner.snapshot_body()))
+
+    @defer.inlineCallbacks
+    def test_the_body_is_the_services_bytes_exactly(self):
+        self.spanner.snapshot = lambda: ('"abc"', b'{"b": 1,  "a": 2}')
+        response, _ = yield self.call("GET", "/api/v1/spanner/roster", token=None)
+        self.assertEqual(response.headers.getRawHeaders(b"etag"), [b'"abc"'])
+        content = yield self.client._settle(self.client.stub.content(response))
+        self.assertEqual(content, b'{"b": 1,  "a": 2}')
+
+    @defer.inlineCallbacks
+    def test_a_matching_if_none_match_is_304_without_a_body(self):
+        digest = self.spanner.digest()
+        for value in (f'"{digest}"', digest, f'"0000", "{digest}"', f"W/\"{digest}\"",
+                      f"0000,{digest}", "*"):
+            response, body = yield self.get(if_none_match=[value.encode()])
+            self.assertEqual((response.code, body), (304, b""), value)
+            self.assertEqual(response.headers.getRawHeaders(b"etag"),
+                             [b'"%s"' % digest.encode()])
+        response, body = yield self.get(if_none_match=[b'"0000"', f'"{digest}"'.encode()])
+        self.assertEqual(response.code, 304)
+
+    @defer.inlineCallbacks
+    def test_a_stale_if_none_match_gets_the_snapshot(self):
+        for value in (b'"0000"', b"", b'""', self.spanner.digest()[:10].encode()):
+            response, body = yield self.get(if_none_match=[value])
+            self.assertEqual(response.code, 200, value)
+            self.assertEqual(body, json.loads(self.spanner.snapshot_body()))
+
+    @defer.inlineCallbacks
+    def test_an_unfederated_bolt_has_no_roster(self):
+        self.server.spanner = FakeSpanner()
+        response, body = yield self.get()
+        self.assertJSONError(response, body, 409, "not_member")
+
+
+class BoltTests(SpannerApiTestCase):
+
+    @defer.inlineCallbacks
+    def test_list(self):
+        response, body = yield self.call("GET", "/api/v1/spanner/bolts")
+        self.assertEqual(response.code, 200)
+        self.assertEqual(body, {"bolts": self.spanner.rows, "count": 3})
+
+    @defer.inlineCallbacks
+    def test_show_by_id_or_name(self):
+        for key in (PEER_ID, "dc2"):
+            response, body = yield self.call("GET", "/api/v1/spanner/bolts/" + key)
+            self.assertEqual(response.code, 200)
+            self.assertEqual(body["bolt_id"], PEER_ID)
+        response, body = yield self.call("GET", "/api/v1/spanner/bolts/nosuch")
+        self.assertJSONError(response, body, 404, "not_found")
+        self.assertIn("nosuch", body["detail"])
+
+    @defer.inlineCallbacks
+    def test_unfederated(self):
+        self.server.spanner = FakeSpanner()
+        for path in ("/api/v1/spanner/bolts", "/api/v1/spanner/bolts/dc1"):
+            response, body = yield self.call("GET", path)
+            self.assertJSONError(response, body, 409, "not_member")
+
+
+class ActionTests(SpannerApiTestCase):
+
+    @defer.inlineCallbacks
+    def test_act_by_name_answers_with_the_bolt_id(self):
+        args = {"n": 1, "names": ["a", "b"], "deep": {"x": None}}
+        response, body = yield self.call("POST", "/api/v1/spanner/bolts/dc2/actions/echo",
+                                         body=args)
+        self.assertEqual(response.code, 200)
+        self.assertEqual(body, {"bolt_id": PEER_ID, "action": "echo", "result": {"args": args}})
+        self.assertEqual(self.spanner.mutations(), [("act", PEER_ID, "echo", args)])
+
+    @defer.inlineCallbacks
+    def test_no_body_is_no_arguments(self):
+        response, body = yield self.call("POST", f"/api/v1/spanner/bolts/{SELF_ID}/actions/echo")
+        self.assertEqual((response.code, body["result"]), (200, {"args": {}}))
+
+    @defer.inlineCallbacks
+    def test_bad_bodies_are_400_and_change_nothing(self):
+        before = self.spanner.status()
+        for data in (b"[1]", b"1", b"nope", b'{"x": NaN}', b'"x"'):
+            response, body = yield self.call(
+                "POST", "/api/v1/spanner/bolts/dc2/actions/echo", data=data)
+            self.assertJSONError(response, body, 400, "bad_request")
+        self.assertNothingChanged(before)
+
+    @defer.inlineCallbacks
+    def test_refusals_map_to_their_statuses(self):
+        for path, code, error in (
+            ("/api/v1/spanner/bolts/nosuch/actions/echo", 404, "not_found"),
+            ("/api/v1/spanner/bolts/dc2/actions/nosuch", 404, "unknown_action"),
+            ("/api/v1/spanner/bolts/dc2/actions/boom", 502, "action_failed"),
+            ("/api/v1/spanner/bolts/dc3/actions/echo", 503, "unreachable"),
+        ):
+            response, body = yield self.call("POST", path, body={})
+            self.assertJSONError(response, body, code, error)
+
+    @defer.inlineCallbacks
+    def test_a_refusal_raised_at_once_or_with_any_status(self):
+        def refuse(*args):
+            raise SpannerRefusal("bad_request", "argument 'n' must be a number", 400)
+
+        self.spanner.act = refuse
+        response, body = yield self.call("POST", "/api/v1/spanner/bolts/dc2/actions/echo",
+                                         body={"n": "x"})
+        self.assertJSONError(response, body, 400, "bad_request")
+        self.assertEqual(body["detail"], "argument 'n' must be a number")
+
+
+class LaterWorkTests(SpannerApiTestCase):
+    """The contract's fleet operations across bolts are 501 until they exist."""
+
+    @defer.inlineCallbacks
+    def test_later_routes_are_501(self):
+        for method, path in LATER_ROUTES + (REASSIGN,):
+            response, body = yield self.call(method, path, body={})
+            self.assertJSONError(response, body, 501, "not_implemented")
+            self.assertTrue(body["detail"].startswith(method + " /api/v1/"), body)
+            self.assertIn("{id}", body["detail"])
+            self.assertTrue(body["detail"].endswith("arrives with fleet operations across bolts"))
+        self.assertEqual(self.spanner.mutations(), [])
+
+
+class ErrorTests(SpannerApiTestCase):
+
+    @defer.inlineCallbacks
+    def test_a_service_bug_is_a_json_500(self):
+        def broken():
+            raise ZeroDivisionError("bug")
+
+        self.spanner.bolts = broken
+        response, body = yield self.call("GET", "/api/v1/spanner/bolts")
+        self.assertJSONError(response, body, 500, "internal_error")
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+    def test_etag_matching(self):
+        match = spanner_api.etag_matches
+        self.assertTrue(match([b'"ab"'], "ab"))
+        self.assertTrue(match([b"x, ab"], "ab"))
+        self.assertTrue(match([b"x", b"W/\"ab\""], "ab"))
+        self.assertFalse(match([], "ab"))
+        self.assertFalse(match([b'"a"', b"abc"], "ab"))
+        self.assertFalse(match([b" , "], "ab"))
+
+
+class FakeInterfaceTests(unittest.SynchronousTestCase):
+    """``FakeSpanner`` takes the arguments the real service does."""
+
+    def test_fake_matches_the_service(self):
+        try:
+            module = importlib.import_module("vigo.spanner.service")
+        except ImportError as e:
+            raise unittest.SkipTest(f"vigo.spanner.service does not import yet: {e}") from None
+        services = [value for value in vars(module).values()
+                    if inspect.isclass(value) and all(hasattr(value, n) for n in INTERFACE)]
+        if not services:
+            raise unittest.SkipTest("no class in vigo.spanner.service has the whole interface")
+        for name in INTERFACE:
+            real = list(inspect.signature(getattr(services[0], name)).parameters)[1:]
+            fake = list(inspect.signature(getattr(FakeSpanner, name)).parameters)[1:]
+            self.assertEqual(len(real), len(fake), name)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+    lambda children: st.lists(children, max_size=3)
+    | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    max_leaves=8,
+)
+bodies = st.fixed_dictionaries({}, optional={
+    "name": st.sampled_from(["dc1", "", " "]) | json_values,
+    "patterns": st.lists(st.sampled_from(["*.a", "", "b"]), max_size=3) | json_values,
+    "expires_in": st.sampled_from(["1h", "24h", "25h", "0s", "x"]) | json_values,
+    "token": st.sampled_from([GOOD_TOKEN, "", "vgoi_no"]) | json_values,
+})
+
+
+class BodyFuzzTests(unittest.SynchronousTestCase):
+    """Any JSON to init, invite or join is answered, and a 400 reaches nothing."""
+
+    def setUp(self):
+        data_dir = self.mktemp()
+        os.makedirs(data_dir)
+        self.server = FacadeServer(data_dir, new_clock(),
+                                   ImmediateStore(os.path.join(data_dir, "db")))
+        self.addCleanup(self.server.store.close)
+        self.successResultOf(defer.ensureDeferred(self.server.start()))
+        self.stub = StubTreq(AdminAPI(self.server).resource())
+        self.headers = {b"authorization": [b"Bearer " + self.server.admin_token().encode()]}
+
+    def post(self, path, body):
+        d = self.stub.post("http://vigo.test" + path, data=json.dumps(body).encode(),
+                           headers=self.headers)
+        self.stub.flush()
+        response = self.successResultOf(d)
+        d = self.stub.content(response)
+        self.stub.flush()
+        return response, json.loads(self.successResultOf(d))
+
+    @settings(max_examples=200, deadline=None)
+    @given(route=st.sampled_from(["init", "invite", "join"]), member=st.booleans(),
+           body=json_values | bodies)
+    def test_any_json_is_answered_and_a_400_reaches_nothing(self, route, member, body):
+        self.server.spanner = spanner = FakeSpanner()
+        if member:
+            spanner.found()
+        response, answer = self.post("/api/v1/spanner/" + route, body)
+        self.assertIn(response.code, (200, 201, 400, 409, 503), (body, answer))
+        if response.code == 400:
+            self.assertEqual(set(answer), {"error", "detail"})
+            self.assertEqual(spanner.mutations(), [])
+        elif response.code < 300:
+            self.assertEqual(len(spanner.mutations()), 1)

@@ -1,0 +1,295 @@
+"""``vigocli spanner ...``: parsing, printers, and end to end over HTTPS against
+``FakeSpanner``."""
+
+import contextlib
+import io
+import json
+import os
+
+from twisted.internet import defer, endpoints, reactor
+from twisted.trial import unittest
+
+from tests.spannerkit import GOOD_TOKEN, PEER_ID, SELF_ID, FakeSpanner, bolt_row
+from tests.test_api import FacadeServer, new_clock
+from tests.test_cli import TrackingSite, parse_failure, request_of
+from vigo import cli, cli_output
+from vigo.api.app import AdminAPI
+from vigo.tls import api_server_options, ensure_api_certificate
+
+SPANNER_COMMANDS = {"spanner status", "spanner init", "spanner bolt list", "spanner bolt show",
+                    "spanner bolt invite", "spanner bolt join", "spanner bolt act"}
+
+
+class ParseTests(unittest.SynchronousTestCase):
+    """Every spanner command, its request, and argparse's exit 2."""
+
+    def test_every_command_maps_to_its_request(self):
+        cases = [
+            (["spanner", "status"], ("GET", "/api/v1/spanner/status", None)),
+            (["spanner", "init"], ("POST", "/api/v1/spanner/init", {})),
+            (["spanner", "init", "--name", "dc1", "--patterns", "*.dc1.example.com, *.dc1.lan,"],
+             ("POST", "/api/v1/spanner/init",
+              {"name": "dc1", "patterns": ["*.dc1.example.com", "*.dc1.lan"]})),
+            (["spanner", "bolt", "list"], ("GET", "/api/v1/spanner/bolts", None)),
+            (["spanner", "bolt", "show", "dc2"], ("GET", "/api/v1/spanner/bolts/dc2", None)),
+            (["spanner", "bolt", "show", "a/b?c"],
+             ("GET", "/api/v1/spanner/bolts/a%2Fb%3Fc", None)),
+            (["spanner", "bolt", "invite"], ("POST", "/api/v1/spanner/invite", {})),
+            (["spanner", "bolt", "invite", "--expires-in", "30m"],
+             ("POST", "/api/v1/spanner/invite", {"expires_in": "30m"})),
+            (["spanner", "bolt", "join", "vgoi_abc"],
+             ("POST", "/api/v1/spanner/join", {"token": "vgoi_abc"})),
+            (["spanner", "bolt", "act", "dc2", "ping"],
+             ("POST", "/api/v1/spanner/bolts/dc2/actions/ping", {})),
+            (["spanner", "bolt", "act", "dc 2", "a/b", "--arg", "n=5", "--arg", "s=hello",
+              "--arg", 'q="5"', "--arg", "l=[1, true, null]", "--arg", "e=", "--arg", "x=NaN",
+              "--arg", "eq=a=b", "--arg", 'o={"k": 1}'],
+             ("POST", "/api/v1/spanner/bolts/dc%202/actions/a%2Fb",
+              {"n": 5, "s": "hello", "q": "5", "l": [1, True, None], "e": "", "x": "NaN",
+               "eq": "a=b", "o": {"k": 1}})),
+        ]
+        for argv, expected in cases:
+            self.assertEqual(request_of(argv), expected, argv)
+        self.assertEqual({key for key in cli.COMMANDS if key.startswith("spanner ")},
+                         SPANNER_COMMANDS)
+
+    def test_global_options_anywhere(self):
+        for argv in (["--json", "--token", "t", "spanner", "bolt", "list"],
+                     ["spanner", "bolt", "list", "--json", "--token", "t"]):
+            options = cli.parse(argv)
+            self.assertEqual((options.json, options.token, options.command),
+                             (True, "t", "spanner bolt list"))
+        options = cli.parse(["--token", "t", "spanner", "bolt", "join", "vgoi_x"])
+        self.assertEqual((options.token, options.token_text), ("t", "vgoi_x"))
+
+    def test_usage_errors_exit_2(self):
+        for argv, says in (
+            (["spanner"], "ACTION"),
+            (["spanner", "bolt"], "ACTION"),
+            (["spanner", "bolt", "show"], "BOLT"),
+            (["spanner", "bolt", "join"], "TOKEN"),
+            (["spanner", "bolt", "act", "dc2"], "ACTION"),
+            (["spanner", "init", "--patterns", ", ,"], "hostname glob"),
+            (["spanner", "init", "--name", " "], "cannot be empty"),
+            (["spanner", "bolt", "invite", "--expires-in", "soon"], "duration"),
+            (["spanner", "bolt", "invite", "--expires-in", "0s"], "duration"),
+            (["spanner", "bolt", "act", "dc2", "x", "--arg", "novalue"], "KEY=VALUE"),
+            (["spanner", "bolt", "act", "dc2", "x", "--arg", "=v"], "KEY=VALUE"),
+            (["spanner", "bolt", "act", "dc2", "x", "--arg", "a=1", "--arg", "a=2"], "twice"),
+            (["spanner", "bolt", "envoys", "dc2"], "invalid choice"),
+            (["spanner", "bolt", "drain", "dc2"], "invalid choice"),
+            (["spanner", "bolt", "remove", "dc2"], "invalid choice"),
+            (["spanner", "fly"], "invalid choice"),
+        ):
+            code, err = parse_failure(argv)
+            self.assertEqual(code, 2, argv)
+            self.assertIn(says, err, argv)
+
+    def test_argument_values(self):
+        for text, value in (("5", 5), ("1.5", 1.5), ("true", True), ("null", None),
+                            ("dc1", "dc1"), ('"007"', "007"), ("007", "007"), ("", ""),
+                            ("Infinity", "Infinity"), ("[1", "[1")):
+            self.assertEqual(cli.argument_value(text), value, text)
+
+    def test_help_names_the_commands(self):
+        parser = cli.build_parser()
+        self.assertIn("spanner", parser.format_help())
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            self.assertRaises(SystemExit, cli.parse, ["spanner", "bolt", "--help"])
+        for name in ("list", "show", "invite", "join", "act"):
+            self.assertIn(name, out.getvalue())
+
+
+class OutputTests(unittest.SynchronousTestCase):
+    """What people see."""
+
+    def show(self, printer, answer):
+        out, err = io.StringIO(), io.StringIO()
+        printer(answer, out, err)
+        return out.getvalue(), err.getvalue()
+
+    def test_status_of_a_member(self):
+        status = FakeSpanner().found().status()
+        out, err = self.show(cli_output.spanner_status, status)
+        self.assertEqual(err, "")
+        self.assertEqual(out.splitlines(), [
+            "state       member",
+            f"bolt        {SELF_ID} (dc1)",
+            f"federation  {status['federation_id']} (founded by this bolt)",
+            f"digest      {status['digest'][:12]}",
+            "bolts       3 total, 2 active, 1 draining, 0 removed",
+            "peers       1 alive, 0 suspect, 1 down, 0 unknown",
+        ])
+        status["founder_id"] = PEER_ID
+        out, _ = self.show(cli_output.spanner_status, status)
+        self.assertIn(f"(founded by {PEER_ID})", out)
+
+    def test_status_of_an_unfederated_bolt_gives_the_hint(self):
+        out, _ = self.show(cli_output.spanner_status, FakeSpanner(name=None).status())
+        lines = out.splitlines()
+        self.assertEqual(lines[:4], ["state       unfederated", f"bolt        {SELF_ID}",
+                                     "federation  -", "digest      -"])
+        self.assertTrue(lines[-1].startswith("hint        not in a federation yet"))
+
+    def test_status_of_a_standalone_server(self):
+        out, _ = self.show(cli_output.spanner_status, {
+            "mode": "standalone", "state": "standalone", "bolt_id": "s1",
+            "hint": "this server runs standalone; start it with --mode=spanner"})
+        self.assertEqual(out.splitlines(), [
+            "state  standalone", "bolt   s1",
+            "hint   this server runs standalone; start it with --mode=spanner"])
+
+    def test_init_and_join_say_what_happened(self):
+        status = FakeSpanner().found().status()
+        out, _ = self.show(cli_output.spanner_initialized, status)
+        self.assertTrue(out.startswith(f"founded federation {status['federation_id']}; "))
+        self.assertIn("state       member", out)
+        out, _ = self.show(cli_output.spanner_joined, status)
+        self.assertTrue(out.startswith(
+            f"joined federation {status['federation_id']} as bolt {SELF_ID}\n"))
+
+    def test_bolt_table(self):
+        rows = FakeSpanner().found().rows
+        out, _ = self.show(cli_output.bolt_table, {"bolts": rows, "count": 3})
+        self.assertEqual(out.splitlines(), [
+            "BOLT                  NAME  STATUS    LIVENESS  HEARD  PATTERNS           ENVOYS",
+            f"{SELF_ID}  dc1   active    self      0s     *.dc1.example.com  12",
+            f"{PEER_ID}  dc2   active    alive     3s     *.dc2.example.com  7",
+            f"{'d' * 20}  dc3   draining  down      -      -                  -",
+        ])
+        self.assertEqual(self.show(cli_output.bolt_table, {"bolts": [], "count": 0})[0],
+                         "no bolts\n")
+
+    def test_bolt_details(self):
+        row = bolt_row(PEER_ID, "dc2", patterns=["*.a", "*.b"], heard=75,
+                       counters={"envoys_owned": 7, "checkins": 3})
+        out, _ = self.show(cli_output.bolt_details, row)
+        for line in (f"bolt           {PEER_ID}", "name           dc2", "this bolt      no",
+                     "patterns       *.a, *.b", "api            https://dc2.test:8443",
+                     "peer address   dc2.test:1533", "liveness       alive",
+                     "last heard     1m15s ago", "counters       checkins 3, envoys_owned 7",
+                     "counters from  1s ago"):
+            self.assertIn(line + "\n", out)
+        out, _ = self.show(cli_output.bolt_details, bolt_row("d" * 20, "dc3", liveness="down"))
+        self.assertIn("last heard     never\n", out)
+        self.assertIn("counters       -\n", out)
+
+    def test_invite_alone_on_stdout(self):
+        out, err = self.show(cli_output.invite_created, {
+            "token": "vgoi_abc", "token_id": "t", "expires_at": 3600.0, "minter_id": "m"})
+        self.assertEqual(out, "vgoi_abc\n")
+        self.assertIn("one-shot", err)
+        self.assertIn("1970-01-01T01:00:00Z", err)
+        self.assertIn("vigocli spanner bolt join TOKEN", err)
+
+    def test_action_result_is_indented_json(self):
+        out, _ = self.show(cli_output.action_result,
+                           {"bolt_id": "b", "action": "x", "result": {"b": [1], "a": None}})
+        self.assertEqual(out, '{\n  "a": null,\n  "b": [\n    1\n  ]\n}\n')
+        out, _ = self.show(cli_output.action_result, {"result": "pong"})
+        self.assertEqual(out, '"pong"\n')
+
+
+class EndToEndTests(unittest.TestCase):
+    """``vigocli spanner ...`` against AdminAPI with a ``FakeSpanner``, over HTTPS."""
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.server = FacadeServer(self.mktemp(), new_clock())
+        self.addCleanup(self.server.store.close)
+        yield defer.ensureDeferred(self.server.start())
+        self.spanner = self.server.spanner = FakeSpanner()
+        self.data_dir = self.server.data_dir
+        cert, key = ensure_api_certificate(self.data_dir, "vigo.test", "127.0.0.1")
+        site = TrackingSite(AdminAPI(self.server).resource())
+        endpoint = endpoints.SSL4ServerEndpoint(reactor, 0, api_server_options(cert, key),
+                                                interface="127.0.0.1")
+        port = yield endpoint.listen(site)
+        self.addCleanup(site.closed)
+        self.addCleanup(port.stopListening)
+        self.url = f"https://127.0.0.1:{port.getHost().port}"
+        with open(os.path.join(self.data_dir, "run.json"), "w") as f:
+            json.dump({"api_url": self.url, "server_id": self.server.identity.id}, f)
+
+    @defer.inlineCallbacks
+    def vigocli(self, *argv):
+        """``(exit status, stdout, stderr)`` of one command on the server host."""
+        out, err = io.StringIO(), io.StringIO()
+        options = cli.parse(["--data-dir", self.data_dir] + list(argv))
+        status = yield defer.ensureDeferred(cli.run(reactor, options, out, err, {}))
+        return status, out.getvalue(), err.getvalue()
+
+    @defer.inlineCallbacks
+    def test_found_invite_list_show_act(self):
+        status, out, err = yield self.vigocli("spanner", "status")
+        self.assertEqual((status, err), (0, ""))
+        self.assertIn("state       unfederated\n", out)
+        self.assertIn("hint", out)
+        status, out, err = yield self.vigocli("spanner", "init", "--name", "dc1",
+                                              "--patterns", "*.dc1.example.com")
+        self.assertEqual(status, 0, err)
+        self.assertTrue(out.startswith("founded federation "))
+        self.assertEqual(self.spanner.mutations(), [("init", "dc1", ["*.dc1.example.com"])])
+        status, out, err = yield self.vigocli("spanner", "bolt", "invite", "--expires-in", "2h")
+        self.assertEqual(status, 0, err)
+        self.assertEqual(out, self.spanner.invites[0]["token"] + "\n")
+        self.assertIn("one-shot", err)
+        self.assertEqual(self.spanner.mutations()[-1], ("invite", 7200.0))
+        status, out, _ = yield self.vigocli("spanner", "bolt", "list")
+        self.assertEqual(status, 0)
+        self.assertEqual(out.splitlines()[1].split()[:4], [SELF_ID, "dc1", "active", "self"])
+        status, out, _ = yield self.vigocli("spanner", "bolt", "show", "dc1", "--json")
+        self.assertEqual((status, json.loads(out)), (0, self.spanner.rows[0]))
+        status, out, err = yield self.vigocli("spanner", "bolt", "act", "dc1", "echo",
+                                              "--arg", "n=3", "--arg", "who=me")
+        self.assertEqual(status, 0, err)
+        self.assertEqual(json.loads(out), {"args": {"n": 3, "who": "me"}})
+        status, out, _ = yield self.vigocli("spanner", "status", "--json")
+        self.assertEqual(json.loads(out), self.spanner.status())
+
+    @defer.inlineCallbacks
+    def test_join(self):
+        status, out, err = yield self.vigocli("spanner", "bolt", "join", GOOD_TOKEN)
+        self.assertEqual(status, 0, err)
+        self.assertTrue(out.startswith(f"joined federation {self.spanner.federation_id} "))
+        status, out, err = yield self.vigocli("spanner", "bolt", "join", GOOD_TOKEN)
+        self.assertEqual((status, out), (1, ""))
+        self.assertTrue(err.startswith("vigocli: already_member: "), err)
+
+    @defer.inlineCallbacks
+    def test_refusals_exit_1_with_the_servers_reason(self):
+        for argv, error in ((["spanner", "bolt", "list"], "not_member"),
+                            (["spanner", "bolt", "invite"], "not_member"),
+                            (["spanner", "bolt", "join", "vgoi_bad"], "join_refused")):
+            status, out, err = yield self.vigocli(*argv)
+            self.assertEqual((status, out), (1, ""), argv)
+            self.assertTrue(err.startswith(f"vigocli: {error}: "), err)
+        self.spanner.found()
+        for argv, error in ((["spanner", "bolt", "show", "nosuch"], "not_found"),
+                            (["spanner", "bolt", "act", "dc2", "nosuch"], "unknown_action"),
+                            (["spanner", "bolt", "act", "dc3", "echo"], "unreachable"),
+                            (["spanner", "init"], "already_member")):
+            status, out, err = yield self.vigocli(*argv)
+            self.assertEqual((status, out), (1, ""), argv)
+            self.assertTrue(err.startswith(f"vigocli: {error}: "), err)
+
+    @defer.inlineCallbacks
+    def test_a_standalone_server(self):
+        self.server.spanner = None
+        status, out, err = yield self.vigocli("spanner", "status")
+        self.assertEqual((status, err), (0, ""))
+        self.assertIn("state  standalone\n", out)
+        self.assertIn("--mode=spanner", out)
+        status, out, err = yield self.vigocli("spanner", "bolt", "list")
+        self.assertEqual((status, out), (1, ""))
+        self.assertEqual(err, "vigocli: not_spanner: this server runs standalone; "
+                              "start it with --mode=spanner\n")
+
+    @defer.inlineCallbacks
+    def test_no_token_exits_2(self):
+        out, err = io.StringIO(), io.StringIO()
+        options = cli.parse(["--api", self.url, "spanner", "status"])
+        status = yield defer.ensureDeferred(cli.run(reactor, options, out, err, {}))
+        self.assertEqual((status, out.getvalue()), (2, ""))
+        self.assertIn("no API token", err.getvalue())
+        self.assertEqual(self.spanner.calls, [])

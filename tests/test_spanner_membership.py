@@ -1,0 +1,77 @@
+"""Founding, inviting and joining, between real in-process servers on loopback."""
+
+import random
+
+from twisted.internet import defer, reactor
+from twisted.trial import unittest
+
+from vigo.config import config_from_mapping
+from vigo.server import VigoServer
+from vigo.spanner.errors import SpannerRefusal
+from vigo.spanner.invites import Invite
+
+
+def spanner_config(directory, name, group, port):
+    return config_from_mapping({
+        "server": {"data_dir": directory, "hostname": "localhost",
+                   "envoy_listen": "127.0.0.1:0", "api_listen": "127.0.0.1:0"},
+        "spanner": {"mode": "spanner", "bolt_name": name, "patterns": ["*.%s.example.com" % name],
+                    "peer_listen": "127.0.0.1:0",
+                    "gossip": {"group": group, "port": port, "interface": "127.0.0.1"}},
+    })
+
+
+class MembershipTests(unittest.TestCase):
+    def setUp(self):
+        self.group = "239.192.%d.%d" % (random.randrange(1, 255), random.randrange(1, 255))
+        self.port = random.randrange(20000, 60000)
+
+    @defer.inlineCallbacks
+    def bolt(self, name):
+        server = VigoServer(spanner_config(self.mktemp(), name, self.group, self.port), reactor)
+        server.startService()
+        self.addCleanup(lambda: server.stopService() if server.running else None)
+        yield server.ready
+        return server
+
+    @defer.inlineCallbacks
+    def test_init_invite_join_and_replay(self):
+        a = yield self.bolt("a")
+        b = yield self.bolt("b")
+        c = yield self.bolt("c")
+        self.assertEqual(a.spanner.status()["state"], "unfederated")
+        status = yield a.spanner.init()
+        self.assertEqual((status["state"], status["bolts"]["total"]), ("member", 1))
+        invite = yield a.spanner.invite(3600)
+        self.assertEqual(Invite.decode(invite["token"]).minter_id, a.identity.id)
+        joined = yield b.spanner.join(invite["token"])
+        self.assertEqual(joined["federation_id"], status["federation_id"])
+        self.assertEqual(a.spanner.roster.digest(), b.spanner.roster.digest())
+        self.assertEqual(sorted(a.spanner.roster.bolt_ids()),
+                         sorted([a.identity.id, b.identity.id]))
+        self.assertTrue(a.spanner.roster.is_consumed(Invite.decode(invite["token"]).token_id))
+        # The same invite again, from a third server: refused, nothing changes.
+        digest = a.spanner.roster.digest()
+        error = yield self.assertFailure(c.spanner.join(invite["token"]), SpannerRefusal)
+        self.assertEqual(error.code, "join_refused")
+        self.assertIn("already", error.message)
+        self.assertIsNone(c.spanner.roster)
+        self.assertEqual(a.spanner.roster.digest(), digest)
+
+    @defer.inlineCallbacks
+    def test_join_refusals(self):
+        a = yield self.bolt("a")
+        b = yield self.bolt("b")
+        yield a.spanner.init()
+        error = yield self.assertFailure(b.spanner.join("vgoj_nonsense"), SpannerRefusal)
+        self.assertEqual(error.code, "bad_request")
+        error = yield self.assertFailure(a.spanner.init(), SpannerRefusal)
+        self.assertEqual(error.code, "already_member")
+        error = yield self.assertFailure(b.spanner.invite(60), SpannerRefusal)
+        self.assertEqual(error.code, "not_member")
+        # An invite whose minter is gone: a clear, retryable refusal.
+        invite = yield a.spanner.invite(3600)
+        yield a.stopService()
+        error = yield self.assertFailure(b.spanner.join(invite["token"]), SpannerRefusal)
+        self.assertEqual(error.code, "unreachable")
+        self.assertIsNone(b.spanner.roster)

@@ -1,0 +1,131 @@
+"""Which bolt owns a hostname: the one routing rule, used everywhere.
+
+Owner = the envoy's override, if there is one and it names an active bolt;
+else the active bolt with the most specific pattern matching the normalised
+hostname (most literal, non-wildcard characters), ties to the lowest bolt id.
+Draining and removed bolts take no new envoys. No match is a ``NoOwner``
+naming the hostname.
+
+The answer is a function of the roster alone, and a roster is a function of
+its digest, so every bolt holding the same digest routes the same way. That
+also makes the digest the cache key: the compiled table (all patterns in one
+regular expression, most specific first) and recent answers are kept per
+digest, shared by every roster object with that digest in the process.
+"""
+
+import collections
+import fnmatch
+import re
+
+from vigo.fleet.ownership import NoOwner as FleetNoOwner
+from vigo.hostnames import normalise_hostname
+from vigo.spanner.rows import ACTIVE
+
+MAX_TABLES = 16
+MAX_ANSWERS = 200_000  # cached hostname answers per table
+
+
+class NoOwner(FleetNoOwner):
+    """No active bolt's partition takes this hostname."""
+
+    def __init__(self, hostname):
+        super().__init__(
+            "no active bolt's patterns match %r; add a pattern that covers it to a "
+            "bolt (or reassign the envoy)" % (hostname,))
+        self.hostname = hostname
+
+
+def specificity(pattern):
+    """How many characters of a glob are literal (outside ``*``, ``?`` and ``[...]``)."""
+    count, i, n = 0, 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c in "*?":
+            i += 1
+        elif c == "[":
+            j = i + 1  # find the class's end exactly as fnmatch.translate does
+            if j < n and pattern[j] == "!":
+                j += 1
+            if j < n and pattern[j] == "]":
+                j += 1
+            end = pattern.find("]", j)
+            if end < 0:  # fnmatch reads a lone '[' as a literal
+                count += 1
+                i += 1
+            else:
+                i = end + 1
+        else:
+            count += 1
+            i += 1
+    return count
+
+
+class RoutingTable:
+    """The compiled pattern table of one roster state."""
+
+    def __init__(self, roster):
+        entries = []
+        for row in roster.active_bolts():
+            for pattern in set(row.patterns):
+                entries.append((-specificity(pattern), row.bolt_id, pattern, row))
+        entries.sort(key=lambda e: e[:3])
+        # fnmatch.translate gives exactly fnmatchcase's semantics. In one
+        # alternation the regex engine tries the entries in order, so the
+        # first one that matches is the most specific pattern; each entry is
+        # wrapped in a group, and the wrapper is the last group to close.
+        alternatives, self._rows = [], {}
+        group = 1
+        for _, _, pattern, row in entries:
+            translated = fnmatch.translate(pattern)
+            assert translated.endswith("\\Z"), translated
+            alternatives.append("(%s)" % (translated[:-2],))
+            self._rows[group] = row
+            group += 1 + re.compile(translated).groups
+        self._regex = re.compile("|".join(alternatives)) if alternatives else None
+        self._answers = {}
+
+    def owner(self, hostname):
+        """The pattern owner's row for a normalised hostname, or None."""
+        row = self._answers.get(hostname, False)
+        if row is False:
+            match = self._regex.fullmatch(hostname) if self._regex is not None else None
+            row = None if match is None else self._rows[match.lastindex]
+            if len(self._answers) >= MAX_ANSWERS:
+                self._answers.clear()
+            self._answers[hostname] = row
+        return row
+
+
+_tables = collections.OrderedDict()
+
+
+def routing_table(roster):
+    """The ``RoutingTable`` for ``roster``'s current state (cached by digest)."""
+    key = roster.digest()
+    table = _tables.get(key)
+    if table is None:
+        table = _tables[key] = RoutingTable(roster)
+        while len(_tables) > MAX_TABLES:
+            _tables.popitem(last=False)
+    else:
+        _tables.move_to_end(key)
+    return table
+
+
+def owner_of(roster, hostname, envoy_id=None):
+    """The ``AdmissionRow`` of the bolt that owns ``hostname`` (and ``envoy_id``).
+
+    ``envoy_id``, when given, lets an override win. Raises ``NoOwner``, or
+    ``HostnameError`` for something that is not a hostname.
+    """
+    if envoy_id is not None:
+        override = roster.override_of(envoy_id)
+        if override is not None and override.bolt_id is not None:
+            row = roster.row(override.bolt_id)
+            if row is not None and row.status == ACTIVE:
+                return row
+    name = normalise_hostname(hostname)
+    row = routing_table(roster).owner(name)
+    if row is None:
+        raise NoOwner(name)
+    return row

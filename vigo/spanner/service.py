@@ -1,0 +1,266 @@
+"""A server as a spanner bolt: the roster, gossip, snapshots and peer RPC wired.
+
+``SpannerService`` is a child of the ``VigoServer``. It holds this bolt's copy
+of the roster (``None`` until the bolt founds or joins a federation), serves
+the peer port (applicants may only present an invite until then), and once a
+member runs tier-1 gossip and the tier-2 snapshot puller. It is also the
+roster *view* the gossip, the peer portal and the puller read: they always see
+the current roster, even across a join.
+"""
+
+import random
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from vigo.identity import key_fingerprint
+from vigo.spanner.actions import load_actions
+from vigo.spanner.errors import SpannerRefusal
+from vigo.spanner.gossip import Gossiper, listener_for
+from vigo.spanner.membership import Membership
+from vigo.spanner.peer_bolt import BoltFacade
+from vigo.spanner.peer_client import PeerClients
+from vigo.spanner.peer_errors import BadArguments, PeerError, PeerUnreachable, UnknownAction
+from vigo.spanner.peer_server import PeerPortal, listen_peers
+from vigo.spanner.puller import SnapshotPuller
+from vigo.spanner.roster_store import load_roster, save_roster
+from vigo.spanner.snapshot import encode_snapshot, sign_snapshot
+from vigo.spanner.views import IRosterView
+
+NO_DIGEST = b"\x00" * 32
+
+
+def _action_refusal(failure, bolt_id, action):
+    """A peer action's failure as a ``SpannerRefusal`` (status for the API)."""
+    message = failure.getErrorMessage()
+    if failure.check(PeerUnreachable):
+        raise SpannerRefusal("unreachable", message, 503)
+    if failure.check(UnknownAction):
+        raise SpannerRefusal("unknown_action", message, 404)
+    if failure.check(BadArguments):
+        raise SpannerRefusal("bad_request", message, 400)
+    if failure.check(PeerError):
+        raise SpannerRefusal("action_failed", "%s on bolt %s: %s" % (action, bolt_id, message), 502)
+    return failure
+
+
+@implementer(IRosterView)
+class SpannerService(service.MultiService):
+    """The spanner half of one server (``server`` is its ``VigoServer``)."""
+
+    log = Logger()
+
+    def __init__(self, server):
+        service.MultiService.__init__(self)
+        self.server = server
+        self.identity = server.identity
+        self.store = server.store
+        self.reactor = server.reactor
+        self.config = server.config
+        self.roster = None
+        self.gossiper = None
+        self.random = random.Random()
+        self.actions = load_actions()
+        self.clients = PeerClients(self.reactor, self.identity)
+        self.clients.setServiceParent(self)
+        self.membership = Membership(self)
+        self.bolt = BoltFacade(self.identity, self.config.spanner.bolt_name, self, self.actions,
+                               self.clients, self.locate, self.reactor,
+                               peer_states=self.peer_states)
+        self.portal = PeerPortal(self, self.bolt, self.actions, self.membership.admit)
+        self.puller = SnapshotPuller(self.reactor, self, self.config.spanner.snapshot.anti_entropy)
+        self.peer_port = None
+
+    # -- life --------------------------------------------------------------------
+
+    async def start(self):
+        """Load the roster, listen for peers; called by the server once it listens."""
+        roster = await self.store.run(load_roster)
+        listen = self.config.spanner.peer_listen
+        self.peer_port = await listen_peers(self.reactor, self.identity, listen, self.portal)
+        if roster is not None:
+            self.became_member(roster)
+        else:
+            self.log.info("spanner bolt {id} is not in a federation yet: found one with "
+                          "'vigocli spanner init' or join with 'vigocli spanner bolt join TOKEN'",
+                          id=self.identity.id)
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        if self.peer_port is not None:
+            yield self.peer_port.stopListening()
+        yield service.MultiService.stopService(self)
+        yield self.puller.stop()
+
+    def became_member(self, roster):
+        """Take ``roster`` as ours and start talking to the federation."""
+        self.roster = roster
+        if self.gossiper is None:
+            gossip = self.config.spanner.gossip
+            self.gossiper = Gossiper(
+                self.reactor, self.identity, self, gossip, self.server.gossip_counters,
+                listener_for(self.reactor, gossip), on_digest_mismatch=self.puller.pull,
+                peer_addresses=self.gossip_addresses)
+            self.gossiper.setServiceParent(self)
+        self.puller.start()
+
+    def replace_roster(self, roster):
+        """A newer roster has been persisted: use it and tell the others."""
+        self.roster = roster
+        if self.gossiper is not None:
+            self.gossiper.send_now()
+
+    async def merge(self, parts):
+        """Merge verified snapshot parts; persist when anything changed."""
+        candidate = self.roster.copy()
+        report = candidate.merge(parts)
+        if candidate.digest() != self.roster.digest():
+            await self.store.run(save_roster, candidate)
+            self.replace_roster(candidate)
+        return report
+
+    def require_member(self):
+        if self.roster is None:
+            raise SpannerRefusal("not_member", "this bolt is not in a federation yet: "
+                                 "'vigocli spanner init' founds one, 'vigocli spanner bolt "
+                                 "join TOKEN' joins one")
+        return self.roster
+
+    # -- the roster view (gossip, portal, puller, facade) --------------------------
+
+    @property
+    def federation_id(self):
+        return None if self.roster is None else self.roster.federation_id
+
+    def key_of(self, bolt_id):
+        return None if self.roster is None else self.roster.key_of(bolt_id)
+
+    def is_removed(self, bolt_id):
+        return self.roster is not None and self.roster.is_removed(bolt_id)
+
+    def digest(self):
+        return NO_DIGEST if self.roster is None else self.roster.digest()
+
+    def bolt_ids(self):
+        return () if self.roster is None else self.roster.bolt_ids()
+
+    def bolt_for_key(self, public_key):
+        return None if self.roster is None else self.roster.bolt_for_key(public_key)
+
+    def locate(self, bolt_id):
+        row = None if self.roster is None else self.roster.row(bolt_id)
+        if row is None:
+            return None
+        return row.addresses.peer, key_fingerprint(row.public_key)
+
+    def gossip_addresses(self):
+        """Where each known bolt listens for unicast gossip: its peer host, our port."""
+        port = self.config.spanner.gossip.port
+        out = {}
+        for bolt_id in self.bolt_ids():
+            row = self.roster.row(bolt_id)
+            if row is not None and bolt_id != self.identity.id:
+                out[bolt_id] = (row.addresses.peer.rsplit(":", 1)[0].strip("[]"), port)
+        return out
+
+    def peer_states(self):
+        return {} if self.gossiper is None else self.gossiper.peer_states()
+
+    def addresses(self):
+        """This bolt's advertised addresses, for its roster row."""
+        return self.server.advertised_addresses(self.peer_port)
+
+    # -- operations (the admin API's spanner routes) -----------------------------------
+
+    def init(self, name=None, patterns=None):
+        return defer.ensureDeferred(self.membership.init(name, patterns))
+
+    def invite(self, expires_in):
+        d = defer.ensureDeferred(self.membership.invite(expires_in))
+        return d.addCallback(lambda invite: {
+            "token": invite.encode(), "token_id": invite.token_id,
+            "expires_at": invite.expires_at_ms / 1000.0, "minter_id": invite.minter_id})
+
+    def join(self, token_text):
+        return defer.ensureDeferred(self.membership.join(token_text))
+
+    def snapshot(self):
+        roster = self.require_member()
+        signed = sign_snapshot(roster, self.identity, int(self.reactor.seconds() * 1000))
+        return roster.digest().hex(), encode_snapshot(signed)
+
+    def resolve(self, key):
+        roster = self.require_member()
+        if roster.row(key) is not None:
+            return key
+        named = [bolt_id for bolt_id in roster.bolt_ids()
+                 if roster.row(bolt_id) is not None and roster.row(bolt_id).name == key]
+        if len(named) == 1:
+            return named[0]
+        if named:
+            raise SpannerRefusal("not_found", "%d bolts are named %r: use a bolt id"
+                                 % (len(named), key), 404)
+        raise SpannerRefusal("not_found", "no bolt %r in the roster" % (key,), 404)
+
+    def bolts(self):
+        roster = self.require_member()
+        states = self.peer_states()
+        return [self._describe(roster.row(bolt_id), states)
+                for bolt_id in sorted(roster.bolt_ids(), key=lambda b: (roster.row(b).name, b))
+                if roster.row(bolt_id) is not None]
+
+    def bolt(self, key):
+        bolt_id = self.resolve(key)
+        return self._describe(self.roster.row(bolt_id), self.peer_states())
+
+    def _describe(self, row, states):
+        me = row.bolt_id == self.identity.id
+        heard = states.get(row.bolt_id, {})
+        if me:
+            liveness = {"state": "self", "last_heard_age": 0.0, "evidence_age": 0.0}
+            counters, counters_age = self.server.gossip_counters(), 0.0
+        else:
+            liveness = {"state": heard.get("state", "unknown"),
+                        "last_heard_age": heard.get("last_heard"),
+                        "evidence_age": heard.get("evidence_age")}
+            counters, counters_age = heard.get("counters"), heard.get("counters_age")
+        return {
+            "bolt_id": row.bolt_id, "name": row.name,
+            "status": self.roster.status_of(row.bolt_id), "patterns": list(row.patterns),
+            "addresses": row.addresses.to_data(), "seq": row.seq,
+            "admitted_by": row.admitted_by, "self": me, "liveness": liveness,
+            "counters": counters, "counters_age": counters_age,
+        }
+
+    def act(self, bolt_key, action, args):
+        """Run a peer action on any bolt (this one included); refusals as the API words them."""
+        bolt_id = self.resolve(bolt_key)
+        return self.bolt.call(bolt_id, action, args).addErrback(_action_refusal, bolt_id, action)
+
+    def status(self):
+        base = {"mode": "spanner", "bolt_id": self.identity.id,
+                "name": self.config.spanner.bolt_name}
+        if self.roster is None:
+            base.update(state="unfederated", federation_id=None, founder_id=None, digest=None,
+                        bolts={"total": 0, "active": 0, "draining": 0, "removed": 0},
+                        peers={"alive": 0, "suspect": 0, "down": 0, "unknown": 0},
+                        hint="not in a federation yet: 'vigocli spanner init' founds one, "
+                             "'vigocli spanner bolt join TOKEN' joins one")
+            return base
+        roster = self.roster
+        me = roster.row(self.identity.id)
+        counts = {"total": 0, "active": 0, "draining": 0, "removed": 0}
+        for bolt_id in roster.bolt_ids():
+            counts["total"] += 1
+            status = roster.status_of(bolt_id)
+            counts[status] = counts.get(status, 0) + 1
+        peers = {"alive": 0, "suspect": 0, "down": 0, "unknown": 0}
+        for state in self.peer_states().values():
+            peers[state.get("state", "unknown")] = peers.get(state.get("state", "unknown"), 0) + 1
+        base.update(state="member", federation_id=roster.federation_id,
+                    founder_id=roster.founder_id, digest=roster.digest().hex(),
+                    name=me.name if me is not None else base["name"],
+                    bolts=counts, peers=peers, hint=None)
+        return base
