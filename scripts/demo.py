@@ -1,14 +1,16 @@
-"""``make demo``: a standalone vigosrv with a few hundred simulated envoys.
+"""``make demo``: a three-bolt spanner federation on loopback, with envoys.
 
-Starts ``twistd -n vigo`` on loopback with its data under ./var/demo, mints an
-enrollment token, enrolls simulated envoys that check in over TLS, force-pushes
-one, shows the fleet, then keeps the server running and says where to look.
-Ctrl-C stops it. (When the spanner federation lands, this becomes a 3-bolt demo.)
+Starts three ``twistd -n vigo --mode=spanner`` servers (bolts a, b and c, data
+under ./var/demo), founds the federation on a, invites and joins b and c,
+enrolls simulated envoys at each bolt for the hostnames it owns, shows the
+federation as any bolt sees it, then keeps running and says what to try.
+Ctrl-C stops everything it started.
 """
 
 import argparse
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -19,15 +21,12 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
 DEMO = os.path.join(ROOT, "var", "demo")
+BOLTS = ("a", "b", "c")
 
 
-def port_or_free(preferred):
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Twisted listens
-        try:
-            s.bind(("127.0.0.1", preferred))
-        except OSError:
-            s.bind(("127.0.0.1", 0))
+def free_port(kind=socket.SOCK_STREAM):
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
@@ -35,98 +34,141 @@ def say(text):
     print("\n\033[1m==> %s\033[0m" % (text,), flush=True)
 
 
-def show(*argv):
-    print("$ " + " ".join(argv[:1] + tuple(a for a in argv[1:])), flush=True)
-    subprocess.run([os.path.join(BIN, argv[0])] + list(argv[1:]), check=True)
+def tool(*argv, capture=False):
+    if not capture:
+        print("$ " + " ".join(os.path.relpath(a) if a.startswith(DEMO) else a for a in argv),
+              flush=True)
+    result = subprocess.run([os.path.join(BIN, argv[0])] + list(argv[1:]), check=True,
+                            capture_output=capture, text=True)
+    return result.stdout
+
+
+def cli(bolt, *args, capture=False):
+    return tool("vigocli", "--data-dir", os.path.join(DEMO, bolt, "data"), *args,
+                capture=capture)
+
+
+def write_config(bolt, group, gossip_port):
+    directory = os.path.join(DEMO, bolt)
+    os.makedirs(directory)
+    config = {
+        "server": {"data_dir": "data", "hostname": "localhost",
+                   "envoy_listen": "127.0.0.1:%d" % free_port(),
+                   "api_listen": "127.0.0.1:%d" % free_port()},
+        "checkin": {"interval": "5s"},
+        "spanner": {"mode": "spanner", "bolt_name": bolt,
+                    "patterns": ["*.%s.example.com" % bolt],
+                    "peer_listen": "127.0.0.1:%d" % free_port(),
+                    "gossip": {"group": group, "port": gossip_port, "interface": "127.0.0.1"}},
+    }
+    path = os.path.join(directory, "server.yaml")
+    with open(path, "w") as f:
+        json.dump(config, f, indent=2)  # JSON is YAML
+    return path
+
+
+def start(bolt, config):
+    log = open(os.path.join(DEMO, bolt, "server.log"), "wb")
+    process = subprocess.Popen(
+        [os.path.join(BIN, "twistd"), "-n", "--pidfile=", "vigo", "--config", config],
+        stdout=log, stderr=subprocess.STDOUT, cwd=os.path.dirname(config))
+    run_file = os.path.join(DEMO, bolt, "data", "run.json")
+    deadline = time.monotonic() + 60
+    while not os.path.exists(run_file):
+        if process.poll() is not None or time.monotonic() > deadline:
+            sys.exit("bolt %s did not start; see %s" % (bolt, log.name))
+        time.sleep(0.1)
+    with open(run_file) as f:
+        return process, json.load(f)
+
+
+def wait_for(what, predicate, timeout=30):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            sys.exit("gave up waiting for %s" % (what,))
+        time.sleep(0.3)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--envoys", type=int, default=300)
-    parser.add_argument("--no-wait", action="store_true", help="stop the server at the end")
+    parser.add_argument("--envoys", type=int, default=100, help="simulated envoys per bolt")
+    parser.add_argument("--no-wait", action="store_true", help="stop everything at the end")
     args = parser.parse_args()
 
     shutil.rmtree(DEMO, ignore_errors=True)
-    os.makedirs(DEMO)
-    data_dir = os.path.join(DEMO, "data")
-    config = os.path.join(DEMO, "server.yaml")
-    envoy_port, api_port = port_or_free(1530), port_or_free(8443)
-    with open(config, "w") as f:
-        f.write(
-            "server:\n  data_dir: data\n  hostname: localhost\n"
-            '  envoy_listen: "127.0.0.1:%d"\n  api_listen: "127.0.0.1:%d"\n'
-            "checkin:\n  interval: 5s\nhostcrates: %s\n"
-            % (envoy_port, api_port, os.path.join(ROOT, "etc", "hostcrates.yaml"))
-        )
-
-    say("starting vigosrv: twistd -n vigo --config %s" % (os.path.relpath(config),))
-    log = open(os.path.join(DEMO, "server.log"), "wb")
-    server = subprocess.Popen(
-        [os.path.join(BIN, "twistd"), "-n", "--pidfile=", "vigo", "--config", config],
-        stdout=log, stderr=subprocess.STDOUT, cwd=DEMO)
+    group = "239.192.%d.%d" % (random.randrange(1, 255), random.randrange(1, 255))
+    gossip_port = free_port(socket.SOCK_DGRAM)
+    processes, runs = {}, {}
     try:
-        run_file = os.path.join(data_dir, "run.json")
-        deadline = time.monotonic() + 60
-        while not os.path.exists(run_file):
-            if server.poll() is not None or time.monotonic() > deadline:
-                sys.exit("vigosrv did not start; see %s" % (log.name,))
-            time.sleep(0.1)
-        with open(run_file) as f:
-            run = json.load(f)
-        cli = ("vigocli", "--data-dir", data_dir)
+        say("starting three bolts: twistd -n vigo --mode=spanner (gossip on %s:%d, loopback)"
+            % (group, gossip_port))
+        for bolt in BOLTS:
+            processes[bolt], runs[bolt] = start(bolt, write_config(bolt, group, gossip_port))
+            print("bolt %s: %s, API %s" % (bolt, runs[bolt]["server_id"], runs[bolt]["api_url"]))
 
-        say("the server")
-        show(*cli, "status")
+        say("bolt a founds the federation")
+        cli("a", "spanner", "init")
+        for bolt in ("b", "c"):
+            say("bolt a invites bolt %s, which joins with the one-shot token" % (bolt,))
+            token = cli("a", "spanner", "bolt", "invite", "--expires-in", "10m",
+                        capture=True).strip()
+            print(token[:60] + "...")
+            cli(bolt, "spanner", "bolt", "join", token)
 
-        say("minting an enrollment token for %d envoys" % (args.envoys,))
-        token = subprocess.run(
-            [os.path.join(BIN, "vigocli"), "--data-dir", data_dir, "token", "create",
-             "--uses", str(args.envoys)],
-            check=True, capture_output=True, text=True).stdout.strip()
-        print(token)
+        say("every bolt hears the others (gossip) and holds the same roster")
+        wait_for("gossip", lambda: all(
+            json.loads(cli(b, "--json", "spanner", "status", capture=True))["peers"]["alive"] == 2
+            for b in BOLTS))
+        cli("c", "spanner", "bolt", "list")
 
-        say("%d simulated envoys enroll, then check in every 5 s for 20 s" % (args.envoys,))
-        sim = subprocess.Popen(
-            [os.path.join(BIN, "vigo-envoy"), "sim", "--server", run["envoy_address"],
-             "--token", token, "--count", str(args.envoys), "--interval", "5s",
-             "--duration", "20s", "--hostname-template", "web{n}.dc1.example.com"])
-        while True:
-            status = json.loads(subprocess.run(
-                [os.path.join(BIN, "vigocli"), "--data-dir", data_dir, "--json", "status"],
-                check=True, capture_output=True, text=True).stdout)
-            if status["envoys"]["connected"] >= args.envoys or sim.poll() is not None:
-                break
-            time.sleep(0.5)
+        say("%d simulated envoys per bolt, each enrolled at the bolt that owns its hostname"
+            % (args.envoys,))
+        sims = []
+        for bolt in BOLTS:
+            token = json.loads(cli(bolt, "--json", "token", "create", "--uses",
+                                   str(args.envoys), capture=True))["token"]
+            sims.append(subprocess.Popen(
+                [os.path.join(BIN, "vigo-envoy"), "sim", "--server",
+                 runs[bolt]["envoy_address"], "--token", token, "--count", str(args.envoys),
+                 "--interval", "5s", "--duration", "20s", "--hostname-template",
+                 "web{n}.%s.example.com" % (bolt,)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        wait_for("enrollment", lambda: all(
+            json.loads(cli(b, "--json", "status", capture=True))["envoys"]["connected"]
+            >= args.envoys for b in BOLTS), timeout=60)
+        time.sleep(1.5)  # a few gossip rounds carry the new counters
+        say("the federation as bolt b sees it: envoy counts come from gossip")
+        cli("b", "spanner", "bolt", "list")
+        say("a peer action, asked at bolt a, run on bolt c (Perspective Broker, mutual TLS)")
+        cli("a", "spanner", "bolt", "act", "c", "ping")
+        cli("a", "spanner", "status")
+        for sim in sims:
+            sim.wait()
 
-        say("the fleet, while it checks in")
-        listing = subprocess.run(
-            [os.path.join(BIN, "vigocli"), "--data-dir", data_dir, "envoys", "list"],
-            check=True, capture_output=True, text=True).stdout.splitlines()
-        print("\n".join(listing[:6] + ["... (%d envoys)" % (len(listing) - 1)]))
-        say("force-pushing one envoy down its open connection")
-        show(*cli, "envoys", "push", "web1.dc1.example.com")
-        time.sleep(1)
-        show(*cli, "envoys", "show", "web1.dc1.example.com")
-
-        say("the simulator's summary")
-        sim.wait()
-        show(*cli, "status")
-
-        say("where to look")
-        print("API:      %s  (token: %s)" % (run["api_url"], os.path.join(data_dir, "admin-token")))
-        print("metrics:  curl -k %s/metrics" % (run["api_url"],))
-        print("CLI:      .venv/bin/vigocli --data-dir %s envoys list" % (os.path.relpath(data_dir),))
-        print("log:      %s" % (os.path.relpath(log.name),))
+        say("what to try next")
+        print("vigocli --data-dir var/demo/a/data spanner bolt list")
+        print("vigocli --data-dir var/demo/b/data spanner bolt show c --json")
+        print("vigocli --data-dir var/demo/a/data envoys list")
+        print("kill -9 %d    # bolt c: within ~3 s a and b list it as down"
+              % (processes["c"].pid,))
+        print("logs: var/demo/{a,b,c}/server.log")
         if args.no_wait:
             return
-        print("\nvigosrv keeps running; Ctrl-C stops it.", flush=True)
-        server.wait()
+        print("\nThe bolts keep running; Ctrl-C stops them.", flush=True)
+        for process in processes.values():
+            process.wait()
     except KeyboardInterrupt:
         pass
     finally:
-        if server.poll() is None:
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=30)
+        for process in processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in processes.values():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
 
 if __name__ == "__main__":

@@ -58,5 +58,18 @@ class BoltFacade:
             return defer.fail(PeerUnreachable(
                 "bolt %s is not in this bolt's roster, so it has no peer address" % (bolt_id,)))
         address, fingerprint = where
-        return self._clients.client_for(bolt_id, address, fingerprint).call(
-            action_name, args, timeout)
+        client = self._clients.client_for(bolt_id, address, fingerprint)
+        if client.connected:
+            return client.call(action_name, args, timeout)
+        # A first call to this bolt (or one after it went away): wait for the
+        # connection a little, rather than failing a call that would succeed.
+        connected = client.when_connected(fail_after_failures=3)
+        connected.addTimeout(client.login_timeout, self._clock)
+
+        def unreachable(failure):
+            raise PeerUnreachable("bolt %s at %s cannot be reached: %s"
+                                  % (bolt_id, address, client.last_error
+                                     or failure.getErrorMessage()))
+
+        connected.addErrback(unreachable)
+        return connected.addCallback(lambda c: c.call(action_name, args, timeout))
