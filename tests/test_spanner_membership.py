@@ -2,6 +2,7 @@
 
 import random
 
+from prometheus_client import generate_latest
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
@@ -27,8 +28,10 @@ class MembershipTests(unittest.TestCase):
         self.port = random.randrange(20000, 60000)
 
     @defer.inlineCallbacks
-    def bolt(self, name):
-        server = VigoServer(spanner_config(self.mktemp(), name, self.group, self.port), reactor)
+    def bolt(self, name, directory=None):
+        directory = directory or self.mktemp()
+        server = VigoServer(spanner_config(directory, name, self.group, self.port), reactor)
+        server.directory = directory
         server.startService()
         self.addCleanup(lambda: server.stopService() if server.running else None)
         yield server.ready
@@ -57,6 +60,24 @@ class MembershipTests(unittest.TestCase):
         self.assertIn("already", error.message)
         self.assertIsNone(c.spanner.roster)
         self.assertEqual(a.spanner.roster.digest(), digest)
+        metrics = generate_latest(a.registry)
+        self.assertIn(b"vigo_spanner_roster_bolts 2.0", metrics)
+        self.assertIn(b'vigo_spanner_gossip_datagrams_total{direction="sent"}', metrics)
+
+    @defer.inlineCallbacks
+    def test_roster_and_identity_survive_restart(self):
+        a = yield self.bolt("a")
+        b = yield self.bolt("b")
+        yield a.spanner.init()
+        invite = yield a.spanner.invite(3600)
+        yield b.spanner.join(invite["token"])
+        before = (b.identity.id, b.spanner.roster.digest())
+        yield b.stopService()
+        again = yield self.bolt("b", directory=b.directory)
+        self.assertEqual((again.identity.id, again.spanner.roster.digest()), before)
+        self.assertEqual(again.spanner.status()["state"], "member")
+        # The consumed invite is remembered by the minter's roster too.
+        self.assertTrue(a.spanner.roster.is_consumed(Invite.decode(invite["token"]).token_id))
 
     @defer.inlineCallbacks
     def test_join_refusals(self):

@@ -60,8 +60,65 @@ class FleetCollector:
         yield age
 
 
-def fleet_registry(fleet):
-    """A fresh registry holding the fleet's metrics."""
+class SpannerCollector:
+    """Gossip, roster and peer-port figures of a spanner bolt, at scrape time."""
+
+    def __init__(self, spanner):
+        self.spanner = spanner
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        spanner = self.spanner
+        states = GaugeMetricFamily("vigo_spanner_peers", "Other bolts by liveness",
+                                   labels=["state"])
+        counts = {"alive": 0, "suspect": 0, "down": 0, "unknown": 0}
+        for peer in spanner.peer_states().values():
+            counts[peer.get("state", "unknown")] = counts.get(peer.get("state", "unknown"), 0) + 1
+        for state, n in sorted(counts.items()):
+            states.add_metric([state], n)
+        yield states
+        yield GaugeMetricFamily("vigo_spanner_roster_bolts", "Bolts in the roster",
+                                len(list(spanner.bolt_ids())))
+        if spanner.roster is not None:
+            rejected = CounterMetricFamily("vigo_spanner_roster_rejections",
+                                           "Roster rows and records refused, by reason",
+                                           labels=["reason"])
+            for reason, n in sorted(spanner.roster.rejections.items()):
+                rejected.add_metric([reason], n)
+            yield rejected
+        pulls = CounterMetricFamily("vigo_spanner_snapshot_pulls", "Snapshot pulls by outcome",
+                                    labels=["outcome"])
+        for outcome, n in sorted(spanner.puller.pulls.items()):
+            pulls.add_metric([outcome], n)
+        yield pulls
+        refused = CounterMetricFamily("vigo_spanner_peer_refusals",
+                                      "Peer-port logins and calls refused", labels=["reason"])
+        for reason, n in sorted(spanner.portal.refusals.items()):
+            refused.add_metric([reason], n)
+        yield refused
+        if spanner.gossiper is not None:
+            stats = spanner.gossiper.stats()
+            datagrams = CounterMetricFamily("vigo_spanner_gossip_datagrams",
+                                            "Gossip datagrams", labels=["direction"])
+            for direction in ("sent", "received", "accepted"):
+                datagrams.add_metric([direction], stats[direction])
+            yield datagrams
+            yield CounterMetricFamily("vigo_spanner_gossip_sent_bytes", "Gossip bytes sent",
+                                      value=stats["sent_bytes"])
+            dropped = CounterMetricFamily("vigo_spanner_gossip_dropped",
+                                          "Gossip datagrams dropped, by reason",
+                                          labels=["reason"])
+            for reason, n in sorted(stats["dropped"].items()):
+                dropped.add_metric([reason], n)
+            yield dropped
+
+
+def fleet_registry(fleet, spanner=None):
+    """A fresh registry holding the fleet's (and a bolt's spanner) metrics."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(FleetCollector(fleet))
+    if spanner is not None:
+        registry.register(SpannerCollector(spanner))
     return registry

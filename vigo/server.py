@@ -82,7 +82,7 @@ class VigoServer(service.MultiService):
             self.spanner = SpannerService(self)
             self.spanner.setServiceParent(self)
         self.api_tokens = ApiTokens(self.store, reactor)
-        self.registry = fleet_registry(self.fleet)
+        self.registry = fleet_registry(self.fleet, self.spanner)
         self.api = AdminAPI(self)
         self.started_at = None
         self.ports = {}
