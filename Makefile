@@ -37,6 +37,7 @@ demo: install
 
 bench: install
 	$(BIN)/python bench/checkin.py
+	$(BIN)/python bench/federation.py all
 
 clean:
 	rm -rf $(VENV) build *.egg-info _trial_temp* var

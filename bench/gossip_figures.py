@@ -101,26 +101,46 @@ def bytes_per_second(n, multicast=True, seconds=5.0):
     return max((sim.bus.sent_bytes[b.id] - before.get(b.id, 0)) / seconds for b in sim.bolts)
 
 
-def main(argv=None):
-    quick = "--quick" in (argv if argv is not None else sys.argv[1:])
+def figures(quick=False):
+    """Every tier-1 figure, as a dict (``bench/federation.py`` records them)."""
     seeds = range(5) if quick else range(25)
-    started = time.perf_counter()
-    print("tier-1 gossip, 500 ms interval, simulated seconds")
+    out = {"kills": {}, "interval_s": 0.5}
     for n in (3, 8, 32):
         kills = kill_latencies(n, seeds)
         (p50, p99), (e50, e99) = _summary(kills), _summary(kills, every=True)
+        out["kills"][n] = {"p50": p50, "p99": p99, "every_p50": e50, "every_p99": e99,
+                           "kills": len(kills)}
+    loss_seeds = 1 if quick else 3
+    out["false_downs_loss"] = {"n": 10, "loss": 0.5, "seconds": 60, "seeds": loss_seeds,
+                               "downs": false_downs(seeds=range(loss_seeds))}
+    out["false_downs_frozen"] = {"n": 10, "freeze_s": 2.0, "freezes": 30,
+                                 "downs": frozen_downs()}
+    out["datagram_bytes"] = {n: datagram_size(n) for n in (10, 32, 64)}
+    out["max_datagram"] = MAX_DATAGRAM
+    out["bytes_per_s"] = {n: {"multicast": bytes_per_second(n),
+                              "unicast": bytes_per_second(n, False)} for n in (10, 40)}
+    return out
+
+
+def main(argv=None):
+    quick = "--quick" in (argv if argv is not None else sys.argv[1:])
+    started = time.perf_counter()
+    f = figures(quick)
+    print("tier-1 gossip, 500 ms interval, simulated seconds")
+    for n, k in f["kills"].items():
         print("  killed bolt down, N=%-2d  per observer p50 %.2f s  p99 %.2f s   "
               "last observer p50 %.2f s  p99 %.2f s   (%d kills; target p50 <= 3, p99 <= 4.5)"
-              % (n, p50, p99, e50, e99, len(kills)))
-    print("  false downs, N=10, 50 %% loss, 60 s x 3 seeds: %d  (target 0)"
-          % false_downs(seeds=range(1 if quick else 3)))
-    print("  false downs, N=10, bolts frozen 2 s x 30: %d  (target 0)" % frozen_downs())
-    for n in (32, 64):
-        print("  datagram size, N=%d: %d bytes  (target <= %d)"
-              % (n, datagram_size(n), MAX_DATAGRAM))
+              % (n, k["p50"], k["p99"], k["every_p50"], k["every_p99"], k["kills"]))
+    loss, frozen = f["false_downs_loss"], f["false_downs_frozen"]
+    print("  false downs, N=10, 50 %% loss, 60 s x %d seeds: %d  (target 0)"
+          % (loss["seeds"], loss["downs"]))
+    print("  false downs, N=10, bolts frozen 2 s x 30: %d  (target 0)" % frozen["downs"])
+    for n, size in f["datagram_bytes"].items():
+        print("  datagram size, N=%d: %d bytes  (target <= %d)" % (n, size, MAX_DATAGRAM))
     for n, limit in ((10, 15), (40, 50)):
+        rate = f["bytes_per_s"][n]
         print("  bytes/s per bolt, N=%d: multicast %.1f KB/s, unicast %.1f KB/s  (target <= %d)"
-              % (n, bytes_per_second(n) / 1000, bytes_per_second(n, False) / 1000, limit))
+              % (n, rate["multicast"] / 1000, rate["unicast"] / 1000, limit))
     print("  (%.1f s wall)" % (time.perf_counter() - started))
 
 

@@ -9,11 +9,12 @@ check, PB framing and TLS, both ways. For reference it also times the bare
 
 Target (../shared/design/targets.md): peer action round trip p99 <= 20 ms.
 
-Usage: python bench/peer_rtt.py [-n 2000] [--no-write]
+Usage: python bench/peer_rtt.py [-n 2000] [--no-write] [--json]
 """
 
 import argparse
 import datetime
+import json
 import os
 import sys
 import time
@@ -118,9 +119,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=2000, help="round trips to time")
     parser.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
+    parser.add_argument("--json", action="store_true",
+                        help="also print the figures as one JSON line (for bench/federation.py)")
     args = parser.parse_args()
     figures = _run(args.n)
     (p50, p99), (bare50, bare99) = figures["action"], figures["bare"]
+    if args.json:
+        print(json.dumps({"n": args.n, "p50_ms": p50, "p99_ms": p99,
+                          "bare_p50_ms": bare50, "bare_p99_ms": bare99}))
     print("peer action `ping` round trip: p50 %.3f ms, p99 %.3f ms (%d calls)" % (p50, p99, args.n))
     print("bare perspective_ping:         p50 %.3f ms, p99 %.3f ms" % (bare50, bare99))
     if not args.no_write:

@@ -66,10 +66,11 @@ class SpannerService(service.MultiService):
         self.clients = PeerClients(self.reactor, self.identity)
         self.clients.setServiceParent(self)
         self.membership = Membership(self)
-        self.bolt = BoltFacade(self.identity, self.config.spanner.bolt_name, self, self.actions,
-                               self.clients, self.locate, self.reactor,
-                               peer_states=self.peer_states)
-        self.portal = PeerPortal(self, self.bolt, self.actions, self.membership.admit)
+        # Not ``self.bolt``: that is the admin read ``bolt(key)`` below.
+        self.facade = BoltFacade(self.identity, self.config.spanner.bolt_name, self, self.actions,
+                                 self.clients, self.locate, self.reactor,
+                                 peer_states=self.peer_states)
+        self.portal = PeerPortal(self, self.facade, self.actions, self.membership.admit)
         self.puller = SnapshotPuller(self.reactor, self, self.config.spanner.snapshot.anti_entropy)
         self.peer_port = None
 
@@ -237,7 +238,7 @@ class SpannerService(service.MultiService):
     def act(self, bolt_key, action, args):
         """Run a peer action on any bolt (this one included); refusals as the API words them."""
         bolt_id = self.resolve(bolt_key)
-        return self.bolt.call(bolt_id, action, args).addErrback(_action_refusal, bolt_id, action)
+        return self.facade.call(bolt_id, action, args).addErrback(_action_refusal, bolt_id, action)
 
     def status(self):
         base = {"mode": "spanner", "bolt_id": self.identity.id,
