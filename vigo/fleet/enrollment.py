@@ -122,7 +122,9 @@ class Enrollment:
                              "%s belongs to server %s" % (hostname, owner.server_id))
         if token.server_id != self.identity.id:
             raise Refusal("foreign_token",
-                          "the token was minted by server %s, not this one" % (token.server_id,))
+                          "the token was minted by server %s, but %s belongs to this server "
+                          "(%s): enroll it with a token from this server"
+                          % (token.server_id, hostname, self.identity.id))
         envoy_id = key_id(public_key)
         existing = self.fleet.index.get(envoy_id)
         if existing is not None and existing.state == ACTIVE and existing.hostname == hostname:

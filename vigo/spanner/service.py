@@ -108,8 +108,13 @@ class SpannerService(service.MultiService):
         self.puller.start()
 
     def replace_roster(self, roster):
-        """A newer roster has been persisted: use it and tell the others."""
-        self.roster = roster
+        """A roster built on a copy of ours has been persisted: take it in.
+
+        Merged, not swapped: two changes built on copies of the same roster
+        (two admissions, a pull and an admission) both survive. Each was
+        persisted by an upsert, so the database holds their union too.
+        """
+        self.roster.merge(roster)
         if self.gossiper is not None:
             self.gossiper.send_now()
 
@@ -118,7 +123,7 @@ class SpannerService(service.MultiService):
         candidate = self.roster.copy()
         report = candidate.merge(parts)
         if candidate.digest() != self.roster.digest():
-            await self.store.run(save_roster, candidate)
+            await self.store.run(save_roster, candidate.copy())
             self.replace_roster(candidate)
         return report
 
