@@ -153,10 +153,11 @@ def _positive_int(text):
 
 def _duration(text):
     try:
-        if parse_duration(text) <= 0:
-            raise ValueError(text)
+        seconds = parse_duration(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a duration (use e.g. 30m, 1h, 7d)") from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is a zero duration: give more than 0 s")
     return text
 
 

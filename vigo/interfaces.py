@@ -107,8 +107,10 @@ class IBolt(Interface):
         equal rosters."""
 
     def peer_states():
-        """The liveness view: a dict of bolt id to ``"alive"``, ``"suspect"`` or
-        ``"down"``, as this bolt's failure detector sees it now."""
+        """The liveness view as this bolt's failure detector sees it now: a dict
+        of bolt id to a dict with ``state`` (``"alive"``, ``"suspect"``, ``"down"``
+        or ``"unknown"``), ``last_heard`` and ``evidence_age`` (seconds), and the
+        bolt's gossiped ``counters`` with their age (``counters_age``)."""
 
     def call(bolt_id, action_name, args):
         """Call an action on another bolt (or on this one, by its own id).

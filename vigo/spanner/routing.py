@@ -31,7 +31,7 @@ class NoOwner(FleetNoOwner):
     def __init__(self, hostname):
         super().__init__(
             "no active bolt's patterns match %r; add a pattern that covers it to a "
-            "bolt (or reassign the envoy)" % (hostname,))
+            "bolt's spanner.patterns" % (hostname,))
         self.hostname = hostname
 
 

@@ -98,6 +98,9 @@ class SpannerService(service.MultiService):
     def became_member(self, roster):
         """Take ``roster`` as ours and start talking to the federation."""
         self.roster = roster
+        mine = roster.row(self.identity.id)
+        if mine is not None:
+            self.facade.name = mine.name
         if self.gossiper is None:
             gossip = self.config.spanner.gossip
             self.gossiper = Gossiper(
