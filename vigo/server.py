@@ -47,6 +47,23 @@ class UnbufferedTLSFactory(TLSMemoryBIOFactory):
 LISTEN_BACKLOG = 4096  # a reconnect storm of 10,000 envoys overflows Twisted's 50
 FLUSH_INTERVAL = 10.0  # seconds between write-behind batches
 RUN_FILE = "run.json"
+HEAP_SWEEP_INTERVAL = 600.0  # seconds between full sweeps of the frozen heap
+
+
+def heap_sweep():
+    """Collect everything once, then freeze the survivors again.
+
+    Thousands of held TLS connections are hundreds of thousands of objects; a
+    full pass of the cyclic collector over them stalls the reactor for
+    150-300 ms, which showed as check-in p99. So the server freezes its
+    long-lived heap (at start-up and after every write-behind flush) and the
+    collector's automatic passes see only young objects; a connection that
+    closes while frozen is reclaimed here, at most ``HEAP_SWEEP_INTERVAL``
+    later, in one pause every ten minutes instead of several a minute.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 class VigoServer(service.MultiService):
@@ -89,6 +106,7 @@ class VigoServer(service.MultiService):
         self.ready = defer.Deferred()
         internet.TimerService(FLUSH_INTERVAL, self._flush).setServiceParent(self)
         internet.TimerService(config.checkin.interval, self.fleet.sweep).setServiceParent(self)
+        internet.TimerService(HEAP_SWEEP_INTERVAL, heap_sweep).setServiceParent(self)
 
     def startService(self):
         service.Service.startService(self)
@@ -228,6 +246,9 @@ class VigoServer(service.MultiService):
 
     def _flush(self):
         if self.running and self.ports:
+            # Whatever survived this long (held connections, their records) is
+            # long-lived: keep the collector's full passes off it (see heap_sweep).
+            gc.freeze()
             return self.fleet.flush()
 
     @defer.inlineCallbacks
