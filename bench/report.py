@@ -33,14 +33,17 @@ def write_checkin(figures, path):
     rows = []
     for run in figures["load"]:
         rows.append(
-            "| %d envoys every %g s | %.0f | %.1f / %.1f | %.0f us (%.2f x) | %.1f KB | %d / %d |"
+            "| %d envoys every %g s | %.0f | %.1f / %.1f | %.0f us (%.2f x %.0f us) | %.1f KB | %d / %d |"
             % (run["envoys"], run["interval_s"], run["server_checkins_per_s"], run["p50_ms"],
                run["p99_ms"], run["server_cpu_per_checkin_us"],
-               run["ratio_to_cryptography_verify"], run["rss_per_envoy_kb"], run["refusals"],
+               run["ratio_to_cryptography_verify"], run["cryptography_verify_us"],
+               run["rss_per_envoy_kb"], run["refusals"],
                run["errors"]))
     sustained = [r for r in figures["load"] if r["p99_ms"] < 100 and not r["errors"]]
     best = max(sustained, key=lambda r: r["server_checkins_per_s"]) if sustained else None
-    main = figures["load"][0]
+    # The headline CPU and memory figures are read at the target rate
+    # (3,333/s: 50,000 envoys at 15 s); every load is in the table below.
+    main = min(figures["load"], key=lambda r: abs(r["server_checkins_per_s"] - 3333))
     storm = figures["storm"]
     storm_s = storm["restart_to_all_attached_s"]
     text = """## Envoy check-ins (one standalone server)
@@ -66,7 +69,7 @@ noted. Raw figures: `bench/results/checkin.json`.
         "date": figures["date"], "machine": figures["machine"],
         "main_rate": main["server_checkins_per_s"],
         "ratio": main["ratio_to_cryptography_verify"], "cpu": main["server_cpu_per_checkin_us"],
-        "cv": m["cryptography_verify_us"], "nv": m["pynacl_verify_us"],
+        "cv": main["cryptography_verify_us"], "nv": m["pynacl_verify_us"],
         "ratio_ok": _ok(main["ratio_to_cryptography_verify"], 1.25),
         "path": m["in_process_checkin_us"],
         "chf": m["channel_framing_us"], "ampf": m["amp_framing_us"],
