@@ -43,7 +43,6 @@ import random
 import shutil
 import signal
 import socket
-import ssl
 import subprocess
 import sys
 import tempfile
@@ -93,8 +92,12 @@ def in_process(n, seeds=range(40), loss=0.0, rtt=RTT):
 class SpannerBolt(harness.Server):
     """A ``twistd -n vigo --mode=spanner`` process on fixed free loopback ports."""
 
+    args = ("--mode=spanner",)
+
     def __init__(self, name, group, gossip_port, workdir=None):
-        harness.Server.__init__(self, workdir=workdir)
+        harness.Server.__init__(
+            self, workdir=workdir,
+            env={k: v for k, v in os.environ.items() if not k.startswith("VIGO_")})
         self.name = name
         self.peer_port = harness.free_port()
         with open(self.config) as f:
@@ -107,38 +110,6 @@ class SpannerBolt(harness.Server):
         }
         with open(self.config, "w") as f:
             json.dump(config, f)
-
-    def start(self):
-        """Spawn the process (``wait_ready`` waits for it), so bolts start together."""
-        self.log = open(os.path.join(self.workdir, "server.log"), "ab")
-        self.process = subprocess.Popen(
-            [os.path.join(harness.BIN, "twistd"), "-n", "--pidfile=", "vigo", "--mode=spanner",
-             "--config", self.config],
-            stdout=self.log, stderr=subprocess.STDOUT, cwd=self.workdir,
-            env={k: v for k, v in os.environ.items() if not k.startswith("VIGO_")})
-        return self
-
-    def wait_ready(self, timeout=120):
-        """As ``harness.Server.start`` does after spawning: wait for run.json
-        to name our process, then read the admin token."""
-        deadline = time.monotonic() + timeout
-        run = os.path.join(self.data_dir, "run.json")
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError("bolt %s exited; see %s" % (self.name, self.log.name))
-            try:
-                with open(run) as f:
-                    if json.load(f)["pid"] == self.process.pid:
-                        break
-            except (OSError, ValueError, KeyError):
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("bolt %s not ready in %d s" % (self.name, timeout))
-            time.sleep(0.05)
-        with open(os.path.join(self.data_dir, "admin-token")) as f:
-            self.token = f.read().strip()
-        self._ssl = ssl.create_default_context(cafile=os.path.join(self.data_dir, "api-cert.pem"))
-        return self
 
     def digest(self):
         return self.api("GET", "/api/v1/spanner/status")["digest"]
@@ -176,7 +147,7 @@ def process_join(poll=0.05, limit=30.0):
     a, b, c = bolts
     try:
         for bolt in bolts:
-            bolt.start()
+            bolt.spawn()
         for bolt in bolts:
             bolt.wait_ready()
         a.api("POST", "/api/v1/spanner/init", {})

@@ -74,12 +74,24 @@ class Server:
         self.process = None
         self.log = None
 
+    args = ()  # extra options after "twistd -n vigo"
+
     def start(self, timeout=120):
+        """Spawn the server and wait until it is ready."""
+        return self.spawn().wait_ready(timeout)
+
+    def spawn(self):
+        """Start the process without waiting (so several can start together)."""
         self.log = open(os.path.join(self.workdir, "server.log"), "ab")
         self.process = subprocess.Popen(
-            [os.path.join(BIN, "twistd"), "-n", "--pidfile=", "vigo", "--config", self.config],
+            [os.path.join(BIN, "twistd"), "-n", "--pidfile=", "vigo", *self.args,
+             "--config", self.config],
             stdout=self.log, stderr=subprocess.STDOUT, cwd=self.workdir, env=self.env,
         )
+        return self
+
+    def wait_ready(self, timeout=120):
+        """Wait until run.json names our process, then read the admin token."""
         deadline = time.monotonic() + timeout
         run = os.path.join(self.data_dir, "run.json")
         while time.monotonic() < deadline:
