@@ -2,7 +2,9 @@
 
 ``FakeSpanner`` has the interface the admin API's spanner routes use
 (``vigo.api.spanner``): ``status``, ``init``, ``invite``, ``join``,
-``snapshot``, ``bolts``, ``bolt``, ``resolve`` and ``act``, with the same
+``snapshot``, ``bolts``, ``bolt``, ``resolve``, ``act`` and the envoy reads
+and pushes at any bolt (``envoys``, ``envoy``, ``push_envoy``,
+``bolt_envoys``, ``push_bolt``), with the same
 sync/async split and the same ``SpannerRefusal`` codes and statuses. It keeps
 its state in memory and records every call, so a test can see that a refused
 request reached nothing.
@@ -20,7 +22,15 @@ PEER_ID = "c" * 20
 GOOD_TOKEN = "vgoi_good"
 UNREACHABLE_TOKEN = "vgoi_unreachable"
 FEDERATION_ID = "f" * 20
-MUTATORS = ("init", "invite", "join", "act")
+MUTATORS = ("init", "invite", "join", "act", "push_envoy", "push_bolt")
+DOWN_ID = "d" * 20
+
+
+def envoy_row(envoy_id, hostname, online=True):
+    """An envoy as the ``query`` action lists it."""
+    return {"id": envoy_id, "hostname": hostname, "state": "active", "online": online,
+            "connected": online, "last_seen_age": 2.0 if online else 900.0, "checkins": 5,
+            "up_to_date": True, "pending_push": False}
 
 
 def not_member():
@@ -55,6 +65,11 @@ class FakeSpanner:
         self.rows = []
         self.invites = []
         self.calls = []
+        self.envoy_rows = {
+            SELF_ID: [envoy_row("e1" * 10, "web1.dc1.example.com")],
+            PEER_ID: [envoy_row("e2" * 10, "web2.dc2.example.com", online=False)],
+        }
+        self.pushed = []
         self.actions = {
             "echo": lambda args: {"args": args},
             "boom": None,  # an action that breaks
@@ -192,6 +207,89 @@ class FakeSpanner:
                 "action_failed", f"action {action!r} failed on bolt {bolt_id}", 502))
         return defer.succeed(self.actions[action](args))
 
+    # -- envoys at any bolt (dc3, which is down, never answers) ------------------------
+
+    def _asked(self):
+        return [(row["bolt_id"], row["name"]) for row in self.rows
+                if row["status"] != "removed"] or [(self.bolt_id, self.name)]
+
+    def _answers(self, bolt_id):
+        row = next((row for row in self.rows if row["bolt_id"] == bolt_id), None)
+        return row is None or row["liveness"]["state"] != "down"
+
+    def _rows_of(self, bolt_id, name, offline):
+        return [dict(e, bolt_id=bolt_id, bolt_name=name) for e in self.envoy_rows.get(bolt_id, [])
+                if not offline or not e["online"]]
+
+    def envoys(self, bolt=None, offline=False):
+        self.calls.append(("envoys", bolt, offline))
+        only = None if bolt is None else self.resolve(bolt)
+        asked = [(b, n) for b, n in self._asked() if only is None or b == only]
+        envoys, statuses = [], {}
+        for bolt_id, name in asked:
+            if self._answers(bolt_id):
+                statuses[bolt_id] = "ok"
+                envoys += self._rows_of(bolt_id, name, offline)
+            else:
+                statuses[bolt_id] = "timeout"
+        envoys.sort(key=lambda e: (e["hostname"], e["id"]))
+        return defer.succeed({"envoys": envoys, "count": len(envoys), "bolts": statuses,
+                              "bolt_names": dict(asked), "truncated": []})
+
+    def _find(self, key):
+        silent = []
+        for bolt_id, name in self._asked():
+            if not self._answers(bolt_id):
+                silent.append(bolt_id)
+                continue
+            for e in self._rows_of(bolt_id, name, False):
+                if key in (e["id"], e["hostname"]):
+                    return e
+        if silent:
+            raise SpannerRefusal("unreachable", f"no envoy {key!r} on the bolts that answered; "
+                                 f"it may be on one that did not: {', '.join(silent)}", 503)
+        raise SpannerRefusal("not_found", f"no envoy {key!r} on any bolt", 404)
+
+    def envoy(self, key):
+        self.calls.append(("envoy", key))
+        try:
+            return defer.succeed(self._find(key))
+        except SpannerRefusal:
+            return defer.fail()
+
+    def push_envoy(self, key):
+        self.calls.append(("push_envoy", key))
+        try:
+            envoy = self._find(key)
+        except SpannerRefusal:
+            return defer.fail()
+        self.pushed.append(envoy["id"])
+        return defer.succeed({"envoy_id": envoy["id"], "delivered": "now",
+                              "bolt_id": envoy["bolt_id"], "bolt_name": envoy["bolt_name"]})
+
+    def bolt_envoys(self, key, offline=False):
+        self.calls.append(("bolt_envoys", key, offline))
+        bolt_id = self.resolve(key)
+        name = dict(self._asked())[bolt_id]
+        if not self._answers(bolt_id):
+            return defer.fail(SpannerRefusal(
+                "unreachable", f"bolt {bolt_id} did not answer query in time", 503))
+        rows = self._rows_of(bolt_id, name, offline)
+        return defer.succeed({"bolt_id": bolt_id, "name": name, "envoys": rows,
+                              "count": len(rows), "truncated": False})
+
+    def push_bolt(self, key):
+        self.calls.append(("push_bolt", key))
+        bolt_id = self.resolve(key)
+        if not self._answers(bolt_id):
+            return defer.fail(SpannerRefusal(
+                "unreachable", f"bolt {bolt_id} did not answer force-push in time", 503))
+        n = len(self.envoy_rows.get(bolt_id, []))
+        self.pushed.append(bolt_id)
+        return defer.succeed({"bolt_id": bolt_id, "name": dict(self._asked())[bolt_id],
+                              "envoys": n, "now": n, "next_attach": 0})
+
 
 #: What the admin API calls, for comparing the fake with the real service.
-INTERFACE = ("status", "init", "invite", "join", "snapshot", "bolts", "bolt", "act", "resolve")
+INTERFACE = ("status", "init", "invite", "join", "snapshot", "bolts", "bolt", "act", "resolve",
+             "envoys", "envoy", "push_envoy", "bolt_envoys", "push_bolt")

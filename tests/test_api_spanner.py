@@ -12,6 +12,7 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from tests.spannerkit import (
+    DOWN_ID,
     GOOD_TOKEN,
     INTERFACE,
     PEER_ID,
@@ -34,10 +35,10 @@ AUTHORIZED_ROUTES = (
     ("GET", "/api/v1/spanner/bolts", None),
     ("GET", "/api/v1/spanner/bolts/dc2", None),
     ("POST", "/api/v1/spanner/bolts/dc2/actions/echo", {"x": 1}),
+    ("GET", "/api/v1/spanner/bolts/dc2/envoys", None),
+    ("POST", "/api/v1/spanner/bolts/dc2/push", {}),
 )
 LATER_ROUTES = (
-    ("GET", "/api/v1/spanner/bolts/dc2/envoys"),
-    ("POST", "/api/v1/spanner/bolts/dc2/push"),
     ("POST", "/api/v1/spanner/bolts/dc2/drain"),
     ("GET", "/api/v1/spanner/bolts/dc2/drain"),
     ("DELETE", "/api/v1/spanner/bolts/dc2"),
@@ -419,6 +420,92 @@ class LaterWorkTests(SpannerApiTestCase):
             self.assertIn("{id}", body["detail"])
             self.assertTrue(body["detail"].endswith("arrives with fleet operations across bolts"))
         self.assertEqual(self.spanner.mutations(), [])
+
+
+class EnvoysAtAnyBoltTests(SpannerApiTestCase):
+    """``/api/v1/envoys...`` and a bolt's envoys and push, asked of the spanner service."""
+
+    @defer.inlineCallbacks
+    def test_list_names_the_bolts_that_did_not_answer(self):
+        response, body = yield self.call("GET", "/api/v1/envoys")
+        self.assertEqual(response.code, 200, body)
+        self.assertEqual([(e["hostname"], e["bolt_id"]) for e in body["envoys"]],
+                         [("web1.dc1.example.com", SELF_ID), ("web2.dc2.example.com", PEER_ID)])
+        self.assertEqual(body["count"], 2)
+        self.assertEqual(body["bolts"], {SELF_ID: "ok", PEER_ID: "ok", DOWN_ID: "timeout"})
+        self.assertEqual(self.spanner.calls[-1], ("envoys", None, False))
+
+    @defer.inlineCallbacks
+    def test_list_one_bolt_offline(self):
+        response, body = yield self.call("GET", "/api/v1/envoys?bolt=dc2&offline=1")
+        self.assertEqual(response.code, 200, body)
+        self.assertEqual([e["id"] for e in body["envoys"]], ["e2" * 10])
+        self.assertEqual(body["bolts"], {PEER_ID: "ok"})
+        self.assertIn(("envoys", "dc2", True), self.spanner.calls)
+
+    @defer.inlineCallbacks
+    def test_list_an_unknown_bolt(self):
+        response, body = yield self.call("GET", "/api/v1/envoys?bolt=nope")
+        self.assertJSONError(response, body, 404, "not_found")
+
+    @defer.inlineCallbacks
+    def test_show_and_its_refusals(self):
+        response, body = yield self.call("GET", "/api/v1/envoys/web2.dc2.example.com")
+        self.assertEqual(response.code, 200, body)
+        self.assertEqual((body["id"], body["bolt_id"]), ("e2" * 10, PEER_ID))
+        response, body = yield self.call("GET", "/api/v1/envoys/web9.dc1.example.com")
+        self.assertJSONError(response, body, 503, "unreachable")
+        self.assertIn(DOWN_ID, body["detail"])
+        self.spanner.rows = self.spanner.rows[:2]  # every bolt answers now
+        response, body = yield self.call("GET", "/api/v1/envoys/web9.dc1.example.com")
+        self.assertJSONError(response, body, 404, "not_found")
+
+    @defer.inlineCallbacks
+    def test_push_one_envoy(self):
+        response, body = yield self.call("POST", "/api/v1/envoys/web2.dc2.example.com/push")
+        self.assertEqual(response.code, 202, body)
+        self.assertEqual(body, {"envoy_id": "e2" * 10, "delivered": "now", "bolt_id": PEER_ID,
+                                "bolt_name": "dc2"})
+        self.assertEqual(self.spanner.pushed, ["e2" * 10])
+
+    @defer.inlineCallbacks
+    def test_push_refuses_a_body(self):
+        response, body = yield self.call("POST", "/api/v1/envoys/web2.dc2.example.com/push",
+                                         body={"x": 1})
+        self.assertJSONError(response, body, 400, "bad_request")
+        self.assertEqual(self.spanner.pushed, [])
+
+    @defer.inlineCallbacks
+    def test_bolt_envoys(self):
+        response, body = yield self.call("GET", "/api/v1/spanner/bolts/dc2/envoys")
+        self.assertEqual(response.code, 200, body)
+        self.assertEqual((body["bolt_id"], body["count"], body["truncated"]), (PEER_ID, 1, False))
+        response, body = yield self.call("GET", "/api/v1/spanner/bolts/dc1/envoys?offline=1")
+        self.assertEqual(body["envoys"], [])
+        response, body = yield self.call("GET", "/api/v1/spanner/bolts/dc3/envoys")
+        self.assertJSONError(response, body, 503, "unreachable")
+        response, body = yield self.call("GET", "/api/v1/spanner/bolts/dc9/envoys")
+        self.assertJSONError(response, body, 404, "not_found")
+
+    @defer.inlineCallbacks
+    def test_bolt_push(self):
+        response, body = yield self.call("POST", "/api/v1/spanner/bolts/dc2/push")
+        self.assertEqual(response.code, 202, body)
+        self.assertEqual(body, {"bolt_id": PEER_ID, "name": "dc2", "envoys": 1, "now": 1,
+                                "next_attach": 0})
+        response, body = yield self.call("POST", "/api/v1/spanner/bolts/dc3/push")
+        self.assertJSONError(response, body, 503, "unreachable")
+        self.assertEqual(self.spanner.pushed, [PEER_ID])
+
+    @defer.inlineCallbacks
+    def test_reads_and_pushes_want_a_token(self):
+        for method, path in (("GET", "/api/v1/envoys"), ("GET", "/api/v1/envoys/x"),
+                             ("POST", "/api/v1/envoys/x/push"),
+                             ("GET", "/api/v1/spanner/bolts/dc2/envoys"),
+                             ("POST", "/api/v1/spanner/bolts/dc2/push")):
+            response, body = yield self.call(method, path, token=None)
+            self.assertJSONError(response, body, 401, "unauthorized")
+        self.assertEqual(self.spanner.calls, [])
 
 
 class ErrorTests(SpannerApiTestCase):

@@ -17,7 +17,8 @@ from vigo.api.app import AdminAPI
 from vigo.tls import api_server_options, ensure_api_certificate
 
 SPANNER_COMMANDS = {"spanner status", "spanner init", "spanner bolt list", "spanner bolt show",
-                    "spanner bolt invite", "spanner bolt join", "spanner bolt act"}
+                    "spanner bolt invite", "spanner bolt join", "spanner bolt act",
+                    "spanner bolt envoys", "spanner bolt push"}
 
 
 class ParseTests(unittest.SynchronousTestCase):
@@ -34,6 +35,10 @@ class ParseTests(unittest.SynchronousTestCase):
             (["spanner", "bolt", "show", "dc2"], ("GET", "/api/v1/spanner/bolts/dc2", None)),
             (["spanner", "bolt", "show", "a/b?c"],
              ("GET", "/api/v1/spanner/bolts/a%2Fb%3Fc", None)),
+            (["spanner", "bolt", "envoys", "dc2"],
+             ("GET", "/api/v1/spanner/bolts/dc2/envoys", None)),
+            (["spanner", "bolt", "push", "dc 2"],
+             ("POST", "/api/v1/spanner/bolts/dc%202/push", {})),
             (["spanner", "bolt", "invite"], ("POST", "/api/v1/spanner/invite", {})),
             (["spanner", "bolt", "invite", "--expires-in", "30m"],
              ("POST", "/api/v1/spanner/invite", {"expires_in": "30m"})),
@@ -76,7 +81,8 @@ class ParseTests(unittest.SynchronousTestCase):
             (["spanner", "bolt", "act", "dc2", "x", "--arg", "novalue"], "KEY=VALUE"),
             (["spanner", "bolt", "act", "dc2", "x", "--arg", "=v"], "KEY=VALUE"),
             (["spanner", "bolt", "act", "dc2", "x", "--arg", "a=1", "--arg", "a=2"], "twice"),
-            (["spanner", "bolt", "envoys", "dc2"], "invalid choice"),
+            (["spanner", "bolt", "envoys"], "BOLT"),
+            (["spanner", "bolt", "push"], "BOLT"),
             (["spanner", "bolt", "drain", "dc2"], "invalid choice"),
             (["spanner", "bolt", "remove", "dc2"], "invalid choice"),
             (["spanner", "fly"], "invalid choice"),
@@ -150,12 +156,15 @@ class OutputTests(unittest.SynchronousTestCase):
 
     def test_bolt_table(self):
         rows = FakeSpanner().found().rows
+        rows[0]["envoys"] = {"owned": 12, "online": 10, "as_of": 0.0, "last_heard_age": 0.0,
+                             "checkin_rate": 0.8}
         out, _ = self.show(cli_output.bolt_table, {"bolts": rows, "count": 3})
         self.assertEqual(out.splitlines(), [
-            "BOLT                  NAME  STATUS    LIVENESS  HEARD  PATTERNS           ENVOYS",
-            f"{SELF_ID}  dc1   active    self      0s     *.dc1.example.com  12",
-            f"{PEER_ID}  dc2   active    alive     3s     *.dc2.example.com  7",
-            f"{'d' * 20}  dc3   draining  down      -      -                  -",
+            "BOLT                  NAME  STATUS    LIVENESS  HEARD  PATTERNS           ENVOYS"
+            "  ONLINE",
+            f"{SELF_ID}  dc1   active    self      0s     *.dc1.example.com  12      10",
+            f"{PEER_ID}  dc2   active    alive     3s     *.dc2.example.com  7       -",
+            f"{'d' * 20}  dc3   draining  down      -      -                  -       -",
         ])
         self.assertEqual(self.show(cli_output.bolt_table, {"bolts": [], "count": 0})[0],
                          "no bolts\n")
@@ -170,6 +179,15 @@ class OutputTests(unittest.SynchronousTestCase):
                      "last heard     1m15s ago", "counters       checkins 3, envoys_owned 7",
                      "counters from  1s ago"):
             self.assertIn(line + "\n", out)
+        row["envoys"] = {"owned": 7, "online": 5, "as_of": 1.5, "last_heard_age": 75,
+                         "checkin_rate": 0.47}
+        out, _ = self.show(cli_output.bolt_details, row)
+        for line in ("envoys         7 owned, 5 online", "check-ins      0.47/s",
+                     "envoys as of   1s ago"):
+            self.assertIn(line + "\n", out)
+        del row["envoys"]["checkin_rate"]
+        out, _ = self.show(cli_output.bolt_details, row)
+        self.assertIn("check-ins      -\n", out)
         out, _ = self.show(cli_output.bolt_details, bolt_row("d" * 20, "dc3", liveness="down"))
         self.assertIn("last heard     never\n", out)
         self.assertIn("counters       -\n", out)
@@ -293,3 +311,50 @@ class EndToEndTests(unittest.TestCase):
         self.assertEqual((status, out.getvalue()), (2, ""))
         self.assertIn("no API token", err.getvalue())
         self.assertEqual(self.spanner.calls, [])
+
+
+class EnvoysAtAnyBoltCliTests(unittest.TestCase):
+    """``envoys list/show/push`` and ``spanner bolt envoys/push`` against a spanner bolt."""
+
+    vigocli = EndToEndTests.vigocli
+
+    def setUp(self):
+        d = EndToEndTests.setUp(self)
+        return d.addCallback(lambda _: self.spanner.found())
+
+    @defer.inlineCallbacks
+    def test_list_has_a_bolt_column_and_names_silent_bolts_on_stderr(self):
+        status, out, err = yield self.vigocli("envoys", "list")
+        self.assertEqual(status, 0, err)
+        lines = out.splitlines()
+        self.assertEqual(lines[0].split(), ["ID", "HOSTNAME", "STATE", "ONLINE", "LAST-SEEN-AGO",
+                                            "BOLT"])
+        self.assertEqual(lines[1].split(), ["e1" * 10, "web1.dc1.example.com", "active", "yes",
+                                            "2s", "dc1"])
+        self.assertEqual(lines[2].split()[-1], "dc2")
+        self.assertEqual(err, "1 bolt(s) did not answer; their envoys are not listed:\n"
+                              f"  {'d' * 20} (dc3): timeout\n")
+
+    @defer.inlineCallbacks
+    def test_show_and_push(self):
+        status, out, err = yield self.vigocli("envoys", "show", "web2.dc2.example.com")
+        self.assertEqual(status, 0, err)
+        self.assertIn(f"bolt          {PEER_ID} (dc2)\n", out)
+        status, out, err = yield self.vigocli("envoys", "push", "web2.dc2.example.com")
+        self.assertEqual((status, out), (0, f"force-push sent to envoy {'e2' * 10}\n"), err)
+        status, out, err = yield self.vigocli("envoys", "show", "web9.dc1.example.com")
+        self.assertEqual((status, out), (1, ""))
+        self.assertTrue(err.startswith("vigocli: unreachable: "), err)
+
+    @defer.inlineCallbacks
+    def test_bolt_envoys_and_push(self):
+        status, out, err = yield self.vigocli("spanner", "bolt", "envoys", "dc2")
+        self.assertEqual((status, err), (0, ""))
+        self.assertEqual(out.splitlines()[1].split()[1], "web2.dc2.example.com")
+        status, out, err = yield self.vigocli("spanner", "bolt", "push", "dc2")
+        self.assertEqual((status, err), (0, ""))
+        self.assertEqual(out, f"force-push of bolt {PEER_ID} (dc2): 1 envoys, 1 sent now, "
+                              "0 at their next attach\n")
+        status, out, err = yield self.vigocli("spanner", "bolt", "push", "dc3")
+        self.assertEqual((status, out), (1, ""))
+        self.assertTrue(err.startswith("vigocli: unreachable: "), err)

@@ -129,6 +129,10 @@ COMMANDS = {
     "spanner bolt list": Command("GET", lambda options: "/api/v1/spanner/bolts",
                                  output.bolt_table),
     "spanner bolt show": Command("GET", _bolt, output.bolt_details),
+    "spanner bolt envoys": Command("GET", lambda options: _bolt(options) + "/envoys",
+                                   output.envoy_table),
+    "spanner bolt push": Command("POST", lambda options: _bolt(options) + "/push",
+                                 output.bolt_pushed, body=lambda o: {}),
     "spanner bolt invite": Command("POST", lambda options: "/api/v1/spanner/invite",
                                    output.invite_created, body=_invite_body),
     "spanner bolt join": Command("POST", lambda options: "/api/v1/spanner/join",
@@ -270,6 +274,10 @@ def build_parser():
     command(bolt, "list", "spanner bolt list", "every bolt in the roster")
     show = command(bolt, "show", "spanner bolt show", "one bolt in detail")
     show.add_argument("bolt", metavar="BOLT", help="a bolt id or its unique name")
+    for name, help in (("envoys", "one bolt's envoys, asked of it live"),
+                       ("push", "force-push every envoy of one bolt")):
+        leaf = command(bolt, name, "spanner bolt " + name, help)
+        leaf.add_argument("bolt", metavar="BOLT", help="a bolt id or its unique name")
     invite = command(bolt, "invite", "spanner bolt invite",
                      "mint a one-shot invite for another server to join with (shown once)")
     invite.add_argument("--expires-in", type=_duration, metavar="DURATION",

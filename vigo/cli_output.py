@@ -87,20 +87,54 @@ def token_created(answer, out, err):
 
 
 def envoy_table(answer, out, err):
-    """``vigocli envoys list``."""
+    """``vigocli envoys list`` and ``spanner bolt envoys``.
+
+    A spanner bolt's answer names each envoy's bolt (a BOLT column) and the
+    bolts that did not answer, which are noted on ``err``.
+    """
     envoys = answer.get("envoys", [])
+    spanner = "bolts" in answer or any("bolt_id" in e for e in envoys)
     if not envoys:
         print("no envoys", file=out)
-        return
-    rows = [[e["id"], e["hostname"], e["state"], yes_no(e["online"]),
-             format_age(e.get("last_seen_age"))] for e in envoys]
-    table(rows, ["ID", "HOSTNAME", "STATE", "ONLINE", "LAST-SEEN-AGO"], out)
+    else:
+        rows = [[e["id"], e["hostname"], e["state"], yes_no(e["online"]),
+                 format_age(e.get("last_seen_age"))] for e in envoys]
+        headers = ["ID", "HOSTNAME", "STATE", "ONLINE", "LAST-SEEN-AGO"]
+        if spanner:
+            rows = [row + [e.get("bolt_name") or e.get("bolt_id") or "-"]
+                    for row, e in zip(rows, envoys, strict=True)]
+            headers.append("BOLT")
+        table(rows, headers, out)
+    _unanswered(answer, err)
+
+
+def _bolt_label(bolt_id, names):
+    name = (names or {}).get(bolt_id)
+    return f"{bolt_id} ({name})" if name else bolt_id
+
+
+def _unanswered(answer, err):
+    """The footer of a fan-out: bolts that did not answer, or listed only in part."""
+    names = answer.get("bolt_names")
+    silent = {b: s for b, s in (answer.get("bolts") or {}).items() if s != "ok"}
+    if silent:
+        print(f"{len(silent)} bolt(s) did not answer; their envoys are not listed:", file=err)
+        for bolt_id, why in sorted(silent.items()):
+            print(f"  {_bolt_label(bolt_id, names)}: {why}", file=err)
+    truncated = answer.get("truncated")
+    if truncated is True:
+        truncated = [answer.get("bolt_id")]
+    for bolt_id in truncated or ():
+        print(f"bolt {_bolt_label(bolt_id, names)} has more envoys than one answer lists; "
+              "use --json or the API to see a bolt's count", file=err)
 
 
 def envoy_details(answer, out, err):
     """``vigocli envoys show``."""
     redirect = answer.get("redirect")
     seen = answer.get("last_seen") is not None
+    bolt_id = answer.get("bolt_id")
+    bolt = [("bolt", _bolt_label(bolt_id, {bolt_id: answer.get("bolt_name")}))] if bolt_id else []
     fields([
         ("id", answer["id"]),
         ("hostname", answer["hostname"]),
@@ -116,7 +150,7 @@ def envoy_details(answer, out, err):
         ("up to date", yes_no(answer.get("up_to_date"))),
         ("pending push", yes_no(answer.get("pending_push"))),
         ("redirect", "-" if not redirect else redirect.get("address", redirect)),
-    ], out)
+    ] + bolt, out)
 
 
 def envoy_pushed(answer, out, err):
@@ -127,6 +161,14 @@ def envoy_pushed(answer, out, err):
     else:
         print(f"force-push queued for envoy {envoy}: it is not connected, so it gets its "
               "bundle when it next attaches", file=out)
+
+
+def bolt_pushed(answer, out, err):
+    """``vigocli spanner bolt push``."""
+    bolt_id = answer.get("bolt_id")
+    print(f"force-push of bolt {_bolt_label(bolt_id, {bolt_id: answer.get('name')})}: "
+          f"{answer.get('envoys', 0)} envoys, {answer.get('now', 0)} sent now, "
+          f"{answer.get('next_attach', 0)} at their next attach", file=out)
 
 
 def envoy_revoked(answer, out, err):
@@ -183,11 +225,12 @@ def spanner_joined(answer, out, err):
     spanner_status(answer, out, err)
 
 
-def _envoys_owned(bolt):
-    counters = bolt.get("counters")
-    if not counters or counters.get("envoys_owned") is None:
-        return "-"
-    return str(counters["envoys_owned"])
+def _envoys(bolt, field, counter):
+    """One envoy figure of a bolt: its summary's ``field``, else its ``counter``."""
+    value = (bolt.get("envoys") or {}).get(field)
+    if value is None:
+        value = (bolt.get("counters") or {}).get(counter)
+    return "-" if value is None else str(value)
 
 
 def _liveness(bolt):
@@ -202,8 +245,10 @@ def bolt_table(answer, out, err):
         return
     rows = [[b["bolt_id"], b.get("name") or "-", b.get("status") or "-", _liveness(b),
              format_age((b.get("liveness") or {}).get("last_heard_age")),
-             ",".join(b.get("patterns") or []) or "-", _envoys_owned(b)] for b in bolts]
-    table(rows, ["BOLT", "NAME", "STATUS", "LIVENESS", "HEARD", "PATTERNS", "ENVOYS"], out)
+             ",".join(b.get("patterns") or []) or "-", _envoys(b, "owned", "envoys_owned"),
+             _envoys(b, "online", "envoys_online")] for b in bolts]
+    table(rows, ["BOLT", "NAME", "STATUS", "LIVENESS", "HEARD", "PATTERNS", "ENVOYS", "ONLINE"],
+          out)
 
 
 def _ago(seconds):
@@ -230,6 +275,12 @@ def bolt_details(answer, out, err):
         ("last heard", _ago(liveness.get("last_heard_age"))),
         ("evidence", _ago(liveness.get("evidence_age"))),
     ]
+    summary = answer.get("envoys")
+    if summary:
+        rate = summary.get("checkin_rate")
+        pairs.append(("envoys", f"{summary.get('owned')} owned, {summary.get('online')} online"))
+        pairs.append(("check-ins", "-" if rate is None else f"{rate:g}/s"))
+        pairs.append(("envoys as of", _ago(summary.get("as_of"))))
     if counters:
         pairs.append(("counters", ", ".join(f"{k} {v}" for k, v in sorted(counters.items()))))
         pairs.append(("counters from", _ago(answer.get("counters_age"))))

@@ -120,3 +120,72 @@ class IBolt(Interface):
         (``UnknownAction``, ``BadArguments``, ``NotAMember``, ``ActionError``,
         ``ActionFailed``) from ``vigo.spanner.peer_errors``.
         """
+
+    def fleet():
+        """This bolt's envoys, as an ``IBoltFleet``: the reads and force-pushes
+        the built-in ``query`` and ``force-push`` actions are made of."""
+
+
+    def enrollment():
+        """This bolt's enrollment, as an ``IBoltEnrollment``: what the built-in
+        ``route-enrollment`` and ``redeem-token`` actions are made of."""
+
+class IBoltFleet(Interface):
+    """The envoys a bolt owns, as peer actions may read and push them.
+
+    Only this bolt's own envoys: finding an envoy across the federation is
+    the caller's job (ask every bolt). Envoys are described as plain JSON-able
+    dicts (``EnvoyRecord.describe``), never as the records themselves.
+    """
+
+    def describe(key):
+        """The full description of an envoy, by id or unique hostname; None
+        if this bolt has no such envoy."""
+
+    def envoys(offline=False):
+        """Descriptions of every envoy, sorted by (hostname, id); with
+        ``offline``, only active envoys not heard from lately. An iterator:
+        callers that need only a page stop early."""
+
+    def counts():
+        """``{"total", "active", "online", "connected"}`` envoy counts."""
+
+    def push(key):
+        """Force-push one envoy, by id or unique hostname: it takes its full
+        bundle now if connected, else at its next attach (durable before the
+        answer). A Deferred of ``{"envoy_id", "delivered": "now" |
+        "next_attach"}``, or of ``{"envoy_id", "refused": code, "detail"}``
+        when the envoy is unknown here (``not_found``) or not active
+        (``not_active``)."""
+
+    def push_all():
+        """Force-push every active envoy of this bolt, with one durable write.
+        A Deferred of ``{"envoys": n, "now": n, "next_attach": n}`` (marked;
+        sent down an open connection; to get it at their next attach)."""
+
+
+class IBoltEnrollment(Interface):
+    """Enrolling envoys on behalf of other bolts (spanner enrollment routing).
+
+    Any bolt takes an envoy's Register; one that does not own the hostname
+    forwards it to the owner (``route-enrollment``), and the owner has the
+    token's use counted at the bolt that minted it (``redeem-token``). Both
+    methods return a Deferred (or raise) and refuse with
+    ``vigo.fleet.refusal.Refusal`` (a stable ``code``, a ``reason``, and
+    ``retryable``). Token texts hold a secret: never log them.
+    """
+
+    def enroll_routed(hostname, public_key, token_text, timestamp_ms, signature):
+        """Enroll an envoy here, as its owner, from a Register another bolt
+        forwarded: the envoy's signature is checked, this bolt must own the
+        hostname, the token is redeemed at its minter, and the envoy is stored
+        durably before the answer. A Deferred of the Registered fields
+        (``envoy_id``, ``hostname``, ``server_id``, ``public_key`` (base64),
+        ``fingerprint``, ``address``, ``interval``), all of this bolt.
+        ``public_key`` and ``signature`` are raw bytes. A retry by an envoy
+        already enrolled here with that hostname gets the same answer again."""
+
+    def redeem(token_text):
+        """Count one use of an enrollment token this bolt minted, durably, in one
+        transaction; a Deferred. Refuses (``bad_token``, ``token_expired``,
+        ``token_used``) and changes nothing when it cannot."""

@@ -131,9 +131,13 @@ class VigoServer(service.MultiService):
         api_port = await self._listen_api()
         self.ports = {"envoy": envoy_port, "api": api_port}
         if self.spanner is not None:
+            from vigo.spanner.enrollment_router import EnrollmentRouter
             from vigo.spanner.ownership import SpannerOwnership
 
             self.ownership = SpannerOwnership(self.spanner, self.ownership.owner_of(""))
+            # Any bolt takes a Register: the owner enrolls, the minter redeems.
+            self.enrollment.router = EnrollmentRouter(
+                self.spanner.facade, lambda bolt_id: self.spanner.key_of(bolt_id) is not None)
             await self.spanner.start()
             self.ports["peer"] = self.spanner.peer_port.getHost().port
         self.enrollment.ownership = self.ownership

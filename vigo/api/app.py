@@ -223,10 +223,18 @@ class AdminAPI:
 
     @app.route("/api/v1/envoys", methods=["GET"])
     @authorized
-    def list_envoys(self, request):
-        """Every envoy, by hostname; ``offline=1`` keeps active ones not heard of late."""
-        self._check_bolt(request)
+    async def list_envoys(self, request):
+        """Every envoy, by hostname; ``offline=1`` keeps active ones not heard of late.
+
+        A spanner bolt asks every bolt (or only ``bolt=ID``) and says which
+        did not answer.
+        """
+        spanner = getattr(self.server, "spanner", None)
         offline = query_flag(request, "offline")
+        if spanner is not None:
+            bolt = query_value(request, "bolt")
+            return self._json(request, await spanner.envoys(bolt=bolt, offline=offline))
+        self._check_bolt(request)
         records = sorted(self.server.fleet.index, key=lambda r: (r.hostname, r.id))
         if offline:
             records = [r for r in records if r.state == ACTIVE and not r.online]
@@ -236,8 +244,11 @@ class AdminAPI:
 
     @app.route("/api/v1/envoys/<envoy>", methods=["GET"])
     @authorized
-    def show_envoy(self, request, envoy):
-        """One envoy, by id or unique hostname."""
+    async def show_envoy(self, request, envoy):
+        """One envoy, by id or unique hostname (on whichever bolt has it)."""
+        spanner = getattr(self.server, "spanner", None)
+        if spanner is not None:
+            return self._json(request, await spanner.envoy(envoy))
         record = self.server.fleet.find(envoy)
         return self._json(request, record.describe(self.server.clock.seconds()))
 
@@ -246,6 +257,9 @@ class AdminAPI:
     async def push_envoy(self, request, envoy):
         """Force-push one envoy: now if connected, else at its next attach."""
         read_object(request, ())
+        spanner = getattr(self.server, "spanner", None)
+        if spanner is not None:
+            return self._json(request, await spanner.push_envoy(envoy), 202)
         record = self.server.fleet.find(envoy)
         delivered = await self.server.fleet.force_push(record.id)
         return self._json(request, {"envoy_id": record.id, "delivered": delivered}, 202)

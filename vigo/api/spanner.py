@@ -10,8 +10,10 @@ none, and every route here then answers ``404 not_spanner``, except
 Every route needs the bearer token except the roster snapshot, which bolts and
 tools fetch with ``If-None-Match`` to learn whether the roster changed.
 
-The contract's fleet operations across bolts (a bolt's envoys, push, drain,
-removal, envoy reassignment) answer ``501 not_implemented`` until they exist.
+A bolt's envoys and a push of all of them are asked of that bolt over peer
+RPC (``vigo.spanner.fleet_reads``). The contract's other fleet operations
+across bolts (drain, removal, envoy reassignment) answer ``501
+not_implemented`` until they exist.
 """
 
 import inspect
@@ -19,7 +21,7 @@ import json
 
 from twisted.internet import defer
 
-from vigo.api.app import JSON_TYPE, AdminAPI, ApiError, authorized, read_object
+from vigo.api.app import JSON_TYPE, AdminAPI, ApiError, authorized, query_flag, read_object
 from vigo.config import parse_duration
 
 INIT_FIELDS = ("name", "patterns")
@@ -203,6 +205,24 @@ async def spanner_act(api, request, bolt, action):
     return api._json(request, {"bolt_id": bolt_id, "action": action, "result": result})
 
 
+@route("/api/v1/spanner/bolts/<bolt>/envoys", methods=["GET"])
+@authorized
+async def spanner_bolt_envoys(api, request, bolt):
+    """One bolt's envoys, asked of it live; ``offline=1`` as for ``/api/v1/envoys``."""
+    spanner = _spanner(api)
+    offline = query_flag(request, "offline")
+    return api._json(request, await _settled(spanner.bolt_envoys(bolt, offline=offline)))
+
+
+@route("/api/v1/spanner/bolts/<bolt>/push", methods=["POST"])
+@authorized
+async def spanner_bolt_push(api, request, bolt):
+    """Force-push every active envoy of one bolt."""
+    spanner = _spanner(api)
+    read_object(request, ())
+    return api._json(request, await _settled(spanner.push_bolt(bolt)), 202)
+
+
 # -- later work ----------------------------------------------------------------------
 
 
@@ -222,8 +242,6 @@ def _not_yet(path, methods, what, spanner_only=True):
     route(path, methods=methods, endpoint=endpoint)(authorized(later))
 
 
-_not_yet("/api/v1/spanner/bolts/<bolt>/envoys", ["GET"], "a bolt's envoys")
-_not_yet("/api/v1/spanner/bolts/<bolt>/push", ["POST"], "force-push a bolt's envoys")
 _not_yet("/api/v1/spanner/bolts/<bolt>/drain", ["GET", "POST"], "draining a bolt")
 _not_yet("/api/v1/spanner/bolts/<bolt>", ["DELETE"], "removing a bolt")
 _not_yet("/api/v1/envoys/<envoy>/reassign", ["POST"], "moving an envoy to another bolt",

@@ -3,11 +3,18 @@
 A token is redeemed and the envoy stored in one transaction, so an envoy told
 "registered" is on disk and the token's use is counted; a refusal changes
 nothing.
+
+In spanner mode any bolt takes a Register: a bolt that does not own the
+hostname forwards it to the owner (``router.route``), and the owner redeems a
+token another bolt minted at that minter (``router.redeem_at``) before it
+stores the envoy. The token's use is counted where it was minted, the envoy is
+stored only at its owner, and a refusal anywhere stores nothing.
 """
 
 import hmac
 
 from twisted.internet import defer
+from zope.interface import implementer
 
 from vigo.fleet import wire
 from vigo.fleet.index import ACTIVE, EnvoyRecord
@@ -15,6 +22,7 @@ from vigo.fleet.ownership import NoOwner
 from vigo.fleet.refusal import Redirected, Refusal
 from vigo.hostnames import HostnameError, normalise_hostname
 from vigo.identity import key_id, verify_signature
+from vigo.interfaces import IBoltEnrollment
 from vigo.tokens import EnrollmentToken, TokenError
 
 MAX_TOKEN_USES = 1_000_000
@@ -29,8 +37,13 @@ def insert_token(cursor, token, uses, now, expires_at):
     )
 
 
-def redeem_and_enroll(cursor, token_id, secret_hash, now, envoy_id, hostname, public_key):
-    """Count one use of the token and store the envoy, or refuse and change nothing."""
+def redeem_token(cursor, token_id, secret_hash, now):
+    """Count one use of a token this server minted, or refuse and change nothing."""
+    _check_token(cursor, token_id, secret_hash, now)
+    cursor.execute("UPDATE enrollment_tokens SET used = used + 1 WHERE id = ?", (token_id,))
+
+
+def _check_token(cursor, token_id, secret_hash, now):
     row = cursor.execute(
         "SELECT secret_hash, uses, used, expires_at FROM enrollment_tokens WHERE id = ?",
         (token_id,),
@@ -44,6 +57,10 @@ def redeem_and_enroll(cursor, token_id, secret_hash, now, envoy_id, hostname, pu
         raise Refusal(
             "token_used", "the enrollment token was already used %d of %d times" % (used, uses)
         )
+
+
+def check_enrollable(cursor, envoy_id, hostname):
+    """Refuse an envoy whose key is known here, or whose hostname is taken."""
     existing = cursor.execute("SELECT state FROM envoys WHERE id = ?", (envoy_id,)).fetchone()
     if existing is not None:
         raise Refusal(
@@ -60,7 +77,11 @@ def redeem_and_enroll(cursor, token_id, secret_hash, now, envoy_id, hostname, pu
             "%s is already enrolled as envoy %s; revoke it first "
             "(vigocli envoys revoke %s)" % (hostname, taken[0], taken[0]),
         )
-    cursor.execute("UPDATE enrollment_tokens SET used = used + 1 WHERE id = ?", (token_id,))
+
+
+def store_envoy(cursor, now, envoy_id, hostname, public_key, token_id):
+    """Store an enrolled envoy whose token was redeemed elsewhere (at its minter)."""
+    check_enrollable(cursor, envoy_id, hostname)
     cursor.execute(
         "INSERT INTO envoys (id, hostname, public_key, state, enrolled_at, token_id, last_seen) "
         "VALUES (?, ?, ?, 'active', ?, ?, ?)",
@@ -68,6 +89,15 @@ def redeem_and_enroll(cursor, token_id, secret_hash, now, envoy_id, hostname, pu
     )
 
 
+def redeem_and_enroll(cursor, token_id, secret_hash, now, envoy_id, hostname, public_key):
+    """Count one use of the token and store the envoy, or refuse and change nothing."""
+    _check_token(cursor, token_id, secret_hash, now)
+    check_enrollable(cursor, envoy_id, hostname)
+    cursor.execute("UPDATE enrollment_tokens SET used = used + 1 WHERE id = ?", (token_id,))
+    store_envoy(cursor, now, envoy_id, hostname, public_key, token_id)
+
+
+@implementer(IBoltEnrollment)
 class Enrollment:
     """Mints enrollment tokens and enrolls envoys that present them."""
 
@@ -78,6 +108,11 @@ class Enrollment:
         self.ownership = ownership
         self.clock = clock
         self.envoy_address = envoy_address
+        #: Enrolls at other bolts (spanner mode; see ``vigo.spanner.enrollment``):
+        #: ``route(owner_id, fields)`` and ``redeem_at(minter_id, token_text)``,
+        #: each a Deferred that fails with ``Refusal``. None: a non-owner
+        #: redirects, and only this server's own tokens are taken.
+        self.router = None
 
     def create_token(self, uses=1, expires_in=None):
         """A new token (a Deferred of ``EnrollmentToken``), durable when it fires."""
@@ -97,8 +132,53 @@ class Enrollment:
         """Enroll an envoy; a Deferred of the Registered fields.
 
         Raises (or fails with) ``Refusal``, or ``Redirected`` when another
-        server owns the hostname.
+        server owns the hostname and there is no ``router`` to enroll it there.
+        With a router (a spanner bolt), the owner enrolls the envoy and the
+        fields are the owner's, so the envoy goes on to attach there.
         """
+        sent_hostname = hostname  # what the envoy signed
+        hostname, token, now = self._checked(hostname, public_key, token_text,
+                                             timestamp_ms, signature)
+        owner = self._owner(hostname)
+        if not owner.local:
+            if self.router is None:
+                raise Redirected(owner.address, owner.server_id, owner.fingerprint,
+                                 "%s belongs to server %s" % (hostname, owner.server_id))
+            return self.router.route(owner.server_id, {
+                "hostname": sent_hostname, "public_key": wire.b64(public_key),
+                "token": token_text, "ts": timestamp_ms, "signature": wire.b64(signature),
+            })
+        return self._enroll_here(hostname, public_key, token, token_text, now)
+
+    def enroll_routed(self, hostname, public_key, token_text, timestamp_ms, signature):
+        """Enroll an envoy whose Register another bolt forwarded here, the owner.
+
+        Checks everything ``register`` checks (the envoy's signature included),
+        and that this bolt owns the hostname. A Deferred of this bolt's
+        Registered fields; fails with ``Refusal``.
+        """
+        hostname, token, now = self._checked(hostname, public_key, token_text,
+                                             timestamp_ms, signature)
+        owner = self._owner(hostname)
+        if not owner.local:
+            raise Refusal("not_owner", "%s belongs to server %s by this bolt's roster, not "
+                          "to this bolt (%s); try again once the rosters agree"
+                          % (hostname, owner.server_id, self.identity.id), retryable=True)
+        return self._enroll_here(hostname, public_key, token, token_text, now)
+
+    def redeem(self, token_text):
+        """Count one use of a token this bolt minted (for an enrollment another
+        bolt does); a Deferred that fails with ``Refusal`` when it cannot."""
+        try:
+            token = EnrollmentToken.decode(token_text)
+        except TokenError as e:
+            raise Refusal("bad_request", str(e)) from None
+        if token.server_id != self.identity.id:
+            raise Refusal("bad_token", "this server did not mint that enrollment token")
+        return self.store.run(redeem_token, token.token_id, token.secret_hash,
+                              self.clock.seconds())
+
+    def _checked(self, hostname, public_key, token_text, timestamp_ms, signature):
         sent_hostname = hostname
         try:
             hostname = normalise_hostname(hostname)
@@ -113,21 +193,19 @@ class Enrollment:
         message = wire.register_message(sent_hostname, public_key, token.token_id, timestamp_ms)
         if not verify_signature(public_key, message, signature):
             raise Refusal("bad_signature", "the register signature does not verify")
+        return hostname, token, now
+
+    def _owner(self, hostname):
         try:
-            owner = self.ownership.owner_of(hostname)
+            return self.ownership.owner_of(hostname)
         except NoOwner as e:
             raise Refusal("no_owner", str(e)) from None
-        if not owner.local:
-            raise Redirected(owner.address, owner.server_id, owner.fingerprint,
-                             "%s belongs to server %s" % (hostname, owner.server_id))
-        if token.server_id != self.identity.id:
-            raise Refusal("foreign_token",
-                          "the token was minted by server %s, but %s belongs to this server "
-                          "(%s): enroll it with a token from this server"
-                          % (token.server_id, hostname, self.identity.id))
+
+    def _enroll_here(self, hostname, public_key, token, token_text, now):
         envoy_id = key_id(public_key)
         existing = self.fleet.index.get(envoy_id)
         if existing is not None and existing.state == ACTIVE and existing.hostname == hostname:
+            # Enrolled already (a retry after a lost answer): the same answer again.
             return defer.succeed(self._registered(existing))
 
         def enrolled(_):
@@ -136,8 +214,23 @@ class Enrollment:
             self.fleet.add(record)
             return self._registered(record)
 
-        d = self.store.run(redeem_and_enroll, token.token_id, token.secret_hash, now,
-                           envoy_id, hostname, public_key)
+        if token.server_id == self.identity.id:
+            d = self.store.run(redeem_and_enroll, token.token_id, token.secret_hash, now,
+                               envoy_id, hostname, public_key)
+            return d.addCallback(enrolled)
+        if self.router is None:
+            raise Refusal("foreign_token",
+                          "the token was minted by server %s, but %s belongs to this server "
+                          "(%s): enroll it with a token from this server"
+                          % (token.server_id, hostname, self.identity.id))
+        # Minted by another bolt: refuse what this bolt would refuse before the
+        # minter counts a use, then redeem there, then store here. Only a race
+        # with another enrollment of the same hostname or key between the two
+        # checks can cost a use without an enrollment.
+        d = self.store.run(check_enrollable, envoy_id, hostname)
+        d.addCallback(lambda _: self.router.redeem_at(token.server_id, token_text))
+        d.addCallback(lambda _: self.store.run(store_envoy, now, envoy_id, hostname,
+                                               public_key, token.token_id))
         return d.addCallback(enrolled)
 
     def _registered(self, record):

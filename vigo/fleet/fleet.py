@@ -43,6 +43,14 @@ def set_pending_push(cursor, envoy_id, pending):
     )
 
 
+def set_pending_pushes(cursor, envoy_ids):
+    for start in range(0, len(envoy_ids), FLUSH_BATCH):
+        cursor.executemany(
+            "UPDATE envoys SET pending_push = 1 WHERE id = ?",
+            [(envoy_id,) for envoy_id in envoy_ids[start : start + FLUSH_BATCH]],
+        )
+
+
 def set_state(cursor, envoy_id, state):
     cursor.execute("UPDATE envoys SET state = ? WHERE id = ?", (state, envoy_id))
 
@@ -238,6 +246,29 @@ class Fleet:
             return "next_attach"
 
         return self.store.run(set_pending_push, record.id, True).addCallback(sent)
+
+    def force_push_all(self):
+        """``force_push`` every active envoy, with one durable write.
+
+        A Deferred of ``{"envoys", "now", "next_attach"}``: how many were
+        marked, and how many of them were sent the push down an open
+        connection or will get it at their next Attach.
+        """
+        records = [record for record in self.index if record.state == ACTIVE]
+        for record in records:
+            record.pending_push = True
+
+        def sent(_):
+            now = 0
+            frame = wire.frame(bytes((wire.FORCE_PUSH,)))
+            for record in records:
+                if record.connection is not None:
+                    record.connection.send(frame)
+                    now += 1
+            self.stats.pushes += len(records)
+            return {"envoys": len(records), "now": now, "next_attach": len(records) - now}
+
+        return self.store.run(set_pending_pushes, [r.id for r in records]).addCallback(sent)
 
     def revoke(self, key):
         """Revoke an envoy for good (durably), and hang up on it."""

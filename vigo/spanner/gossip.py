@@ -377,6 +377,7 @@ class Gossiper(service.Service):
                 "transitions": live.transitions,
                 "counters": record.counters._asdict() if record else None,
                 "counters_age": now - record.received_at if record else None,
+                "checkin_rate": record.checkin_rate if record else None,
                 "incarnation": record.incarnation if record else None,
                 "seq": record.seq if record else None,
                 "digest": record.digest.hex() if record else None,

@@ -9,15 +9,52 @@ how unicast mode learns whom to gossip to.
 """
 
 
+#: Seconds of datagrams a check-in rate is measured over: long enough that
+#: the jitter of a 500 ms gossip tick does not show, short enough to follow load.
+RATE_WINDOW = 5.0
+
+
+class CheckinRate:
+    """Check-ins per second, from a cumulative counter sampled now and then.
+
+    The rate is measured between the oldest sample of the current window and
+    the newest, once they are ``window`` seconds apart; it is None until then.
+    A counter that went down (the bolt restarted) starts over.
+    """
+
+    __slots__ = ("window", "rate", "_base", "_base_at")
+
+    def __init__(self, window=RATE_WINDOW):
+        self.window = window
+        self.rate = None
+        self._base = self._base_at = None
+
+    def observe(self, checkins, now):
+        if self._base is None or checkins < self._base or now < self._base_at:
+            self._base, self._base_at, self.rate = checkins, now, None
+            return
+        if now - self._base_at >= self.window:
+            self.rate = (checkins - self._base) / (now - self._base_at)
+            self._base, self._base_at = checkins, now
+
+
 class PeerRecord:
     """The last accepted datagram of one bolt, as far as readers care."""
 
-    __slots__ = ("counters", "digest", "incarnation", "seq", "received_at", "address")
+    __slots__ = ("counters", "digest", "incarnation", "seq", "received_at", "address",
+                 "checkins")
 
     def __init__(self, gossip, now, address):
+        self.checkins = CheckinRate()
         self.update(gossip, now, address)
 
+    @property
+    def checkin_rate(self):
+        """Check-ins per second over the last few seconds of datagrams, or None."""
+        return self.checkins.rate
+
     def update(self, gossip, now, address):
+        self.checkins.observe(gossip.counters.checkins, now)
         self.counters = gossip.counters
         self.digest = gossip.digest
         self.incarnation = gossip.incarnation

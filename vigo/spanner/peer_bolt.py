@@ -12,7 +12,7 @@ from zope.interface import implementer
 
 from vigo.interfaces import IBolt
 from vigo.spanner.actions import run_action
-from vigo.spanner.peer_errors import PeerUnreachable
+from vigo.spanner.peer_errors import ActionError, PeerUnreachable
 
 
 @implementer(IBolt)
@@ -26,11 +26,15 @@ class BoltFacade:
     * ``clients``: a ``PeerClients`` pool;
     * ``locate(bolt_id)``: ``(peer address, key fingerprint)`` of a bolt, or None;
     * ``peer_states()``: the liveness view (bolt id to alive/suspect/down);
-    * ``clock``: ``IReactorTime`` whose ``seconds()`` is wall-clock time.
+    * ``clock``: ``IReactorTime`` whose ``seconds()`` is wall-clock time;
+    * ``fleet``: this bolt's envoys as an ``IBoltFleet`` (None: a bolt without
+      one, as in peer-RPC tests; the fleet actions then refuse).
+    * ``enrollment``: this bolt's ``IBoltEnrollment`` (None: the enrollment
+      actions refuse).
     """
 
     def __init__(self, identity, name, roster, actions, clients, locate, clock,
-                 peer_states=None, log=None):
+                 peer_states=None, log=None, fleet=None, enrollment=None):
         self.id = identity.id
         self.name = name
         self.log = log or Logger(namespace="vigo.plugins")
@@ -40,6 +44,8 @@ class BoltFacade:
         self._locate = locate
         self._clock = clock
         self._peer_states = peer_states or dict
+        self._fleet = fleet
+        self._enrollment = enrollment
 
     def now(self):
         return self._clock.seconds()
@@ -49,6 +55,16 @@ class BoltFacade:
 
     def peer_states(self):
         return self._peer_states()
+
+    def fleet(self):
+        if self._fleet is None:
+            raise ActionError("bolt %s has no fleet to read or push" % (self.id,))
+        return self._fleet
+
+    def enrollment(self):
+        if self._enrollment is None:
+            raise ActionError("bolt %s does not enroll envoys" % (self.id,))
+        return self._enrollment
 
     def call(self, bolt_id, action_name, args, timeout=None):
         if bolt_id == self.id:

@@ -15,14 +15,16 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from vigo.fleet.bolt_fleet import BoltFleet
 from vigo.identity import key_fingerprint
 from vigo.spanner.actions import load_actions
 from vigo.spanner.errors import SpannerRefusal
+from vigo.spanner.fleet_reads import FleetReads, action_refusal
 from vigo.spanner.gossip import Gossiper, listener_for
 from vigo.spanner.membership import Membership
+from vigo.spanner.observability import CheckinRate
 from vigo.spanner.peer_bolt import BoltFacade
 from vigo.spanner.peer_client import PeerClients
-from vigo.spanner.peer_errors import BadArguments, PeerError, PeerUnreachable, UnknownAction
 from vigo.spanner.peer_server import PeerPortal, listen_peers
 from vigo.spanner.puller import SnapshotPuller
 from vigo.spanner.roster_store import load_roster, save_roster
@@ -32,18 +34,21 @@ from vigo.spanner.views import IRosterView
 NO_DIGEST = b"\x00" * 32
 
 
-def _action_refusal(failure, bolt_id, action):
-    """A peer action's failure as a ``SpannerRefusal`` (status for the API)."""
-    message = failure.getErrorMessage()
-    if failure.check(PeerUnreachable):
-        raise SpannerRefusal("unreachable", message, 503)
-    if failure.check(UnknownAction):
-        raise SpannerRefusal("unknown_action", message, 404)
-    if failure.check(BadArguments):
-        raise SpannerRefusal("bad_request", message, 400)
-    if failure.check(PeerError):
-        raise SpannerRefusal("action_failed", "%s on bolt %s: %s" % (action, bolt_id, message), 502)
-    return failure
+def envoy_summary(counters, counters_age, rate, last_heard_age):
+    """A bolt's envoys at a glance, from the observability cache (no peer call).
+
+    ``owned`` and ``online`` are the bolt's gossiped counters, ``as_of`` their
+    age in seconds; ``checkin_rate`` (per second) is measured over a few
+    seconds of datagrams and left out until there are enough; ``last_heard_age``
+    is when the bolt was last heard from at all. None when nothing was heard.
+    """
+    if not counters:
+        return None
+    summary = {"owned": counters.get("envoys_owned"), "online": counters.get("envoys_online"),
+               "as_of": counters_age, "last_heard_age": last_heard_age}
+    if rate is not None:
+        summary["checkin_rate"] = round(rate, 2)
+    return summary
 
 
 @implementer(IRosterView)
@@ -69,10 +74,14 @@ class SpannerService(service.MultiService):
         # Not ``self.bolt``: that is the admin read ``bolt(key)`` below.
         self.facade = BoltFacade(self.identity, self.config.spanner.bolt_name, self, self.actions,
                                  self.clients, self.locate, self.reactor,
-                                 peer_states=self.peer_states)
+                                 peer_states=self.peer_states,
+                                 fleet=BoltFleet(server.fleet, self.reactor),
+                                 enrollment=server.enrollment)
         self.portal = PeerPortal(self, self.facade, self.actions, self.membership.admit)
         self.puller = SnapshotPuller(self.reactor, self, self.config.spanner.snapshot.anti_entropy)
         self.peer_port = None
+        self.own_checkins = CheckinRate()
+        self.fleet_reads = FleetReads(self.facade, self.reactor, self.reachable_bolts)
 
     # -- life --------------------------------------------------------------------
 
@@ -104,7 +113,7 @@ class SpannerService(service.MultiService):
         if self.gossiper is None:
             gossip = self.config.spanner.gossip
             self.gossiper = Gossiper(
-                self.reactor, self.identity, self, gossip, self.server.gossip_counters,
+                self.reactor, self.identity, self, gossip, self._own_counters,
                 listener_for(self.reactor, gossip), on_digest_mismatch=self.puller.pull,
                 peer_addresses=self.gossip_addresses)
             self.gossiper.setServiceParent(self)
@@ -177,6 +186,12 @@ class SpannerService(service.MultiService):
     def peer_states(self):
         return {} if self.gossiper is None else self.gossiper.peer_states()
 
+    def _own_counters(self):
+        """This bolt's gossiped counters; each tick also measures its own check-in rate."""
+        counters = self.server.gossip_counters()
+        self.own_checkins.observe(counters["checkins"], self.reactor.seconds())
+        return counters
+
     def addresses(self):
         """This bolt's advertised addresses, for its roster row."""
         return self.server.advertised_addresses(self.peer_port)
@@ -230,23 +245,70 @@ class SpannerService(service.MultiService):
         if me:
             liveness = {"state": "self", "last_heard_age": 0.0, "evidence_age": 0.0}
             counters, counters_age = self.server.gossip_counters(), 0.0
+            rate = self.own_checkins.rate
         else:
             liveness = {"state": heard.get("state", "unknown"),
                         "last_heard_age": heard.get("last_heard"),
                         "evidence_age": heard.get("evidence_age")}
             counters, counters_age = heard.get("counters"), heard.get("counters_age")
+            rate = heard.get("checkin_rate")
         return {
             "bolt_id": row.bolt_id, "name": row.name,
             "status": self.roster.status_of(row.bolt_id), "patterns": list(row.patterns),
             "addresses": row.addresses.to_data(), "seq": row.seq,
             "admitted_by": row.admitted_by, "self": me, "liveness": liveness,
             "counters": counters, "counters_age": counters_age,
+            "envoys": envoy_summary(counters, counters_age, rate, liveness["last_heard_age"]),
         }
 
     def act(self, bolt_key, action, args):
         """Run a peer action on any bolt (this one included); refusals as the API words them."""
         bolt_id = self.resolve(bolt_key)
-        return self.facade.call(bolt_id, action, args).addErrback(_action_refusal, bolt_id, action)
+        return self.facade.call(bolt_id, action, args).addErrback(action_refusal, bolt_id, action)
+
+    # -- envoys at any bolt (vigo.spanner.fleet_reads) ------------------------------
+
+    def reachable_bolts(self):
+        """``(bolt_id, name)`` of every bolt that owns envoys: the members that are
+        not removed, or this bolt alone before it is in a federation."""
+        if self.roster is None:
+            return [(self.identity.id, self.facade.name)]
+        roster = self.roster
+        return [(bolt_id, roster.row(bolt_id).name) for bolt_id in sorted(roster.bolt_ids())
+                if roster.row(bolt_id) is not None and not roster.is_removed(bolt_id)]
+
+    def envoys(self, bolt=None, offline=False):
+        """Every bolt's envoys (or those of ``bolt``, an id or name), merged; bolts
+        that did not answer are named in ``bolts``."""
+        only = None if bolt is None else self._resolve_owner(bolt)
+        return self.fleet_reads.list_all(offline=offline, only=only)
+
+    def envoy(self, key):
+        """One envoy by id or hostname, from whichever bolt has it."""
+        return self.fleet_reads.show(key)
+
+    def push_envoy(self, key):
+        """Force-push one envoy, asked of whichever bolt has it."""
+        return self.fleet_reads.push(key)
+
+    def bolt_envoys(self, key, offline=False):
+        """One bolt's envoys, live; refused ``unreachable`` when it does not answer."""
+        bolt_id = self._resolve_owner(key)
+        return self.fleet_reads.bolt_envoys(bolt_id, dict(self.reachable_bolts())[bolt_id],
+                                            offline)
+
+    def push_bolt(self, key):
+        """Force-push every active envoy of one bolt."""
+        return self.fleet_reads.push_bolt(self._resolve_owner(key))
+
+    def _resolve_owner(self, key):
+        if self.roster is None and key in (self.identity.id, self.facade.name):
+            return self.identity.id
+        bolt_id = self.resolve(key)
+        if self.roster.is_removed(bolt_id):
+            raise SpannerRefusal("not_found", "bolt %s was removed from the federation; it "
+                                 "owns no envoys" % (bolt_id,), 404)
+        return bolt_id
 
     def status(self):
         base = {"mode": "spanner", "bolt_id": self.identity.id,
