@@ -140,6 +140,8 @@ def main():
         time.sleep(1.5)  # a few gossip rounds carry the new counters
         say("the federation as bolt b sees it: envoy counts come from gossip")
         cli("b", "spanner", "bolt", "list")
+        say("asked at bolt a: force-push an envoy that bolt c owns (found by PB fan-out)")
+        cli("a", "envoys", "push", "web1.c.example.com")
         say("a peer action, asked at bolt a, run on bolt c (Perspective Broker, mutual TLS)")
         cli("a", "spanner", "bolt", "act", "c", "ping")
         cli("a", "spanner", "status")
@@ -149,7 +151,7 @@ def main():
         say("what to try next")
         print("vigocli --data-dir var/demo/a/data spanner bolt list")
         print("vigocli --data-dir var/demo/b/data spanner bolt show c --json")
-        print("vigocli --data-dir var/demo/a/data envoys list")
+        print("vigocli --data-dir var/demo/a/data envoys list      # every bolt's envoys")
         print("kill -9 %d    # bolt c: within ~3 s a and b list it as down"
               % (processes["c"].pid,))
         print("logs: var/demo/{a,b,c}/server.log")
