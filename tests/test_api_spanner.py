@@ -85,7 +85,7 @@ class StandaloneTests(ApiTestCase):
         response, body = yield self.call("GET", "/api/v1/spanner/roster", token=None)
         self.assertJSONError(response, body, 404, "not_spanner")
         response, body = yield self.call(*REASSIGN, body={"to": "dc2"})
-        self.assertJSONError(response, body, 501, "not_implemented")
+        self.assertJSONError(response, body, 404, "not_spanner")
 
     def test_a_server_without_the_attribute(self):
         vars(self.server).pop("spanner", None)
@@ -413,7 +413,7 @@ class LaterWorkTests(SpannerApiTestCase):
 
     @defer.inlineCallbacks
     def test_later_routes_are_501(self):
-        for method, path in LATER_ROUTES + (REASSIGN,):
+        for method, path in LATER_ROUTES:
             response, body = yield self.call(method, path, body={})
             self.assertJSONError(response, body, 501, "not_implemented")
             self.assertTrue(body["detail"].startswith(method + " /api/v1/"), body)
@@ -598,3 +598,38 @@ class BodyFuzzTests(unittest.SynchronousTestCase):
             self.assertEqual(spanner.mutations(), [])
         elif response.code < 300:
             self.assertEqual(len(spanner.mutations()), 1)
+
+
+class ReassignTests(SpannerApiTestCase):
+    """``POST /api/v1/envoys/{id}/reassign``, asked of the spanner service."""
+
+    @defer.inlineCallbacks
+    def test_reassign_answers_the_services_answer(self):
+        asked = []
+        answer = {"envoy_id": "e1" * 10, "hostname": "web1.dc1.example.com", "from": SELF_ID,
+                  "from_name": "dc1", "to": PEER_ID, "to_name": "dc2", "changed": True,
+                  "delivered": "now"}
+
+        def reassign(key, to):
+            asked.append((key, to))
+            return defer.succeed(answer)
+
+        self.spanner.reassign = reassign
+        response, body = yield self.call(*REASSIGN, body={"to": " dc2 "})
+        self.assertEqual((response.code, body), (200, answer))
+        self.assertEqual(asked, [("web1.dc1.example.com", "dc2")])
+
+    @defer.inlineCallbacks
+    def test_reassign_refusals(self):
+        from vigo.spanner.errors import SpannerRefusal
+
+        self.spanner.reassign = lambda key, to: defer.fail(
+            SpannerRefusal("not_found", "no bolt %r in the roster" % (to,), 404))
+        for data in ({}, {"to": ""}, {"to": 5}):
+            response, body = yield self.call(*REASSIGN, body=data)
+            self.assertJSONError(response, body, 400, "bad_request")
+        response, body = yield self.call(*REASSIGN, body={"to": "dc2", "x": 1})
+        self.assertJSONError(response, body, 400, "bad_request")
+        response, body = yield self.call(*REASSIGN, body={"to": "nowhere"})
+        self.assertJSONError(response, body, 404, "not_found")
+        self.assertEqual(body["detail"], "no bolt 'nowhere' in the roster")

@@ -18,7 +18,7 @@ from vigo.tls import api_server_options, ensure_api_certificate
 
 SPANNER_COMMANDS = {"spanner status", "spanner init", "spanner bolt list", "spanner bolt show",
                     "spanner bolt invite", "spanner bolt join", "spanner bolt act",
-                    "spanner bolt envoys", "spanner bolt push"}
+                    "spanner bolt envoys", "spanner bolt push", "spanner bolt reassign"}
 
 
 class ParseTests(unittest.SynchronousTestCase):
@@ -44,6 +44,8 @@ class ParseTests(unittest.SynchronousTestCase):
              ("POST", "/api/v1/spanner/invite", {"expires_in": "30m"})),
             (["spanner", "bolt", "join", "vgoi_abc"],
              ("POST", "/api/v1/spanner/join", {"token": "vgoi_abc"})),
+            (["spanner", "bolt", "reassign", "web1.dc1.example.com", "--to", "dc 2"],
+             ("POST", "/api/v1/envoys/web1.dc1.example.com/reassign", {"to": "dc 2"})),
             (["spanner", "bolt", "act", "dc2", "ping"],
              ("POST", "/api/v1/spanner/bolts/dc2/actions/ping", {})),
             (["spanner", "bolt", "act", "dc 2", "a/b", "--arg", "n=5", "--arg", "s=hello",
@@ -113,6 +115,21 @@ class OutputTests(unittest.SynchronousTestCase):
         out, err = io.StringIO(), io.StringIO()
         printer(answer, out, err)
         return out.getvalue(), err.getvalue()
+
+    def test_envoy_reassigned(self):
+        answer = {"envoy_id": "e1", "hostname": "web1.dc1.example.com", "from": "a1",
+                  "from_name": "dc1", "to": "b2", "to_name": "dc2", "changed": True,
+                  "delivered": "now"}
+        out, err = self.show(cli_output.envoy_reassigned, answer)
+        self.assertEqual((out.splitlines(), err), ([
+            "envoy e1 (web1.dc1.example.com) moved from bolt a1 (dc1) to bolt b2 (dc2)",
+            "it was connected and was sent to its new bolt now"], ""))
+        out, _ = self.show(cli_output.envoy_reassigned, dict(answer, delivered="next_attach"))
+        self.assertIn("when it next attaches", out)
+        out, _ = self.show(cli_output.envoy_reassigned,
+                           dict(answer, changed=False, **{"from": None}))
+        self.assertEqual(out, "envoy e1 (web1.dc1.example.com) is already on bolt b2 (dc2): "
+                              "nothing to do\n")
 
     def test_status_of_a_member(self):
         status = FakeSpanner().found().status()

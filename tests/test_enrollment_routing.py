@@ -72,6 +72,9 @@ class FakeBolt:
     def enrollment(self):
         return self.kit.enrollment
 
+    def write_override(self, envoy_id, bolt_id):
+        return defer.succeed(None)
+
     def call(self, bolt_id, action_name, args):
         self.calls.append((bolt_id, action_name))
         target = self.federation.bolts.get(bolt_id)

@@ -52,6 +52,9 @@ class FakeBolt:
     def enrollment(self):
         raise ActionError("this fake bolt does not enroll envoys")
 
+    def write_override(self, envoy_id, bolt_id):
+        return defer.succeed(None)
+
     def call(self, bolt_id, action_name, args):
         return defer.fail(PeerUnreachable("no peers in this test"))
 

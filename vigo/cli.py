@@ -135,6 +135,8 @@ COMMANDS = {
                                    output.invite_created, body=_invite_body),
     "spanner bolt join": Command("POST", lambda options: "/api/v1/spanner/join",
                                  output.spanner_joined, body=lambda o: {"token": o.token_text}),
+    "spanner bolt reassign": Command("POST", _envoy("/reassign"), output.envoy_reassigned,
+                                     body=lambda o: {"to": o.to}),
     "spanner bolt act": Command("POST", _bolt_action, output.action_result,
                                 body=lambda o: dict(o.args or {})),
 }

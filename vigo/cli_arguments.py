@@ -154,6 +154,11 @@ def build_parser():
                    "join the federation of an invite (run on the joining server)")
     join.add_argument("token_text", metavar="TOKEN",
                       help="the invite 'vigocli spanner bolt invite' printed")
+    reassign = command(bolt, "reassign", "spanner bolt reassign",
+                       "move an envoy to another bolt (it keeps its id and key)")
+    reassign.add_argument("envoy", metavar="ENVOY", help="an envoy id or its hostname")
+    reassign.add_argument("--to", required=True, metavar="BOLT",
+                          help="the destination bolt: an id or its unique name")
     act = command(bolt, "act", "spanner bolt act", "run a peer action on a bolt")
     act.add_argument("bolt", metavar="BOLT", help="a bolt id or its unique name")
     act.add_argument("action_name", metavar="ACTION", help="the action's name")

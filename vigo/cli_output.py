@@ -171,6 +171,23 @@ def bolt_pushed(answer, out, err):
           f"{answer.get('next_attach', 0)} at their next attach", file=out)
 
 
+def envoy_reassigned(answer, out, err):
+    """``vigocli spanner bolt reassign``."""
+    envoy = answer.get("envoy_id")
+    hostname = answer.get("hostname")
+    label = f"{envoy} ({hostname})" if hostname else envoy
+    to = _bolt_label(answer.get("to"), {answer.get("to"): answer.get("to_name")})
+    if not answer.get("changed"):
+        print(f"envoy {label} is already on bolt {to}: nothing to do", file=out)
+        return
+    source = _bolt_label(answer.get("from"), {answer.get("from"): answer.get("from_name")})
+    print(f"envoy {label} moved from bolt {source} to bolt {to}", file=out)
+    if answer.get("delivered") == "now":
+        print("it was connected and was sent to its new bolt now", file=out)
+    else:
+        print("it is not connected: it is sent to its new bolt when it next attaches", file=out)
+
+
 def envoy_revoked(answer, out, err):
     """``vigocli envoys revoke``."""
     print(f"envoy {answer['envoy_id']} {answer.get('state', 'revoked')}", file=out)

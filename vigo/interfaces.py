@@ -130,6 +130,12 @@ class IBolt(Interface):
         """This bolt's enrollment, as an ``IBoltEnrollment``: what the built-in
         ``route-enrollment`` and ``redeem-token`` actions are made of."""
 
+    def write_override(envoy_id, bolt_id):
+        """Give ``envoy_id`` to ``bolt_id`` in the roster (an override signed by
+        this bolt, ordered by its hybrid logical clock), persisted before the
+        Deferred fires, then gossiped. Does nothing when the roster already
+        gives the envoy to ``bolt_id``. Used by ``accept-envoy``."""
+
 class IBoltFleet(Interface):
     """The envoys a bolt owns, as peer actions may read and push them.
 
@@ -162,6 +168,27 @@ class IBoltFleet(Interface):
         """Force-push every active envoy of this bolt, with one durable write.
         A Deferred of ``{"envoys": n, "now": n, "next_attach": n}`` (marked;
         sent down an open connection; to get it at their next attach)."""
+
+    def endpoint():
+        """Where envoys reach this bolt: ``{"address", "server_id",
+        "fingerprint"}`` (a Redirect's fields)."""
+
+    def export(key):
+        """The durable fields of one envoy (by id or unique hostname), to hand
+        it to another bolt: a Deferred of ``{"id", "hostname", "public_key"
+        (base64), "state", "redirect", "enrolled_at", "last_seq",
+        "applied_version" (hex), "token_id"}``, or of None if unknown here."""
+
+    def accept(fields):
+        """Store an envoy another bolt hands over (``export``'s durable fields)
+        as active, durably before the Deferred fires (with the envoy id).
+        Idempotent: the same id and key again is accepted; fails with
+        ``vigo.fleet.refusal.Refusal`` (revoked here, hostname taken, malformed)."""
+
+    def move(envoy_id, redirect):
+        """Mark an envoy of this bolt moved (durably), with ``redirect`` (an
+        ``endpoint()`` of its new bolt) for its next Attach, and redirect it now
+        if it is connected: a Deferred of ``"now"`` or ``"next_attach"``."""
 
 
 class IBoltEnrollment(Interface):

@@ -11,8 +11,9 @@ Every route needs the bearer token except the roster snapshot, which bolts and
 tools fetch with ``If-None-Match`` to learn whether the roster changed.
 
 A bolt's envoys and a push of all of them are asked of that bolt over peer
-RPC (``vigo.spanner.fleet_reads``). The contract's other fleet operations
-across bolts (drain, removal, envoy reassignment) answer ``501
+RPC (``vigo.spanner.fleet_reads``); an envoy is moved to another bolt with
+``POST /api/v1/envoys/{id}/reassign`` (``vigo.plugins.vigo_reassign``). The
+contract's other fleet operations across bolts (drain, removal) answer ``501
 not_implemented`` until they exist.
 """
 
@@ -27,6 +28,7 @@ from vigo.config import parse_duration
 INIT_FIELDS = ("name", "patterns")
 INVITE_FIELDS = ("expires_in",)
 JOIN_FIELDS = ("token",)
+REASSIGN_FIELDS = ("to",)
 INVITE_DEFAULT = 3600.0
 INVITE_MAX = 24 * 3600.0
 NOT_SPANNER = "this server runs standalone; start it with --mode=spanner"
@@ -223,6 +225,26 @@ async def spanner_bolt_push(api, request, bolt):
     return api._json(request, await _settled(spanner.push_bolt(bolt)), 202)
 
 
+# -- envoys across bolts ------------------------------------------------------------
+
+
+def reassign_request(body):
+    """The destination bolt (id or name) of a reassign body."""
+    to = body.get("to")
+    if not isinstance(to, str) or not to.strip():
+        raise _bad(f"to must be the destination bolt's id or name, not {_shown(to)}")
+    return to.strip()
+
+
+@route("/api/v1/envoys/<envoy>/reassign", methods=["POST"])
+@authorized
+async def reassign_envoy(api, request, envoy):
+    """Move an envoy (by id or hostname) to another bolt; it keeps its id and key."""
+    spanner = _spanner(api)
+    to = reassign_request(read_object(request, REASSIGN_FIELDS))
+    return api._json(request, await _settled(spanner.reassign(envoy, to)))
+
+
 # -- later work ----------------------------------------------------------------------
 
 
@@ -244,5 +266,4 @@ def _not_yet(path, methods, what, spanner_only=True):
 
 _not_yet("/api/v1/spanner/bolts/<bolt>/drain", ["GET", "POST"], "draining a bolt")
 _not_yet("/api/v1/spanner/bolts/<bolt>", ["DELETE"], "removing a bolt")
-_not_yet("/api/v1/envoys/<envoy>/reassign", ["POST"], "moving an envoy to another bolt",
-         spanner_only=False)
+

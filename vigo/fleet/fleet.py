@@ -55,6 +55,50 @@ def set_state(cursor, envoy_id, state):
     cursor.execute("UPDATE envoys SET state = ? WHERE id = ?", (state, envoy_id))
 
 
+def token_of(cursor, envoy_id):
+    row = cursor.execute("SELECT token_id FROM envoys WHERE id = ?", (envoy_id,)).fetchone()
+    return None if row is None else row[0]
+
+
+def set_moved(cursor, envoy_id, redirect):
+    cursor.execute("UPDATE envoys SET state = 'moved', redirect = ? WHERE id = ?",
+                   (json.dumps(redirect, sort_keys=True), envoy_id))
+
+
+def accept_envoy(cursor, fields, now):
+    """Store an envoy handed over by another bolt as active; True if it changed
+    anything. The same envoy (same id and key) again is accepted as it is; one
+    that moved away from here comes back; a revoked one, a different key, or a
+    hostname held by another active envoy are refused."""
+    envoy_id, hostname, public_key = fields["id"], fields["hostname"], fields["public_key"]
+    row = cursor.execute("SELECT public_key, state, hostname FROM envoys WHERE id = ?",
+                         (envoy_id,)).fetchone()
+    if row is not None and bytes(row[0]) != public_key:
+        raise Refusal("key_mismatch", "envoy %s is stored here with another key" % (envoy_id,))
+    if row is not None and row[1] == REVOKED:
+        raise Refusal("revoked", "envoy %s is revoked on this bolt" % (envoy_id,))
+    taken = cursor.execute(
+        "SELECT id FROM envoys WHERE hostname = ? AND state = 'active' AND id != ?",
+        (hostname, envoy_id)).fetchone()
+    if taken is not None:
+        raise Refusal("hostname_taken", "%s is already enrolled here as envoy %s; revoke it "
+                      "first" % (hostname, taken[0]))
+    if row is not None and row[1] == ACTIVE and row[2] == hostname:
+        return False
+    if row is None:
+        cursor.execute(
+            "INSERT INTO envoys (id, hostname, public_key, state, enrolled_at, token_id, "
+            "last_seen, last_seq, applied_version) VALUES (?, ?, ?, 'active', ?, ?, ?, ?, ?)",
+            (envoy_id, hostname, public_key, fields["enrolled_at"], fields["token_id"], now,
+             fields["last_seq"], fields["applied_version"]))
+    else:
+        cursor.execute(
+            "UPDATE envoys SET hostname = ?, state = 'active', redirect = NULL, "
+            "last_seq = MAX(last_seq, ?), applied_version = ? WHERE id = ?",
+            (hostname, fields["last_seq"], fields["applied_version"], envoy_id))
+    return True
+
+
 class Fleet:
     """Every envoy this server owns, and what they may do.
 
@@ -285,6 +329,74 @@ class Fleet:
             return record
 
         return self.store.run(set_state, record.id, REVOKED).addCallback(revoked)
+
+    # -- reassignment (vigo.plugins.vigo_reassign) -------------------------------
+
+    def export(self, key):
+        """The durable fields of an envoy, for handing it to another bolt: a
+        Deferred of a dict (``id``, ``hostname``, ``public_key`` (bytes),
+        ``state``, ``redirect``, ``enrolled_at``, ``last_seq``,
+        ``applied_version`` (bytes), ``token_id``). Refusal ``not_found``."""
+        record = self.find(key)
+
+        def with_token(token_id):
+            return {"id": record.id, "hostname": record.hostname,
+                    "public_key": record.public_key, "state": record.state,
+                    "redirect": record.redirect, "enrolled_at": record.enrolled_at,
+                    "last_seq": record.last_seq, "applied_version": record.applied_version,
+                    "token_id": token_id}
+
+        return self.store.run(token_of, record.id).addCallback(with_token)
+
+    def accept(self, fields):
+        """Take an envoy another bolt hands over (``export``'s fields), durably,
+        as active; idempotent. A Deferred of the record; fails with Refusal."""
+        now = self.clock.seconds()
+
+        def stored(changed):
+            record = self.index.get(fields["id"])
+            if record is None:
+                record = EnvoyRecord(
+                    fields["id"], fields["hostname"], fields["public_key"], None,
+                    enrolled_at=fields["enrolled_at"], last_seen=now,
+                    last_seq=fields["last_seq"], applied_version=fields["applied_version"])
+                self.add(record)
+            elif changed:
+                if record.hostname != fields["hostname"]:
+                    self.index.set_state(record, MOVED)
+                    record.hostname = fields["hostname"]
+                    record.bundle = self.hostcrates.bundle_for(record.hostname)
+                record.redirect = None
+                record.last_seq = max(record.last_seq, fields["last_seq"])
+                record.applied_version = fields["applied_version"]
+                self.index.set_state(record, ACTIVE)
+            return record
+
+        return self.store.run(accept_envoy, fields, now).addCallback(stored)
+
+    def move(self, envoy_id, redirect):
+        """Mark an envoy moved to another bolt (durably), with ``redirect``
+        (``address``, ``server_id``, ``fingerprint``) for its next Attach, and
+        send a connected envoy there now. A Deferred of ``"now"`` or
+        ``"next_attach"``."""
+        record = self.find(envoy_id)
+
+        def moved(_):
+            self.index.set_state(record, MOVED)
+            record.redirect = dict(redirect)
+            delivered = "next_attach"
+            if record.connection is not None:
+                record.connection.drop(Redirected(
+                    reason="envoy %s moved to bolt %s" % (record.id, redirect["server_id"]),
+                    **redirect))
+                record.connection = None
+                delivered = "now"
+            if record.online:
+                record.online = False
+                self.stats.transition("online_to_offline")
+            return delivered
+
+        return self.store.run(set_moved, record.id, redirect).addCallback(moved)
 
     def hang_up_all(self):
         """Close every held envoy connection cleanly (the server is stopping)."""

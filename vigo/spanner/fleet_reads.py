@@ -201,6 +201,37 @@ class FleetReads:
         defer.gatherResults(calls).addCallback(everyone_answered)
         return found
 
+    def holders(self, key):
+        """Every bolt that has envoy ``key`` (in any state): a Deferred of
+        ``(holders, silent)``, ``holders`` a list of ``(bolt_id, name,
+        description)`` and ``silent`` the bolts that did not answer, as
+        ``"id (name): why"`` lines. Reassignment needs them all: after a move
+        the source keeps the envoy, marked moved."""
+        asked = list(self.bolts())
+        found, statuses = [], {}
+
+        def answered(answer, bolt_id, name):
+            statuses[bolt_id] = OK
+            envoy = answer.get("envoy") if isinstance(answer, dict) else None
+            if isinstance(envoy, dict):
+                found.append((bolt_id, name, envoy))
+
+        def failed(failure, bolt_id):
+            statuses[bolt_id] = answer_status(failure)
+
+        def everyone_answered(_):
+            names = dict(asked)
+            silent = ["%s (%s): %s" % (b, names[b], statuses[b])
+                      for b in sorted(statuses) if statuses[b] != OK]
+            return sorted(found), silent
+
+        calls = []
+        for bolt_id, name in asked:
+            d = self._bounded(self.bolt.call(bolt_id, "query", {"kind": "show", "envoy": key}))
+            d.addCallbacks(answered, failed, callbackArgs=(bolt_id, name), errbackArgs=(bolt_id,))
+            calls.append(d)
+        return defer.gatherResults(calls).addCallback(everyone_answered)
+
     def show(self, key):
         """One envoy, wherever it is: its description with ``bolt_id`` and ``bolt_name``."""
 

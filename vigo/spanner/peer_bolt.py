@@ -31,10 +31,12 @@ class BoltFacade:
       one, as in peer-RPC tests; the fleet actions then refuse).
     * ``enrollment``: this bolt's ``IBoltEnrollment`` (None: the enrollment
       actions refuse).
+    * ``overrides``: ``write_override(envoy_id, bolt_id)`` of the roster's
+      owner (the ``SpannerService``); None: ``accept-envoy`` refuses.
     """
 
     def __init__(self, identity, name, roster, actions, clients, locate, clock,
-                 peer_states=None, log=None, fleet=None, enrollment=None):
+                 peer_states=None, log=None, fleet=None, enrollment=None, overrides=None):
         self.id = identity.id
         self.name = name
         self.log = log or Logger(namespace="vigo.plugins")
@@ -46,6 +48,7 @@ class BoltFacade:
         self._peer_states = peer_states or dict
         self._fleet = fleet
         self._enrollment = enrollment
+        self._overrides = overrides
 
     def now(self):
         return self._clock.seconds()
@@ -65,6 +68,11 @@ class BoltFacade:
         if self._enrollment is None:
             raise ActionError("bolt %s does not enroll envoys" % (self.id,))
         return self._enrollment
+
+    def write_override(self, envoy_id, bolt_id):
+        if self._overrides is None:
+            raise ActionError("bolt %s keeps no roster to write an override in" % (self.id,))
+        return self._overrides(envoy_id, bolt_id)
 
     def call(self, bolt_id, action_name, args, timeout=None):
         if bolt_id == self.id:

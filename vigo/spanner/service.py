@@ -21,6 +21,7 @@ from vigo.spanner.actions import load_actions
 from vigo.spanner.errors import SpannerRefusal
 from vigo.spanner.fleet_reads import FleetReads, action_refusal
 from vigo.spanner.gossip import Gossiper, listener_for
+from vigo.spanner.hlc import HLC
 from vigo.spanner.membership import Membership
 from vigo.spanner.observability import CheckinRate
 from vigo.spanner.peer_bolt import BoltFacade
@@ -32,6 +33,26 @@ from vigo.spanner.snapshot import encode_snapshot, sign_snapshot
 from vigo.spanner.views import IRosterView
 
 NO_DIGEST = b"\x00" * 32
+#: Seconds the source bolt has to hand an envoy over (two peer calls, three writes).
+REASSIGN_TIMEOUT = 30.0
+#: HTTP status of an action's refusal, by its code (others: 409).
+REFUSAL_STATUS = {"not_found": 404, "malformed": 400, "bad_answer": 502,
+                  "unreachable": 503}
+
+
+def refusal_of(failure, bolt_id, action):
+    """A failed reassign as a ``SpannerRefusal`` that keeps the refusal's code."""
+    from vigo.fleet.refusal import refusal_from_text
+    from vigo.spanner.peer_errors import ActionError
+
+    if failure.check(ActionError):
+        refusal = refusal_from_text(failure.getErrorMessage(), "action_failed")
+        if refusal.code == "action_failed":
+            raise SpannerRefusal("action_failed", "%s on bolt %s: %s"
+                                 % (action, bolt_id, refusal.reason), 502)
+        raise SpannerRefusal(refusal.code, "%s (on bolt %s)" % (refusal.reason, bolt_id),
+                             REFUSAL_STATUS.get(refusal.code, 409))
+    return action_refusal(failure, bolt_id, action)
 
 
 def envoy_summary(counters, counters_age, rate, last_heard_age):
@@ -66,6 +87,7 @@ class SpannerService(service.MultiService):
         self.config = server.config
         self.roster = None
         self.gossiper = None
+        self.hlc = HLC(self.reactor)
         self.random = random.Random()
         self.actions = load_actions()
         self.clients = PeerClients(self.reactor, self.identity)
@@ -75,8 +97,10 @@ class SpannerService(service.MultiService):
         self.facade = BoltFacade(self.identity, self.config.spanner.bolt_name, self, self.actions,
                                  self.clients, self.locate, self.reactor,
                                  peer_states=self.peer_states,
-                                 fleet=BoltFleet(server.fleet, self.reactor),
-                                 enrollment=server.enrollment)
+                                 fleet=BoltFleet(server.fleet, self.reactor,
+                                                 lambda: server.envoy_address),
+                                 enrollment=server.enrollment,
+                                 overrides=self.write_override)
         self.portal = PeerPortal(self, self.facade, self.actions, self.membership.admit)
         self.puller = SnapshotPuller(self.reactor, self, self.config.spanner.snapshot.anti_entropy)
         self.peer_port = None
@@ -138,6 +162,22 @@ class SpannerService(service.MultiService):
             await self.store.run(save_roster, candidate.copy())
             self.replace_roster(candidate)
         return report
+
+    async def _write_override(self, envoy_id, bolt_id):
+        roster = self.require_member()
+        held = roster.override_of(envoy_id)
+        if held is not None and held.bolt_id == bolt_id:
+            return held
+        candidate = roster.copy()
+        record = candidate.write_override(self.identity, self.hlc, envoy_id, bolt_id)
+        await self.store.run(save_roster, candidate.copy())
+        self.replace_roster(candidate)
+        return record
+
+    def write_override(self, envoy_id, bolt_id):
+        """Give ``envoy_id`` to ``bolt_id`` in the roster: signed by this bolt,
+        persisted, then gossiped; nothing when the roster already says so."""
+        return defer.ensureDeferred(self._write_override(envoy_id, bolt_id))
 
     def require_member(self):
         if self.roster is None:
@@ -300,6 +340,49 @@ class SpannerService(service.MultiService):
     def push_bolt(self, key):
         """Force-push every active envoy of one bolt."""
         return self.fleet_reads.push_bolt(self._resolve_owner(key))
+
+    def reassign(self, key, to):
+        """Move envoy ``key`` (id or hostname) to bolt ``to`` (id or name); see
+        ``vigo.plugins.vigo_reassign`` and docs/spanner.md."""
+        return defer.ensureDeferred(self._reassign(key, to))
+
+    async def _reassign(self, key, to):
+        roster = self.require_member()
+        target = self.resolve(to)
+        status = roster.status_of(target)
+        if status != "active":
+            raise SpannerRefusal("bolt_not_active", "bolt %s (%s) is %s: only an active bolt "
+                                 "takes envoys" % (target, roster.row(target).name, status), 409)
+        holders, silent = await self.fleet_reads.holders(key)
+        active = [h for h in holders if h[2].get("state") == "active"]
+        sources = [h for h in active if h[0] != target]
+        names = dict(self.reachable_bolts())
+        if len(sources) > 1:
+            raise SpannerRefusal("conflict", "envoy %r is active on %d bolts (%s); revoke it "
+                                 "on all but one first" % (key, len(sources), ", ".join(
+                                     h[0] for h in sources)), 409)
+        if not sources:
+            if active:  # on the destination alone: done already
+                envoy = active[0][2]
+                return {"envoy_id": envoy["id"], "hostname": envoy["hostname"], "from": None,
+                        "from_name": None, "to": target, "to_name": names.get(target),
+                        "changed": False, "delivered": None}
+            if silent:
+                raise SpannerRefusal("unreachable", "envoy %r is active on none of the bolts "
+                                     "that answered; it may be on one that did not: %s"
+                                     % (key, "; ".join(silent)), 503)
+            if holders:
+                raise SpannerRefusal("not_active", "envoy %r is active on no bolt (%s)" % (
+                    key, ", ".join("%s on %s" % (h[2].get("state"), h[0]) for h in holders)),
+                    409)
+            raise SpannerRefusal("not_found", "no envoy %r on any of the %d bolts"
+                                 % (key, len(names)), 404)
+        source, source_name, envoy = sources[0]
+        d = self.facade.call(source, "reassign", {"envoy": envoy["id"], "to": target})
+        d.addTimeout(REASSIGN_TIMEOUT, self.reactor)
+        d.addErrback(refusal_of, source, "reassign")
+        answer = await d
+        return dict(answer, from_name=source_name, to_name=names.get(target))
 
     def _resolve_owner(self, key):
         if self.roster is None and key in (self.identity.id, self.facade.name):

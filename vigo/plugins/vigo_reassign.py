@@ -1,0 +1,130 @@
+"""The envoy reassignment actions: ``reassign`` and ``accept-envoy``.
+
+``vigocli spanner bolt reassign ENVOY --to BOLT``, asked at any bolt, finds
+the bolt holding the envoy active (the source) and calls ``reassign`` there.
+The source calls ``accept-envoy`` at the destination with the envoy's durable
+fields; the destination stores it as active and writes the override envoy ->
+itself in the roster (both durable before it answers) and answers with where
+envoys reach it. The source then marks the envoy moved, durably, with that
+redirect, and sends it there now if it is connected (else at its next Attach).
+The envoy keeps its id and key: no re-enrollment.
+
+Both steps are idempotent, so running ``reassign`` again after a crash
+anywhere finishes the job: the destination accepts the same envoy again (and
+writes a missing override), and the source marks it moved if it had not. See
+docs/spanner.md ("Reassigning an envoy").
+
+A refusal is an ``ActionError`` whose message keeps the refusal's code
+(``vigo.fleet.refusal.refusal_text``), so the bolt asked can answer with it.
+"""
+
+from twisted.internet import defer
+from twisted.plugin import IPlugin
+from zope.interface import implementer
+
+from vigo.interfaces import IPeerAction
+from vigo.spanner.schema import Float, Integer, Optional, String
+
+ENVOY_ID = String(128, min_length=1)
+BOLT_ID = String(128, min_length=1)
+#: The durable fields of an envoy that ``accept-envoy`` takes.
+ACCEPT_FIELDS = ("id", "hostname", "public_key", "enrolled_at", "last_seq",
+                 "applied_version", "token_id")
+
+
+def _refused(code, reason):
+    from vigo.fleet.refusal import Refusal, refusal_text
+    from vigo.spanner.peer_errors import ActionError
+
+    return ActionError(refusal_text(Refusal(code, reason)))
+
+
+def _as_action_error(failure):
+    from vigo.fleet.refusal import Refusal, refusal_text
+    from vigo.spanner.peer_errors import ActionError
+
+    if failure.check(Refusal):
+        raise ActionError(refusal_text(failure.value))
+    return failure
+
+
+@implementer(IPlugin, IPeerAction)
+class AcceptEnvoy:
+    """Take, here, an envoy another bolt hands over, and claim it in the roster."""
+
+    name = "accept-envoy"
+    description = ("Store an envoy another bolt hands over as active here and write the "
+                   "override envoy -> this bolt; answers where envoys reach this bolt.")
+    argument_schema = {
+        "id": ENVOY_ID,
+        "hostname": String(253, min_length=1),
+        "public_key": String(64, min_length=1),
+        "enrolled_at": Float(0),
+        "last_seq": Integer(0, 2**63 - 1),
+        "applied_version": String(64, min_length=64, pattern="[0-9a-f]{64}"),
+        "token_id": Optional(String(128)),
+    }
+
+    def run(self, bolt, caller_id, args):
+        fleet = bolt.fleet()
+        fields = {name: args.get(name) for name in ACCEPT_FIELDS}
+        d = defer.maybeDeferred(fleet.accept, fields)
+        d.addCallback(lambda envoy_id: bolt.write_override(envoy_id, bolt.id))
+        d.addCallback(lambda _: dict(fleet.endpoint(), envoy_id=args["id"], name=bolt.name))
+        return d.addErrback(_as_action_error)
+
+
+@implementer(IPlugin, IPeerAction)
+class Reassign:
+    """Hand one envoy of this bolt to another bolt, and send it there."""
+
+    name = "reassign"
+    description = ("Move an envoy of this bolt (envoy: id or hostname) to bolt `to`: it "
+                   "accepts it, then this bolt marks it moved and redirects it.")
+    argument_schema = {
+        "envoy": String(253, min_length=1),
+        "to": BOLT_ID,
+    }
+
+    def run(self, bolt, caller_id, args):
+        return defer.ensureDeferred(self._run(bolt, args)).addErrback(_as_action_error)
+
+    async def _run(self, bolt, args):
+        from vigo.fleet.index import ACTIVE, MOVED
+        from vigo.spanner.peer_errors import PeerUnreachable
+
+        fleet, to = bolt.fleet(), args["to"]
+        if to == bolt.id:
+            raise _refused("same_bolt", "envoy %s is already on bolt %s" % (args["envoy"], to))
+        fields = await fleet.export(args["envoy"])
+        if fields is None:
+            raise _refused("not_found", "no envoy %r on bolt %s" % (args["envoy"], bolt.id))
+        envoy_id = fields["id"]
+        if fields["state"] == MOVED and (fields["redirect"] or {}).get("server_id") == to:
+            return {"envoy_id": envoy_id, "hostname": fields["hostname"], "from": bolt.id,
+                    "to": to, "changed": False, "delivered": "next_attach"}
+        if fields["state"] != ACTIVE:
+            where = fields["redirect"] or {}
+            raise _refused("not_active", "envoy %s is %s on bolt %s%s" % (
+                envoy_id, fields["state"], bolt.id,
+                " (to bolt %s)" % (where["server_id"],) if where.get("server_id") else ""))
+        try:
+            accepted = await bolt.call(to, "accept-envoy",
+                                       {name: fields[name] for name in ACCEPT_FIELDS})
+        except PeerUnreachable as e:
+            raise _refused("unreachable", "bolt %s cannot be reached (%s); envoy %s stays on "
+                           "bolt %s: try again" % (to, e, envoy_id, bolt.id)) from None
+        redirect = {"address": accepted["address"], "server_id": accepted["server_id"],
+                    "fingerprint": accepted["fingerprint"]}
+        if redirect["server_id"] != to or accepted.get("envoy_id") != envoy_id:
+            raise _refused("bad_answer", "bolt %s answered accept-envoy for %s as %s"
+                           % (to, envoy_id, redirect["server_id"]))
+        delivered = await fleet.move(envoy_id, redirect)
+        bolt.log.info("envoy {envoy} ({hostname}) moved to bolt {to}",
+                      envoy=envoy_id, hostname=fields["hostname"], to=to)
+        return {"envoy_id": envoy_id, "hostname": fields["hostname"], "from": bolt.id,
+                "to": to, "changed": True, "delivered": delivered}
+
+
+accept_envoy = AcceptEnvoy()
+reassign = Reassign()
