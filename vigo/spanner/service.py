@@ -18,6 +18,7 @@ from zope.interface import implementer
 from vigo.fleet.bolt_fleet import BoltFleet
 from vigo.identity import key_fingerprint
 from vigo.spanner.actions import load_actions
+from vigo.spanner.bolt_view import describe_bolt, federation_status
 from vigo.spanner.errors import SpannerRefusal
 from vigo.spanner.fleet_reads import FleetReads, action_refusal
 from vigo.spanner.gossip import Gossiper, listener_for
@@ -53,23 +54,6 @@ def refusal_of(failure, bolt_id, action):
         raise SpannerRefusal(refusal.code, "%s (on bolt %s)" % (refusal.reason, bolt_id),
                              REFUSAL_STATUS.get(refusal.code, 409))
     return action_refusal(failure, bolt_id, action)
-
-
-def envoy_summary(counters, counters_age, rate, last_heard_age):
-    """A bolt's envoys at a glance, from the observability cache (no peer call).
-
-    ``owned`` and ``online`` are the bolt's gossiped counters, ``as_of`` their
-    age in seconds; ``checkin_rate`` (per second) is measured over a few
-    seconds of datagrams and left out until there are enough; ``last_heard_age``
-    is when the bolt was last heard from at all. None when nothing was heard.
-    """
-    if not counters:
-        return None
-    summary = {"owned": counters.get("envoys_owned"), "online": counters.get("envoys_online"),
-               "as_of": counters_age, "last_heard_age": last_heard_age}
-    if rate is not None:
-        summary["checkin_rate"] = round(rate, 2)
-    return summary
 
 
 @implementer(IRosterView)
@@ -280,26 +264,7 @@ class SpannerService(service.MultiService):
         return self._describe(self.roster.row(bolt_id), self.peer_states())
 
     def _describe(self, row, states):
-        me = row.bolt_id == self.identity.id
-        heard = states.get(row.bolt_id, {})
-        if me:
-            liveness = {"state": "self", "last_heard_age": 0.0, "evidence_age": 0.0}
-            counters, counters_age = self.server.gossip_counters(), 0.0
-            rate = self.own_checkins.rate
-        else:
-            liveness = {"state": heard.get("state", "unknown"),
-                        "last_heard_age": heard.get("last_heard"),
-                        "evidence_age": heard.get("evidence_age")}
-            counters, counters_age = heard.get("counters"), heard.get("counters_age")
-            rate = heard.get("checkin_rate")
-        return {
-            "bolt_id": row.bolt_id, "name": row.name,
-            "status": self.roster.status_of(row.bolt_id), "patterns": list(row.patterns),
-            "addresses": row.addresses.to_data(), "seq": row.seq,
-            "admitted_by": row.admitted_by, "self": me, "liveness": liveness,
-            "counters": counters, "counters_age": counters_age,
-            "envoys": envoy_summary(counters, counters_age, rate, liveness["last_heard_age"]),
-        }
+        return describe_bolt(self, row, states)
 
     def act(self, bolt_key, action, args):
         """Run a peer action on any bolt (this one included); refusals as the API words them."""
@@ -394,27 +359,5 @@ class SpannerService(service.MultiService):
         return bolt_id
 
     def status(self):
-        base = {"mode": "spanner", "bolt_id": self.identity.id,
-                "name": self.config.spanner.bolt_name}
-        if self.roster is None:
-            base.update(state="unfederated", federation_id=None, founder_id=None, digest=None,
-                        bolts={"total": 0, "active": 0, "draining": 0, "removed": 0},
-                        peers={"alive": 0, "suspect": 0, "down": 0, "unknown": 0},
-                        hint="not in a federation yet: 'vigocli spanner init' founds one, "
-                             "'vigocli spanner bolt join TOKEN' joins one")
-            return base
-        roster = self.roster
-        me = roster.row(self.identity.id)
-        counts = {"total": 0, "active": 0, "draining": 0, "removed": 0}
-        for bolt_id in roster.bolt_ids():
-            counts["total"] += 1
-            status = roster.status_of(bolt_id)
-            counts[status] = counts.get(status, 0) + 1
-        peers = {"alive": 0, "suspect": 0, "down": 0, "unknown": 0}
-        for state in self.peer_states().values():
-            peers[state.get("state", "unknown")] = peers.get(state.get("state", "unknown"), 0) + 1
-        base.update(state="member", federation_id=roster.federation_id,
-                    founder_id=roster.founder_id, digest=roster.digest().hex(),
-                    name=me.name if me is not None else base["name"],
-                    bolts=counts, peers=peers, hint=None)
-        return base
+        """This bolt and its federation at a glance (``GET /api/v1/spanner/status``)."""
+        return federation_status(self)
