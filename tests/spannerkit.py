@@ -22,7 +22,7 @@ PEER_ID = "c" * 20
 GOOD_TOKEN = "vgoi_good"
 UNREACHABLE_TOKEN = "vgoi_unreachable"
 FEDERATION_ID = "f" * 20
-MUTATORS = ("init", "invite", "join", "act", "push_envoy", "push_bolt")
+MUTATORS = ("init", "invite", "join", "act", "push_envoy", "push_bolt", "drain", "remove_bolt")
 DOWN_ID = "d" * 20
 
 
@@ -290,6 +290,28 @@ class FakeSpanner:
                               "envoys": n, "now": n, "next_attach": 0})
 
 
+    def drain(self, key, to=None):
+        self.calls.append(("drain", key, to))
+        bolt_id = self.resolve(key)
+        if to is not None:
+            self.resolve(to)
+        return defer.succeed({"bolt_id": bolt_id, "state": "running", "to": to, "total": 2,
+                              "moved": 0, "failed": 0, "remaining": 2, "errors": []})
+
+    def drain_status(self, key):
+        self.calls.append(("drain_status", key))
+        bolt_id = self.resolve(key)
+        return defer.succeed({"bolt_id": bolt_id, "state": "done", "to": None, "total": 2,
+                              "moved": 2, "failed": 0, "remaining": 0, "errors": []})
+
+    def remove_bolt(self, key, force=False):
+        self.calls.append(("remove_bolt", key, force))
+        bolt_id = self.resolve(key)
+        return defer.succeed({"bolt_id": bolt_id, "removed": True, "changed": True,
+                              "forced": force})
+
+
 #: What the admin API calls, for comparing the fake with the real service.
 INTERFACE = ("status", "init", "invite", "join", "snapshot", "bolts", "bolt", "act", "resolve",
-             "envoys", "envoy", "push_envoy", "bolt_envoys", "push_bolt")
+             "envoys", "envoy", "push_envoy", "bolt_envoys", "push_bolt", "drain", "drain_status",
+             "remove_bolt")

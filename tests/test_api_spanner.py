@@ -38,7 +38,7 @@ AUTHORIZED_ROUTES = (
     ("GET", "/api/v1/spanner/bolts/dc2/envoys", None),
     ("POST", "/api/v1/spanner/bolts/dc2/push", {}),
 )
-LATER_ROUTES = (
+DRAIN_ROUTES = (
     ("POST", "/api/v1/spanner/bolts/dc2/drain"),
     ("GET", "/api/v1/spanner/bolts/dc2/drain"),
     ("DELETE", "/api/v1/spanner/bolts/dc2"),
@@ -76,7 +76,7 @@ class StandaloneTests(ApiTestCase):
         self.assertEqual(body["bolt_id"], self.server.identity.id)
         self.assertIn("--mode=spanner", body["hint"])
         routes = [(m, p, b) for m, p, b in AUTHORIZED_ROUTES if not p.endswith("/status")]
-        routes += [(m, p, None) for m, p in LATER_ROUTES]
+        routes += [(m, p, None) for m, p in DRAIN_ROUTES]
         for method, path, data in routes:
             response, body = yield self.call(method, path, body=data)
             self.assertJSONError(response, body, 404, "not_spanner")
@@ -111,7 +111,7 @@ class AuthTests(SpannerApiTestCase):
         before = self.spanner.status()
         del self.spanner.calls[:]
         wrong = API_PREFIX + "A" * 43
-        routes = list(AUTHORIZED_ROUTES) + [(m, p, None) for m, p in LATER_ROUTES + (REASSIGN,)]
+        routes = list(AUTHORIZED_ROUTES) + [(m, p, None) for m, p in DRAIN_ROUTES + (REASSIGN,)]
         for method, path, data in routes:
             for token, headers in ((None, None), (wrong, None),
                                    (None, {b"authorization": [b"Basic dmlnbzp2aWdv"]})):
@@ -408,18 +408,40 @@ class ActionTests(SpannerApiTestCase):
         self.assertEqual(body["detail"], "argument 'n' must be a number")
 
 
-class LaterWorkTests(SpannerApiTestCase):
-    """The contract's fleet operations across bolts are 501 until they exist."""
+class DrainAndRemoveTests(SpannerApiTestCase):
+    """Draining a bolt (``POST``/``GET .../drain``) and removing it (``DELETE``)."""
 
     @defer.inlineCallbacks
-    def test_later_routes_are_501(self):
-        for method, path in LATER_ROUTES:
-            response, body = yield self.call(method, path, body={})
-            self.assertJSONError(response, body, 501, "not_implemented")
-            self.assertTrue(body["detail"].startswith(method + " /api/v1/"), body)
-            self.assertIn("{id}", body["detail"])
-            self.assertTrue(body["detail"].endswith("arrives with fleet operations across bolts"))
-        self.assertEqual(self.spanner.mutations(), [])
+    def test_drain_starts_and_reports(self):
+        response, body = yield self.call("POST", "/api/v1/spanner/bolts/dc2/drain",
+                                         body={"to": " dc1 "})
+        self.assertEqual(response.code, 202)
+        self.assertEqual((body["state"], body["to"]), ("running", "dc1"))
+        response, body = yield self.call("POST", "/api/v1/spanner/bolts/dc2/drain", body={})
+        self.assertEqual((response.code, body["to"]), (202, None))
+        response, body = yield self.call("GET", "/api/v1/spanner/bolts/dc2/drain")
+        self.assertEqual((response.code, body["state"], body["moved"]), (200, "done", 2))
+        self.assertEqual(self.spanner.mutations(), [("drain", "dc2", "dc1"),
+                                                    ("drain", "dc2", None)])
+
+    @defer.inlineCallbacks
+    def test_drain_refuses_a_bad_body(self):
+        for data in ({"to": 3}, {"to": " "}, {"to": "dc1", "x": 1}):
+            response, body = yield self.call("POST", "/api/v1/spanner/bolts/dc2/drain",
+                                             body=data)
+            self.assertJSONError(response, body, 400, "bad_request")
+        response, body = yield self.call("POST", "/api/v1/spanner/bolts/nowhere/drain",
+                                         body={})
+        self.assertJSONError(response, body, 404, "not_found")
+
+    @defer.inlineCallbacks
+    def test_remove(self):
+        response, body = yield self.call("DELETE", "/api/v1/spanner/bolts/dc2")
+        self.assertEqual((response.code, body["removed"], body["forced"]), (200, True, False))
+        response, body = yield self.call("DELETE", "/api/v1/spanner/bolts/dc2?force=1")
+        self.assertEqual((response.code, body["forced"]), (200, True))
+        self.assertEqual(self.spanner.mutations(), [("remove_bolt", "dc2", False),
+                                                    ("remove_bolt", "dc2", True)])
 
 
 class EnvoysAtAnyBoltTests(SpannerApiTestCase):

@@ -18,7 +18,8 @@ from vigo.tls import api_server_options, ensure_api_certificate
 
 SPANNER_COMMANDS = {"spanner status", "spanner init", "spanner bolt list", "spanner bolt show",
                     "spanner bolt invite", "spanner bolt join", "spanner bolt act",
-                    "spanner bolt envoys", "spanner bolt push", "spanner bolt reassign"}
+                    "spanner bolt envoys", "spanner bolt push", "spanner bolt reassign",
+                    "spanner bolt drain", "spanner bolt remove"}
 
 
 class ParseTests(unittest.SynchronousTestCase):
@@ -85,8 +86,8 @@ class ParseTests(unittest.SynchronousTestCase):
             (["spanner", "bolt", "act", "dc2", "x", "--arg", "a=1", "--arg", "a=2"], "twice"),
             (["spanner", "bolt", "envoys"], "BOLT"),
             (["spanner", "bolt", "push"], "BOLT"),
-            (["spanner", "bolt", "drain", "dc2"], "invalid choice"),
-            (["spanner", "bolt", "remove", "dc2"], "invalid choice"),
+            (["spanner", "bolt", "drain"], "BOLT"),
+            (["spanner", "bolt", "remove"], "BOLT"),
             (["spanner", "fly"], "invalid choice"),
         ):
             code, err = parse_failure(argv)
@@ -281,6 +282,22 @@ class EndToEndTests(unittest.TestCase):
         self.assertEqual(json.loads(out), {"args": {"n": 3, "who": "me"}})
         status, out, _ = yield self.vigocli("spanner", "status", "--json")
         self.assertEqual(json.loads(out), self.spanner.status())
+
+    @defer.inlineCallbacks
+    def test_drain_and_remove(self):
+        self.spanner.found()
+        status, out, err = yield self.vigocli("spanner", "bolt", "drain", "dc2", "--to", "dc1")
+        self.assertEqual(status, 0, err)
+        self.assertIn("drained: 2 of 2 envoys moved", out)
+        self.assertIn("draining dc2", err)  # the progress bar
+        status, out, err = yield self.vigocli("spanner", "bolt", "drain", "dc2", "--json")
+        self.assertEqual((status, json.loads(out)["state"]), (0, "done"), err)
+        status, out, err = yield self.vigocli("spanner", "bolt", "remove", "dc2")
+        self.assertEqual(status, 0, err)
+        self.assertIn("removed from the federation", out)
+        self.assertEqual(self.spanner.mutations(), [
+            ("drain", "dc2", "dc1"), ("drain", "dc2", None), ("drain", "dc2", None),
+            ("remove_bolt", "dc2", False)])
 
     @defer.inlineCallbacks
     def test_join(self):

@@ -52,6 +52,9 @@ class FakeBolt:
     def enrollment(self):
         raise ActionError("this fake bolt does not enroll envoys")
 
+    def drainer(self):
+        raise NotImplementedError("no drain here")
+
     def write_override(self, envoy_id, bolt_id):
         return defer.succeed(None)
 

@@ -53,6 +53,9 @@ class FakeBolt:
     def enrollment(self):
         return self.kit.enrollment
 
+    def drainer(self):
+        raise NotImplementedError("no drain here")
+
     def write_override(self, envoy_id, bolt_id):
         self.overrides.append((envoy_id, bolt_id))
         return defer.succeed(None)

@@ -36,6 +36,7 @@ from twisted.web.client import (
     ResponseNeverReceived,
 )
 
+from vigo import cli_drain
 from vigo import cli_output as output
 from vigo.api.auth import ADMIN_TOKEN_FILE
 from vigo.cli_arguments import DEFAULT_API, argument_value, build_parser, parse  # noqa: F401
@@ -65,6 +66,10 @@ class Command:
     path = attr.ib()  # options -> "/api/v1/..." (query string included)
     printer = attr.ib()  # (answer, out, err) -> None
     body = attr.ib(default=None)  # options -> dict, or None for no body
+    #: (reactor, ask, options, err) -> (status, answer): several requests in one
+    #: command (``vigo.cli_drain``); ``ask(method, path, body)`` is one of them.
+    flow = attr.ib(default=None)
+    failed = attr.ib(default=None)  # answer -> True when a 2xx answer still exits 1
 
 
 def _segment(value):
@@ -137,6 +142,10 @@ COMMANDS = {
                                  output.spanner_joined, body=lambda o: {"token": o.token_text}),
     "spanner bolt reassign": Command("POST", _envoy("/reassign"), output.envoy_reassigned,
                                      body=lambda o: {"to": o.to}),
+    "spanner bolt drain": Command("POST", _bolt, output.bolt_drained, flow=cli_drain.drain,
+                                  failed=cli_drain.drain_failed),
+    "spanner bolt remove": Command("DELETE", _bolt, output.bolt_removed,
+                                   flow=cli_drain.remove),
     "spanner bolt act": Command("POST", _bolt_action, output.action_result,
                                 body=lambda o: dict(o.args or {})),
 }
@@ -293,8 +302,14 @@ async def run(reactor, options, out=None, err=None, environ=None):
         return EXIT_USAGE
     body = None if command.body is None else command.body(options)
     try:
-        status, answer = await call(reactor, client, target, command.method,
-                                    command.path(options), body)
+        if command.flow is None:
+            status, answer = await call(reactor, client, target, command.method,
+                                        command.path(options), body)
+        else:
+            def ask(method, path, data):
+                return call(reactor, client, target, method, path, data)
+
+            status, answer = await command.flow(reactor, ask, options, err)
     except Unreachable as e:
         print(f"vigocli: {e}", file=err)
         return EXIT_REFUSED
@@ -310,6 +325,8 @@ async def run(reactor, options, out=None, err=None, environ=None):
         print(json.dumps(answer, indent=2, sort_keys=True), file=out)
     else:
         command.printer(answer, out, err)
+    if command.failed is not None and command.failed(answer):
+        return EXIT_REFUSED
     return EXIT_OK
 
 

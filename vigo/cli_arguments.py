@@ -159,6 +159,17 @@ def build_parser():
     reassign.add_argument("envoy", metavar="ENVOY", help="an envoy id or its hostname")
     reassign.add_argument("--to", required=True, metavar="BOLT",
                           help="the destination bolt: an id or its unique name")
+    drain = command(bolt, "drain", "spanner bolt drain",
+                    "drain a bolt: it takes no new envoys and hands its envoys over")
+    drain.add_argument("bolt", metavar="BOLT", help="a bolt id or its unique name")
+    drain.add_argument("--to", metavar="BOLT",
+                       help="the bolt to move every envoy to (default: each envoy's owner "
+                            "by the patterns)")
+    remove = command(bolt, "remove", "spanner bolt remove",
+                     "drain a bolt, then remove it from the federation for good")
+    remove.add_argument("bolt", metavar="BOLT", help="a bolt id or its unique name")
+    remove.add_argument("--force", action="store_true",
+                        help="remove it without draining when it cannot be reached")
     act = command(bolt, "act", "spanner bolt act", "run a peer action on a bolt")
     act.add_argument("bolt", metavar="BOLT", help="a bolt id or its unique name")
     act.add_argument("action_name", metavar="ACTION", help="the action's name")

@@ -188,6 +188,30 @@ def envoy_reassigned(answer, out, err):
         print("it is not connected: it is sent to its new bolt when it next attaches", file=out)
 
 
+def bolt_drained(answer, out, err):
+    """``vigocli spanner bolt drain``: the final progress."""
+    bolt_id = answer.get("bolt_id")
+    label = _bolt_label(bolt_id, {bolt_id: answer.get("name")})
+    to = answer.get("to") or "each envoy's owner"
+    print(f"bolt {label} {'drained' if answer.get('state') == 'done' else 'drain failed'}: "
+          f"{answer.get('moved', 0)} of {answer.get('total', 0)} envoys moved to {to}, "
+          f"{answer.get('failed', 0)} failed, {answer.get('remaining', 0)} still here",
+          file=out)
+    for error in answer.get("errors") or []:
+        print(f"  {error}", file=err)
+
+
+def bolt_removed(answer, out, err):
+    """``vigocli spanner bolt remove``."""
+    bolt_id = answer.get("bolt_id")
+    label = _bolt_label(bolt_id, {bolt_id: answer.get("name")})
+    if not answer.get("changed"):
+        print(f"bolt {label} was already removed", file=out)
+        return
+    forced = " without draining (it could not be reached)" if answer.get("forced") else ""
+    print(f"bolt {label} removed from the federation{forced}", file=out)
+
+
 def envoy_revoked(answer, out, err):
     """``vigocli envoys revoke``."""
     print(f"envoy {answer['envoy_id']} {answer.get('state', 'revoked')}", file=out)

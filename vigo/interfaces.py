@@ -136,6 +136,11 @@ class IBolt(Interface):
         Deferred fires, then gossiped. Does nothing when the roster already
         gives the envoy to ``bolt_id``. Used by ``accept-envoy``."""
 
+    def drainer():
+        """This bolt's drain (``vigo.spanner.drain.Drainer``): ``start(to)`` turns
+        the bolt draining and hands its envoys over in the background,
+        ``status()`` is the progress. Used by ``drain`` and ``drain-status``."""
+
 class IBoltFleet(Interface):
     """The envoys a bolt owns, as peer actions may read and push them.
 

@@ -99,6 +99,19 @@ MIGRATIONS = (
             )""",
         ),
     ),
+    (
+        # Spanner: this bolt's drain in progress (vigo/spanner/drain.py), so a
+        # restart resumes it with the same destination (``target``: None means
+        # each envoy's pattern owner).
+        4,
+        (
+            """CREATE TABLE spanner_drain (
+                singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+                target TEXT,
+                started_at_ms INTEGER NOT NULL
+            )""",
+        ),
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -12,9 +12,10 @@ tools fetch with ``If-None-Match`` to learn whether the roster changed.
 
 A bolt's envoys and a push of all of them are asked of that bolt over peer
 RPC (``vigo.spanner.fleet_reads``); an envoy is moved to another bolt with
-``POST /api/v1/envoys/{id}/reassign`` (``vigo.plugins.vigo_reassign``). The
-contract's other fleet operations across bolts (drain, removal) answer ``501
-not_implemented`` until they exist.
+``POST /api/v1/envoys/{id}/reassign`` (``vigo.plugins.vigo_reassign``). A
+bolt is drained with ``POST .../bolts/{id}/drain`` (progress: ``GET``; it runs
+at that bolt, ``vigo.plugins.vigo_drain``) and removed with ``DELETE
+.../bolts/{id}`` (``vigo.spanner.bolt_ops``).
 """
 
 import inspect
@@ -29,10 +30,10 @@ INIT_FIELDS = ("name", "patterns")
 INVITE_FIELDS = ("expires_in",)
 JOIN_FIELDS = ("token",)
 REASSIGN_FIELDS = ("to",)
+DRAIN_FIELDS = ("to",)
 INVITE_DEFAULT = 3600.0
 INVITE_MAX = 24 * 3600.0
 NOT_SPANNER = "this server runs standalone; start it with --mode=spanner"
-LATER = "arrives with fleet operations across bolts"
 
 route = AdminAPI.app.route
 
@@ -245,25 +246,39 @@ async def reassign_envoy(api, request, envoy):
     return api._json(request, await _settled(spanner.reassign(envoy, to)))
 
 
-# -- later work ----------------------------------------------------------------------
+# -- draining and removing bolts ---------------------------------------------------
 
 
-def _not_yet(path, methods, what, spanner_only=True):
-    """Answer ``501 not_implemented`` on ``path`` (after the usual checks)."""
-
-    def later(api, request, **kwargs):
-        if spanner_only:
-            _spanner(api)
-        method = request.method.decode("ascii", "replace")
-        raise ApiError(501, "not_implemented", f"{method} {shown} ({what}) {LATER}")
-
-    shown = path.replace("<bolt>", "{id}").replace("<envoy>", "{id}")
-
-    endpoint = "later " + " ".join(methods) + " " + path
-    later.__name__ = later.__qualname__ = "not_yet_" + "_".join(methods).lower()
-    route(path, methods=methods, endpoint=endpoint)(authorized(later))
+def drain_request(body):
+    """The destination bolt (id or name) of a drain body, or None (each envoy's owner)."""
+    to = body.get("to")
+    if to is None:
+        return None
+    if not isinstance(to, str) or not to.strip():
+        raise _bad(f"to must be the destination bolt's id or name, not {_shown(to)}")
+    return to.strip()
 
 
-_not_yet("/api/v1/spanner/bolts/<bolt>/drain", ["GET", "POST"], "draining a bolt")
-_not_yet("/api/v1/spanner/bolts/<bolt>", ["DELETE"], "removing a bolt")
+@route("/api/v1/spanner/bolts/<bolt>/drain", methods=["POST"])
+@authorized
+async def spanner_bolt_drain(api, request, bolt):
+    """Start draining a bolt; it runs there, in the background. The progress."""
+    spanner = _spanner(api)
+    to = drain_request(read_object(request, DRAIN_FIELDS))
+    return api._json(request, await _settled(spanner.drain(bolt, to)), 202)
 
+
+@route("/api/v1/spanner/bolts/<bolt>/drain", methods=["GET"])
+@authorized
+async def spanner_bolt_drain_status(api, request, bolt):
+    """The progress of a bolt's drain, asked of it."""
+    return api._json(request, await _settled(_spanner(api).drain_status(bolt)))
+
+
+@route("/api/v1/spanner/bolts/<bolt>", methods=["DELETE"])
+@authorized
+async def spanner_bolt_remove(api, request, bolt):
+    """Remove a drained bolt for good (``force=1``: one that cannot be reached)."""
+    spanner = _spanner(api)
+    force = query_flag(request, "force")
+    return api._json(request, await _settled(spanner.remove_bolt(bolt, force=force)))

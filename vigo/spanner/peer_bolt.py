@@ -33,10 +33,13 @@ class BoltFacade:
       actions refuse).
     * ``overrides``: ``write_override(envoy_id, bolt_id)`` of the roster's
       owner (the ``SpannerService``); None: ``accept-envoy`` refuses.
+    * ``drainer``: this bolt's ``vigo.spanner.drain.Drainer`` (None: the drain
+      actions refuse).
     """
 
     def __init__(self, identity, name, roster, actions, clients, locate, clock,
-                 peer_states=None, log=None, fleet=None, enrollment=None, overrides=None):
+                 peer_states=None, log=None, fleet=None, enrollment=None, overrides=None,
+                 drainer=None):
         self.id = identity.id
         self.name = name
         self.log = log or Logger(namespace="vigo.plugins")
@@ -49,6 +52,7 @@ class BoltFacade:
         self._fleet = fleet
         self._enrollment = enrollment
         self._overrides = overrides
+        self._drainer = drainer
 
     def now(self):
         return self._clock.seconds()
@@ -73,6 +77,11 @@ class BoltFacade:
         if self._overrides is None:
             raise ActionError("bolt %s keeps no roster to write an override in" % (self.id,))
         return self._overrides(envoy_id, bolt_id)
+
+    def drainer(self):
+        if self._drainer is None:
+            raise ActionError("bolt %s cannot drain" % (self.id,))
+        return self._drainer
 
     def call(self, bolt_id, action_name, args, timeout=None):
         if bolt_id == self.id:

@@ -18,7 +18,9 @@ from zope.interface import implementer
 from vigo.fleet.bolt_fleet import BoltFleet
 from vigo.identity import key_fingerprint
 from vigo.spanner.actions import load_actions
+from vigo.spanner.bolt_ops import BoltOps
 from vigo.spanner.bolt_view import describe_bolt, federation_status
+from vigo.spanner.drain import Drainer
 from vigo.spanner.errors import SpannerRefusal
 from vigo.spanner.fleet_reads import FleetReads, action_refusal
 from vigo.spanner.gossip import Gossiper, listener_for
@@ -77,6 +79,8 @@ class SpannerService(service.MultiService):
         self.clients = PeerClients(self.reactor, self.identity)
         self.clients.setServiceParent(self)
         self.membership = Membership(self)
+        self.drainer = Drainer(self)
+        self.bolt_ops = BoltOps(self)
         # Not ``self.bolt``: that is the admin read ``bolt(key)`` below.
         self.facade = BoltFacade(self.identity, self.config.spanner.bolt_name, self, self.actions,
                                  self.clients, self.locate, self.reactor,
@@ -84,7 +88,7 @@ class SpannerService(service.MultiService):
                                  fleet=BoltFleet(server.fleet, self.reactor,
                                                  lambda: server.envoy_address),
                                  enrollment=server.enrollment,
-                                 overrides=self.write_override)
+                                 overrides=self.write_override, drainer=self.drainer)
         self.portal = PeerPortal(self, self.facade, self.actions, self.membership.admit)
         self.puller = SnapshotPuller(self.reactor, self, self.config.spanner.snapshot.anti_entropy)
         self.peer_port = None
@@ -100,6 +104,8 @@ class SpannerService(service.MultiService):
         self.peer_port = await listen_peers(self.reactor, self.identity, listen, self.portal)
         if roster is not None:
             self.became_member(roster)
+            d = defer.ensureDeferred(self.drainer.resume())
+            d.addErrback(lambda f: self.log.failure("resuming the drain failed", f))
         else:
             self.log.info("spanner bolt {id} is not in a federation yet: found one with "
                           "'vigocli spanner init' or join with 'vigocli spanner bolt join TOKEN'",
@@ -109,6 +115,7 @@ class SpannerService(service.MultiService):
     def stopService(self):
         if self.peer_port is not None:
             yield self.peer_port.stopListening()
+        yield self.drainer.stop()
         yield service.MultiService.stopService(self)
         yield self.puller.stop()
 
@@ -348,6 +355,24 @@ class SpannerService(service.MultiService):
         d.addErrback(refusal_of, source, "reassign")
         answer = await d
         return dict(answer, from_name=source_name, to_name=names.get(target))
+
+    # -- draining and removing bolts (vigo.spanner.bolt_ops, vigo.spanner.drain) ----
+
+    def publish_status(self, status):
+        """Publish this bolt's own row with ``status`` (e.g. draining)."""
+        return defer.ensureDeferred(self.bolt_ops.publish_status(status))
+
+    def drain(self, key, to=None):
+        """Start draining bolt ``key`` (to bolt ``to``, or each envoy's owner)."""
+        return defer.ensureDeferred(self.bolt_ops.drain(key, to))
+
+    def drain_status(self, key):
+        """The progress of bolt ``key``'s drain, asked of it."""
+        return defer.ensureDeferred(self.bolt_ops.drain_status(key))
+
+    def remove_bolt(self, key, force=False):
+        """Record that drained bolt ``key`` is removed for good."""
+        return defer.ensureDeferred(self.bolt_ops.remove(key, force))
 
     def _resolve_owner(self, key):
         if self.roster is None and key in (self.identity.id, self.facade.name):
