@@ -3,7 +3,8 @@
 Starts three ``twistd -n vigo --mode=spanner`` servers (bolts a, b and c, data
 under ./var/demo), founds the federation on a, invites and joins b and c,
 enrolls simulated envoys at each bolt for the hostnames it owns, shows the
-federation as any bolt sees it, then keeps running and says what to try.
+federation as any bolt sees it, drains bolt c into bolt b while the envoys
+check in, then keeps running and says what to try.
 Ctrl-C stops everything it started.
 """
 
@@ -131,7 +132,7 @@ def main():
             sims.append(subprocess.Popen(
                 [os.path.join(BIN, "vigo-envoy"), "sim", "--server",
                  runs[bolt]["envoy_address"], "--token", token, "--count", str(args.envoys),
-                 "--interval", "5s", "--duration", "20s", "--hostname-template",
+                 "--interval", "5s", "--duration", "45s", "--hostname-template",
                  "web{n}.%s.example.com" % (bolt,)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         wait_for("enrollment", lambda: all(
@@ -144,7 +145,12 @@ def main():
         cli("a", "envoys", "push", "web1.c.example.com")
         say("a peer action, asked at bolt a, run on bolt c (Perspective Broker, mutual TLS)")
         cli("a", "spanner", "bolt", "act", "c", "ping")
-        cli("a", "spanner", "status")
+
+        say("draining bolt c into bolt b, asked at bolt a: its envoys move without re-enrolling")
+        cli("a", "spanner", "bolt", "drain", "c", "--to", "b")
+        time.sleep(6)  # a check-in interval: the moved envoys check in at b
+        say("bolt c is draining and empty; its envoys check in at bolt b")
+        cli("a", "spanner", "bolt", "list")
         for sim in sims:
             sim.wait()
 
@@ -152,8 +158,9 @@ def main():
         print("vigocli --data-dir var/demo/a/data spanner bolt list")
         print("vigocli --data-dir var/demo/b/data spanner bolt show c --json")
         print("vigocli --data-dir var/demo/a/data envoys list      # every bolt's envoys")
-        print("kill -9 %d    # bolt c: within ~3 s a and b list it as down"
-              % (processes["c"].pid,))
+        print("vigocli --data-dir var/demo/a/data spanner bolt remove c   # then c is out for good")
+        print("kill -9 %d    # bolt b: within ~3 s a and c list it as down"
+              % (processes["b"].pid,))
         print("logs: var/demo/{a,b,c}/server.log")
         if args.no_wait:
             return
