@@ -38,6 +38,7 @@ demo: install
 bench: install
 	$(BIN)/python bench/checkin.py
 	$(BIN)/python bench/federation.py all
+	$(BIN)/python bench/drain.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info _trial_temp* var

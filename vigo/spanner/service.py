@@ -31,6 +31,8 @@ from vigo.spanner.peer_bolt import BoltFacade
 from vigo.spanner.peer_client import PeerClients
 from vigo.spanner.peer_server import PeerPortal, listen_peers
 from vigo.spanner.puller import SnapshotPuller
+from vigo.spanner.records import Override
+from vigo.spanner.roster_parts import RosterParts
 from vigo.spanner.roster_store import load_roster, save_roster
 from vigo.spanner.snapshot import encode_snapshot, sign_snapshot
 from vigo.spanner.views import IRosterView
@@ -159,10 +161,17 @@ class SpannerService(service.MultiService):
         held = roster.override_of(envoy_id)
         if held is not None and held.bolt_id == bolt_id:
             return held
-        candidate = roster.copy()
-        record = candidate.write_override(self.identity, self.hlc, envoy_id, bolt_id)
-        await self.store.run(save_roster, candidate.copy())
-        self.replace_roster(candidate)
+        if held is not None:
+            self.hlc.observe(held.hlc)
+        record = Override.sign(self.identity, roster.federation_id, envoy_id, bolt_id,
+                               self.hlc.now())
+        # Persist just this record (a drain writes thousands: saving the whole
+        # roster each time made a drain quadratic), then merge and gossip it.
+        await self.store.run(save_roster, RosterParts(
+            roster.federation_id, roster.founder_id, overrides=(record,)))
+        self.roster.add_record(record)
+        if self.gossiper is not None:
+            self.gossiper.send_now()
         return record
 
     def write_override(self, envoy_id, bolt_id):
