@@ -374,8 +374,8 @@ and peer figures are wall-clock times on this machine.
 |---|---|---|---|
 %(table)s
 
-Not measured by this bench yet: drain (5,000 envoys moved) and federation scale
-(64 bolts x 5,000 envoys)%(missing)s.
+Drain is measured by `bench/drain.py` (its own section). Not measured yet: federation
+scale (64 bolts x 5,000 envoys)%(missing)s.
 
 %(tag)s%(json)s -->
 """ % {"when": when, "table": table, "tag": FIGURES_TAG,
