@@ -4,11 +4,12 @@ import json
 import time
 
 import nacl.signing
-from twisted.internet import reactor
+from twisted.internet import defer, reactor
 from twisted.internet.task import Clock
 from zope.interface import implementer
 
 from vigo.config import Address
+from vigo.envoy.protocol import IEnvoyListener
 from vigo.fleet import wire
 from vigo.fleet.enrollment import Enrollment
 from vigo.fleet.fleet import Fleet
@@ -109,3 +110,38 @@ def decode_frame(data):
     if len(body) == 1:
         return kind, None
     return kind, json.loads(body[1:])
+
+
+@implementer(IEnvoyListener)
+class EnvoyConnections:
+    """Every envoy connection the test opens, and the redirects they were sent."""
+
+    def __init__(self):
+        self.open = {}
+        self.redirects = []
+
+    def envoy_connected(self, protocol):
+        self.open[protocol] = defer.Deferred()
+
+    def envoy_disconnected(self, protocol, reason):
+        done = self.open.pop(protocol, None)
+        if done is not None:
+            done.callback(None)
+
+    def envoy_force_push(self, protocol):
+        pass
+
+    def envoy_redirected(self, protocol, redirect):
+        self.redirects.append(redirect)
+
+    def envoy_refused(self, protocol, refusal):
+        pass
+
+    def envoy_bundle(self, protocol, bundle):
+        pass
+
+    def close_all(self):
+        waits = list(self.open.values())
+        for protocol in list(self.open):
+            protocol.transport.abortConnection()
+        return defer.gatherResults(waits)

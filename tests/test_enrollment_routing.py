@@ -11,10 +11,9 @@ from twisted.trial import unittest
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from tests.fleetkit import EnvoyKey, FleetKit
+from tests.fleetkit import EnvoyConnections, EnvoyKey, FleetKit
 from vigo.envoy import main as envoy
 from vigo.envoy.answers import Refused
-from vigo.envoy.protocol import IEnvoyListener
 from vigo.envoy.state import EnvoyState
 from vigo.fleet.ownership import NoOwner, Owner
 from vigo.fleet.refusal import Redirected, Refusal, refusal_from_text, refusal_text
@@ -297,40 +296,6 @@ class RoutingTests(unittest.TestCase):
         self.assertEqual(redirect.server_id, self.kits["b"].identity.id)
 
 
-@implementer(IEnvoyListener)
-class Connections:
-    """Every envoy connection the test opens, to hang up on at the end."""
-
-    def __init__(self):
-        self.open = {}
-
-    def envoy_connected(self, protocol):
-        self.open[protocol] = defer.Deferred()
-
-    def envoy_disconnected(self, protocol, reason):
-        done = self.open.pop(protocol, None)
-        if done is not None:
-            done.callback(None)
-
-    def envoy_force_push(self, protocol):
-        pass
-
-    def envoy_redirected(self, protocol, redirect):
-        pass
-
-    def envoy_refused(self, protocol, refusal):
-        pass
-
-    def envoy_bundle(self, protocol, bundle):
-        pass
-
-    def close_all(self):
-        waits = list(self.open.values())
-        for protocol in list(self.open):
-            protocol.transport.abortConnection()
-        return defer.gatherResults(waits)
-
-
 class LiveRoutingTests(unittest.TestCase):
     """Three real servers in spanner mode on loopback; real envoys over TLS."""
 
@@ -340,7 +305,7 @@ class LiveRoutingTests(unittest.TestCase):
         self.group = "239.192.%d.%d" % (random.randrange(1, 255), random.randrange(1, 255))
         self.port = random.randrange(20000, 60000)
         self.servers = {}
-        self.connections = Connections()
+        self.connections = EnvoyConnections()
 
     @defer.inlineCallbacks
     def start(self, name):

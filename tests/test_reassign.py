@@ -11,7 +11,7 @@ from twisted.trial import unittest
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from tests.fleetkit import EnvoyKey, FleetKit, RecordingConnection
+from tests.fleetkit import EnvoyConnections, EnvoyKey, FleetKit, RecordingConnection
 from vigo.fleet.bolt_fleet import BoltFleet
 from vigo.fleet.fleet import Fleet
 from vigo.fleet.index import ACTIVE, MOVED
@@ -240,52 +240,16 @@ class ActionTests(unittest.TestCase):
         self.assertIsNone(self.fed.row("b", fields["id"]))
 
 
-class Connections:
-    """Every envoy connection the test opens, and the redirects they were sent."""
-
-    def __init__(self):
-        self.open = {}
-        self.redirects = []
-
-    def envoy_connected(self, protocol):
-        self.open[protocol] = defer.Deferred()
-
-    def envoy_disconnected(self, protocol, reason):
-        done = self.open.pop(protocol, None)
-        if done is not None:
-            done.callback(None)
-
-    def envoy_force_push(self, protocol):
-        pass
-
-    def envoy_redirected(self, protocol, redirect):
-        self.redirects.append(redirect)
-
-    def envoy_refused(self, protocol, refusal):
-        pass
-
-    def envoy_bundle(self, protocol, bundle):
-        pass
-
-    def close_all(self):
-        waits = list(self.open.values())
-        for protocol in list(self.open):
-            protocol.transport.abortConnection()
-        return defer.gatherResults(waits)
-
-
 class LiveReassignTests(unittest.TestCase):
     """Three real servers in spanner mode on loopback; a real envoy over TLS."""
 
     timeout = 120
 
     def setUp(self):
-        from vigo.envoy.protocol import IEnvoyListener
-
         self.group = "239.192.%d.%d" % (random.randrange(1, 255), random.randrange(1, 255))
         self.port = random.randrange(20000, 60000)
         self.servers = {}
-        self.connections = implementer(IEnvoyListener)(Connections)()
+        self.connections = EnvoyConnections()
 
     @defer.inlineCallbacks
     def start(self, name):
