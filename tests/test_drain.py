@@ -116,18 +116,8 @@ class LiveDrainTests(unittest.TestCase):
             yield task.deferLater(reactor, 0.1, lambda: None)
         self.fail(what)
 
-    @defer.inlineCallbacks
     def federation(self):
-        a = yield self.bolt("a")
-        b = yield self.bolt("b")
-        c = yield self.bolt("c")
-        yield a.spanner.init()
-        for joiner in (b, c):
-            invite = yield a.spanner.invite(3600)
-            yield joiner.spanner.join(invite["token"])
-        yield self.wait_for(lambda: all(len(s.spanner.roster.bolt_ids()) == 3
-                                        for s in (a, b, c)), "the rosters did not converge")
-        return a, b, c
+        return membership.federate(self)
 
     @defer.inlineCallbacks
     def enroll(self, server, count):

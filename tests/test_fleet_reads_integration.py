@@ -24,21 +24,8 @@ class FleetReadsAcrossBolts(unittest.TestCase):
             *key.register_fields(token, int(server.clock.seconds() * 1000)))
         return key
 
-    @defer.inlineCallbacks
     def federation(self):
-        a = yield self.bolt("a")
-        b = yield self.bolt("b")
-        c = yield self.bolt("c")
-        yield a.spanner.init()
-        for joiner in (b, c):
-            invite = yield a.spanner.invite(3600)
-            yield joiner.spanner.join(invite["token"])
-        # Every bolt has the whole roster before anything is asked.
-        for _ in range(100):
-            if all(len(s.spanner.roster.bolt_ids()) == 3 for s in (a, b, c)):
-                break
-            yield task.deferLater(reactor, 0.1, lambda: None)
-        return a, b, c
+        return membership.federate(self)
 
     @defer.inlineCallbacks
     def test_list_show_push_from_another_bolt(self):

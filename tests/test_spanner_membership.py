@@ -3,7 +3,7 @@
 import random
 
 from prometheus_client import generate_latest
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
 from vigo.config import config_from_mapping
@@ -20,6 +20,25 @@ def spanner_config(directory, name, group, port):
                     "peer_listen": "127.0.0.1:0",
                     "gossip": {"group": group, "port": port, "interface": "127.0.0.1"}},
     })
+
+
+@defer.inlineCallbacks
+def federate(testcase, names=("a", "b", "c")):
+    """Start bolts through ``testcase.bolt(name)``, found a federation at the
+    first, join the others through it, and wait until every roster has them all."""
+    bolts = []
+    for name in names:
+        bolts.append((yield testcase.bolt(name)))
+    founder = bolts[0]
+    yield founder.spanner.init()
+    for joiner in bolts[1:]:
+        invite = yield founder.spanner.invite(3600)
+        yield joiner.spanner.join(invite["token"])
+    for _ in range(300):
+        if all(len(bolt.spanner.roster.bolt_ids()) == len(bolts) for bolt in bolts):
+            return bolts
+        yield task.deferLater(reactor, 0.1, lambda: None)
+    testcase.fail("the rosters did not converge")
 
 
 class MembershipTests(unittest.TestCase):
