@@ -54,9 +54,10 @@ def write_config(directory, **sections):
 class ServerProcess(protocol.ProcessProtocol):
     """One ``twistd -n vigo`` child process."""
 
-    def __init__(self, config_path, args=()):
+    def __init__(self, config_path, args=(), env=None):
         self.config_path = config_path
         self.args = list(args)
+        self.env = dict(env or {})  # e.g. VIGO_FAILPOINTS (vigo.failpoints)
         self.output = b""
         self.ready = defer.Deferred()
         self.ended = defer.Deferred()
@@ -73,7 +74,7 @@ class ServerProcess(protocol.ProcessProtocol):
     def start(self):
         argv = [tool("twistd"), "-n", "--pidfile=", "vigo", "--config", self.config_path]
         self.transport = reactor.spawnProcess(
-            self, argv[0], argv + self.args, env=environment(),
+            self, argv[0], argv + self.args, env=environment(**self.env),
             path=os.path.dirname(self.config_path),
         )
         self._timeout = reactor.callLater(TIMEOUT, self._too_slow)
@@ -126,6 +127,37 @@ class ServerProcess(protocol.ProcessProtocol):
         return "127.0.0.1:%d" % (self.run["envoy_port"],)
 
 
+class ToolProcess(protocol.ProcessProtocol):
+    """A long-running console script (``vigo-envoy sim`` under a test), stopped
+    by its PID with ``stop()``; ``output`` holds what it printed."""
+
+    def __init__(self, name, *args):
+        self.argv = [tool(name)] + [str(a) for a in args]
+        self.output = b""
+        self.ended = defer.Deferred()
+
+    def start(self, path=None):
+        self.transport = reactor.spawnProcess(self, self.argv[0], self.argv,
+                                              env=environment(), path=path)
+        return self
+
+    def outReceived(self, data):
+        self.output += data
+
+    errReceived = outReceived
+
+    def processEnded(self, reason):
+        self.ended.callback(reason.value.exitCode)
+
+    def stop(self):
+        """SIGKILL (it keeps nothing worth flushing); a Deferred of its exit."""
+        try:
+            self.transport.signalProcess("KILL")
+        except error.ProcessExitedAlready:
+            pass
+        return self.ended
+
+
 def run_tool(name, *args, **env):
     """(stdout, stderr, exit code) of one run of a console script."""
     return getProcessOutputAndValue(
@@ -137,4 +169,4 @@ def vigocli(data_dir, *args):
     return run_tool("vigocli", "--data-dir", data_dir, *args)
 
 
-__all__ = ["ServerProcess", "run_tool", "vigocli", "write_config", "signal"]
+__all__ = ["ServerProcess", "ToolProcess", "run_tool", "vigocli", "write_config", "signal"]

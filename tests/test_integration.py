@@ -53,15 +53,15 @@ class IntegrationTestCase(unittest.TestCase):
         os.makedirs(path)
         return path
 
-    def server(self, config, *args):
+    def server(self, config, *args, env=None):
         """A ``ServerProcess`` on ``config``, not yet started; killed at cleanup."""
-        process = ServerProcess(config, args)
+        process = ServerProcess(config, args, env)
         self.addCleanup(process.kill)  # a Deferred that fires at its exit
         return process
 
-    def start(self, config, *args):
-        """A Deferred of a ready server on ``config``."""
-        return self.server(config, *args).start()
+    def start(self, config, *args, env=None):
+        """A Deferred of a ready server on ``config`` (``env``: more environment)."""
+        return self.server(config, *args, env=env).start()
 
     @defer.inlineCallbacks
     def tool(self, name, *args, expect=0):

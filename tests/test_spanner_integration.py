@@ -117,11 +117,14 @@ class SpannerTestCase(IntegrationTestCase):
                 peer_listen=f"127.0.0.1:{peer}", group=self.group, port=self.gossip_port)
 
     @defer.inlineCallbacks
-    def start_bolts(self, *names):
-        """Start (configuring first) the named bolts together; wait until all are ready."""
+    def start_bolts(self, *names, env=None):
+        """Start (configuring first) the named bolts together; wait until all are
+        ready. ``env``: {name: more environment for that bolt}."""
         self.configure(*[n for n in names if n not in self.configs])
+        env = env or {}
         started = yield defer.gatherResults(
-            [self.start(self.configs[n], "--mode=spanner") for n in names], consumeErrors=True)
+            [self.start(self.configs[n], "--mode=spanner", env=env.get(n)) for n in names],
+            consumeErrors=True)
         for name, process in zip(names, started, strict=True):
             self.assertEqual(process.run["mode"], "spanner", process.output.decode())
             self.bolts[name] = process

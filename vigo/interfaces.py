@@ -193,7 +193,20 @@ class IBoltFleet(Interface):
     def move(envoy_id, redirect):
         """Mark an envoy of this bolt moved (durably), with ``redirect`` (an
         ``endpoint()`` of its new bolt) for its next Attach, and redirect it now
-        if it is connected: a Deferred of ``"now"`` or ``"next_attach"``."""
+        if it is connected: a Deferred of ``"now"`` or ``"next_attach"``. It
+        ends the envoy's pending move (``begin_move``) in the same write."""
+
+    def begin_move(envoy_id, to):
+        """Note durably, before asking bolt ``to`` to accept the envoy, that
+        this bolt is handing it over, so that a restart finishes a hand-over a
+        crash interrupted (``vigo.spanner.handover``). A Deferred."""
+
+    def cancel_move(envoy_id):
+        """Forget the envoy's pending move (the destination refused it). A Deferred."""
+
+    def pending_moves():
+        """A Deferred of ``{envoy_id: (to, started_at_ms)}``: the hand-overs
+        begun and not finished."""
 
 
 class IBoltEnrollment(Interface):

@@ -112,6 +112,20 @@ MIGRATIONS = (
             )""",
         ),
     ),
+    (
+        # Spanner: envoys this bolt is handing to another (``target``), written
+        # before the hand-over starts and deleted when the envoy is marked
+        # moved, so a restart finishes a reassign a crash interrupted
+        # (vigo/spanner/handover.py).
+        5,
+        (
+            """CREATE TABLE envoy_moves (
+                envoy_id TEXT PRIMARY KEY,
+                target TEXT NOT NULL,
+                started_at_ms INTEGER NOT NULL
+            )""",
+        ),
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -9,6 +9,7 @@ from twisted.internet import defer
 from zope.interface import implementer
 
 from vigo.fleet import wire
+from vigo.fleet.fleet_jobs import begin_move, cancel_move, load_moves
 from vigo.fleet.index import ACTIVE
 from vigo.fleet.refusal import Refusal
 from vigo.identity import key_id
@@ -89,3 +90,13 @@ class BoltFleet:
 
     def move(self, envoy_id, redirect):
         return defer.maybeDeferred(self._fleet.move, envoy_id, redirect)
+
+    def begin_move(self, envoy_id, to):
+        at_ms = int(self._clock.seconds() * 1000)
+        return self._fleet.store.run(begin_move, envoy_id, to, at_ms)
+
+    def cancel_move(self, envoy_id):
+        return self._fleet.store.run(cancel_move, envoy_id)
+
+    def pending_moves(self):
+        return self._fleet.store.run(load_moves)

@@ -52,8 +52,27 @@ def token_of(cursor, envoy_id):
 
 
 def set_moved(cursor, envoy_id, redirect):
+    """Mark an envoy moved, and end its pending move (``begin_move``) in the
+    same transaction."""
     cursor.execute("UPDATE envoys SET state = 'moved', redirect = ? WHERE id = ?",
                    (json.dumps(redirect, sort_keys=True), envoy_id))
+    cursor.execute("DELETE FROM envoy_moves WHERE envoy_id = ?", (envoy_id,))
+
+
+def begin_move(cursor, envoy_id, target, started_at_ms):
+    """Note that this bolt is handing ``envoy_id`` to bolt ``target``."""
+    cursor.execute("INSERT OR REPLACE INTO envoy_moves (envoy_id, target, started_at_ms) "
+                   "VALUES (?, ?, ?)", (envoy_id, target, started_at_ms))
+
+
+def cancel_move(cursor, envoy_id):
+    cursor.execute("DELETE FROM envoy_moves WHERE envoy_id = ?", (envoy_id,))
+
+
+def load_moves(cursor):
+    """``{envoy_id: (target, started_at_ms)}`` of the moves not finished."""
+    return {envoy_id: (target, started) for envoy_id, target, started in cursor.execute(
+        "SELECT envoy_id, target, started_at_ms FROM envoy_moves")}
 
 
 def accept_envoy(cursor, fields, now):

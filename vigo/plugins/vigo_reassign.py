@@ -11,8 +11,12 @@ The envoy keeps its id and key: no re-enrollment.
 
 Both steps are idempotent, so running ``reassign`` again after a crash
 anywhere finishes the job: the destination accepts the same envoy again (and
-writes a missing override), and the source marks it moved if it had not. See
-docs/spanner.md ("Reassigning an envoy").
+writes a missing override), and the source marks it moved if it had not. The
+source notes the move durably before it asks the destination (a *pending
+move*, ended in the same write that marks the envoy moved), so it does not
+need an operator for that: ``vigo.spanner.handover`` runs ``reassign`` again
+for every pending move at start-up and every little while, until the
+destination answers or refuses. See docs/operations.md ("Reassigning an envoy").
 
 A refusal is an ``ActionError`` whose message keeps the refusal's code
 (``vigo.fleet.refusal.refusal_text``), so the bolt asked can answer with it.
@@ -22,6 +26,7 @@ from twisted.internet import defer
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
+from vigo.failpoints import failpoint
 from vigo.interfaces import IPeerAction
 from vigo.spanner.schema import Float, Integer, Optional, String
 
@@ -30,6 +35,9 @@ BOLT_ID = String(128, min_length=1)
 #: The durable fields of an envoy that ``accept-envoy`` takes.
 ACCEPT_FIELDS = ("id", "hostname", "public_key", "enrolled_at", "last_seq",
                  "applied_version", "token_id")
+#: ``accept-envoy`` refusals given before it stores anything: the move is off.
+#: Any other failure leaves the move pending (the envoy may be stored there).
+REFUSED_BEFORE_STORING = frozenset({"malformed", "key_mismatch", "revoked", "hostname_taken"})
 
 
 def _refused(code, reason):
@@ -66,12 +74,16 @@ class AcceptEnvoy:
     }
 
     def run(self, bolt, caller_id, args):
+        return defer.ensureDeferred(self._run(bolt, args)).addErrback(_as_action_error)
+
+    async def _run(self, bolt, args):
         fleet = bolt.fleet()
         fields = {name: args.get(name) for name in ACCEPT_FIELDS}
-        d = defer.maybeDeferred(fleet.accept, fields)
-        d.addCallback(lambda envoy_id: bolt.write_override(envoy_id, bolt.id))
-        d.addCallback(lambda _: dict(fleet.endpoint(), envoy_id=args["id"], name=bolt.name))
-        return d.addErrback(_as_action_error)
+        envoy_id = await defer.maybeDeferred(fleet.accept, fields)
+        failpoint("accept.stored")
+        await defer.maybeDeferred(bolt.write_override, envoy_id, bolt.id)
+        failpoint("accept.claimed")
+        return dict(fleet.endpoint(), envoy_id=args["id"], name=bolt.name)
 
 
 @implementer(IPlugin, IPeerAction)
@@ -91,7 +103,8 @@ class Reassign:
 
     async def _run(self, bolt, args):
         from vigo.fleet.index import ACTIVE, MOVED
-        from vigo.spanner.peer_errors import PeerUnreachable
+        from vigo.fleet.refusal import refusal_from_text
+        from vigo.spanner.peer_errors import ActionError, PeerUnreachable
 
         fleet, to = bolt.fleet(), args["to"]
         if to == bolt.id:
@@ -108,12 +121,20 @@ class Reassign:
             raise _refused("not_active", "envoy %s is %s on bolt %s%s" % (
                 envoy_id, fields["state"], bolt.id,
                 " (to bolt %s)" % (where["server_id"],) if where.get("server_id") else ""))
+        await fleet.begin_move(envoy_id, to)
+        failpoint("reassign.journaled")
         try:
             accepted = await bolt.call(to, "accept-envoy",
                                        {name: fields[name] for name in ACCEPT_FIELDS})
         except PeerUnreachable as e:
             raise _refused("unreachable", "bolt %s cannot be reached (%s); envoy %s stays on "
-                           "bolt %s: try again" % (to, e, envoy_id, bolt.id)) from None
+                           "bolt %s, and the move is pending: bolt %s finishes it once bolt "
+                           "%s answers" % (to, e, envoy_id, bolt.id, bolt.id, to)) from None
+        except ActionError as e:
+            if refusal_from_text(str(e), "action_failed").code in REFUSED_BEFORE_STORING:
+                await fleet.cancel_move(envoy_id)
+            raise
+        failpoint("reassign.accepted")
         redirect = {"address": accepted["address"], "server_id": accepted["server_id"],
                     "fingerprint": accepted["fingerprint"]}
         if redirect["server_id"] != to or accepted.get("envoy_id") != envoy_id:

@@ -1,18 +1,42 @@
-"""Draining and removing bolts, asked at any bolt (``SpannerService``'s half).
+"""Reassigning envoys, draining and removing bolts, asked at any bolt
+(``SpannerService``'s half).
 
+``reassign(key, to)`` finds the one bolt holding envoy ``key`` active and runs
+the ``reassign`` action there (``vigo.plugins.vigo_reassign``).
 ``drain(key, to)`` calls the ``drain`` action on the bolt to drain (it runs
 there, in the background: ``vigo.spanner.drain``), ``drain_status(key)`` its
 ``drain-status``. ``remove(key, force)`` records, signed by the bolt asked,
 that a drained bolt is removed for good: persisted, then gossiped. From then
 on every bolt that holds the removal refuses the removed bolt's gossip
-datagrams and peer logins. See docs/spanner.md ("Draining and removing a bolt").
+datagrams and peer logins. See docs/operations.md.
 """
 
 from vigo.spanner.errors import SpannerRefusal
+from vigo.spanner.fleet_reads import action_refusal
 from vigo.spanner.roster_store import save_roster
 
 #: Seconds a bolt has to answer ``drain`` or ``drain-status``.
 CALL_TIMEOUT = 30.0
+#: Seconds the source bolt has to hand an envoy over (two peer calls, three writes).
+REASSIGN_TIMEOUT = 30.0
+#: HTTP status of an action's refusal, by its code (others: 409).
+REFUSAL_STATUS = {"not_found": 404, "malformed": 400, "bad_answer": 502,
+                  "unreachable": 503}
+
+
+def refusal_of(failure, bolt_id, action):
+    """A failed reassign as a ``SpannerRefusal`` that keeps the refusal's code."""
+    from vigo.fleet.refusal import refusal_from_text
+    from vigo.spanner.peer_errors import ActionError
+
+    if failure.check(ActionError):
+        refusal = refusal_from_text(failure.getErrorMessage(), "action_failed")
+        if refusal.code == "action_failed":
+            raise SpannerRefusal("action_failed", "%s on bolt %s: %s"
+                                 % (action, bolt_id, refusal.reason), 502)
+        raise SpannerRefusal(refusal.code, "%s (on bolt %s)" % (refusal.reason, bolt_id),
+                             REFUSAL_STATUS.get(refusal.code, 409))
+    return action_refusal(failure, bolt_id, action)
 
 
 class BoltOps:
@@ -22,12 +46,51 @@ class BoltOps:
         self.service = service
 
     def _call(self, bolt_id, action, args):
-        from vigo.spanner.service import refusal_of
-
         service = self.service
         d = service.facade.call(bolt_id, action, args)
         d.addTimeout(CALL_TIMEOUT, service.reactor)
         return d.addErrback(refusal_of, bolt_id, action)
+
+    async def reassign(self, key, to):
+        """Move envoy ``key`` (id or hostname) to bolt ``to`` (id or name): find
+        the one bolt holding it active and run ``reassign`` there."""
+        service = self.service
+        roster = service.require_member()
+        target = service.resolve(to)
+        status = roster.status_of(target)
+        if status != "active":
+            raise SpannerRefusal("bolt_not_active", "bolt %s (%s) is %s: only an active bolt "
+                                 "takes envoys" % (target, roster.row(target).name, status), 409)
+        holders, silent = await service.fleet_reads.holders(key)
+        active = [h for h in holders if h[2].get("state") == "active"]
+        sources = [h for h in active if h[0] != target]
+        names = dict(service.reachable_bolts())
+        if len(sources) > 1:
+            raise SpannerRefusal("conflict", "envoy %r is active on %d bolts (%s); revoke it "
+                                 "on all but one first" % (key, len(sources), ", ".join(
+                                     h[0] for h in sources)), 409)
+        if not sources:
+            if active:  # on the destination alone: done already
+                envoy = active[0][2]
+                return {"envoy_id": envoy["id"], "hostname": envoy["hostname"], "from": None,
+                        "from_name": None, "to": target, "to_name": names.get(target),
+                        "changed": False, "delivered": None}
+            if silent:
+                raise SpannerRefusal("unreachable", "envoy %r is active on none of the bolts "
+                                     "that answered; it may be on one that did not: %s"
+                                     % (key, "; ".join(silent)), 503)
+            if holders:
+                raise SpannerRefusal("not_active", "envoy %r is active on no bolt (%s)" % (
+                    key, ", ".join("%s on %s" % (h[2].get("state"), h[0]) for h in holders)),
+                    409)
+            raise SpannerRefusal("not_found", "no envoy %r on any of the %d bolts"
+                                 % (key, len(names)), 404)
+        source, source_name, envoy = sources[0]
+        d = service.facade.call(source, "reassign", {"envoy": envoy["id"], "to": target})
+        d.addTimeout(REASSIGN_TIMEOUT, service.reactor)
+        d.addErrback(refusal_of, source, "reassign")
+        answer = await d
+        return dict(answer, from_name=source_name, to_name=names.get(target))
 
     async def publish_status(self, status):
         """The next seq of this bolt's own row with ``status``: persisted, gossiped."""

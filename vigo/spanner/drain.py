@@ -20,6 +20,7 @@ longer active here. See docs/spanner.md ("Draining and removing a bolt").
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from vigo.failpoints import failpoint
 from vigo.fleet.index import ACTIVE as ENVOY_ACTIVE
 from vigo.spanner.rows import ACTIVE, DRAINING, REMOVED
 
@@ -109,6 +110,7 @@ class Drainer:
         await self.service.store.run(save_drain, to, int(self.service.reactor.seconds() * 1000))
         if status == ACTIVE:
             await self.service.publish_status(DRAINING)
+        failpoint("drain.draining")
         self._begin(to)
         return self.status()
 
@@ -180,3 +182,4 @@ class Drainer:
             self._note("%s (%s): %s" % (envoy_id, getattr(record, "hostname", "?"), e))
             return
         self.progress["moved"] += 1
+        failpoint("drain.moved")

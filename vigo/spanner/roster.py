@@ -357,6 +357,11 @@ class Roster:
         cleared), or None when there never was one."""
         return self._records["overrides"].get(envoy_id)
 
+    def overridden(self):
+        """``(envoy_id, bolt_id)`` of every override that names a bolt."""
+        return [(envoy_id, o.bolt_id) for envoy_id, o in self._records["overrides"].items()
+                if o.bolt_id is not None]
+
     def removal_of(self, bolt_id):
         """The ``RemovalRecord`` held for a bolt, or None."""
         return self._records["removals"].get(bolt_id)

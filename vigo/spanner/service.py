@@ -24,6 +24,7 @@ from vigo.spanner.drain import Drainer
 from vigo.spanner.errors import SpannerRefusal
 from vigo.spanner.fleet_reads import FleetReads, action_refusal
 from vigo.spanner.gossip import Gossiper, listener_for
+from vigo.spanner.handover import HandoverRepair
 from vigo.spanner.hlc import HLC
 from vigo.spanner.membership import Membership
 from vigo.spanner.observability import CheckinRate
@@ -38,28 +39,6 @@ from vigo.spanner.snapshot import encode_snapshot, sign_snapshot
 from vigo.spanner.views import IRosterView
 
 NO_DIGEST = b"\x00" * 32
-#: Seconds the source bolt has to hand an envoy over (two peer calls, three writes).
-REASSIGN_TIMEOUT = 30.0
-#: HTTP status of an action's refusal, by its code (others: 409).
-REFUSAL_STATUS = {"not_found": 404, "malformed": 400, "bad_answer": 502,
-                  "unreachable": 503}
-
-
-def refusal_of(failure, bolt_id, action):
-    """A failed reassign as a ``SpannerRefusal`` that keeps the refusal's code."""
-    from vigo.fleet.refusal import refusal_from_text
-    from vigo.spanner.peer_errors import ActionError
-
-    if failure.check(ActionError):
-        refusal = refusal_from_text(failure.getErrorMessage(), "action_failed")
-        if refusal.code == "action_failed":
-            raise SpannerRefusal("action_failed", "%s on bolt %s: %s"
-                                 % (action, bolt_id, refusal.reason), 502)
-        raise SpannerRefusal(refusal.code, "%s (on bolt %s)" % (refusal.reason, bolt_id),
-                             REFUSAL_STATUS.get(refusal.code, 409))
-    return action_refusal(failure, bolt_id, action)
-
-
 @implementer(IRosterView)
 class SpannerService(service.MultiService):
     """The spanner half of one server (``server`` is its ``VigoServer``)."""
@@ -96,6 +75,7 @@ class SpannerService(service.MultiService):
         self.peer_port = None
         self.own_checkins = CheckinRate()
         self.fleet_reads = FleetReads(self.facade, self.reactor, self.reachable_bolts)
+        self.handover = HandoverRepair(self.facade, lambda: self.roster, self.reactor)
 
     # -- life --------------------------------------------------------------------
 
@@ -118,12 +98,14 @@ class SpannerService(service.MultiService):
         if self.peer_port is not None:
             yield self.peer_port.stopListening()
         yield self.drainer.stop()
+        yield self.handover.stop()
         yield service.MultiService.stopService(self)
         yield self.puller.stop()
 
     def became_member(self, roster):
         """Take ``roster`` as ours and start talking to the federation."""
         self.roster = roster
+        self.handover.start()
         mine = roster.row(self.identity.id)
         if mine is not None:
             self.facade.name = mine.name
@@ -132,9 +114,13 @@ class SpannerService(service.MultiService):
             self.gossiper = Gossiper(
                 self.reactor, self.identity, self, gossip, self._own_counters,
                 listener_for(self.reactor, gossip), on_digest_mismatch=self.puller.pull,
-                peer_addresses=self.gossip_addresses)
+                on_state_change=self._peer_changed, peer_addresses=self.gossip_addresses)
             self.gossiper.setServiceParent(self)
         self.puller.start()
+
+    def _peer_changed(self, bolt_id, old, new):
+        if new == "alive":  # a hand-over to it may have waited for it
+            self.handover.soon()
 
     def replace_roster(self, roster):
         """A roster built on a copy of ours has been persisted: take it in.
@@ -324,46 +310,8 @@ class SpannerService(service.MultiService):
 
     def reassign(self, key, to):
         """Move envoy ``key`` (id or hostname) to bolt ``to`` (id or name); see
-        ``vigo.plugins.vigo_reassign`` and docs/spanner.md."""
-        return defer.ensureDeferred(self._reassign(key, to))
-
-    async def _reassign(self, key, to):
-        roster = self.require_member()
-        target = self.resolve(to)
-        status = roster.status_of(target)
-        if status != "active":
-            raise SpannerRefusal("bolt_not_active", "bolt %s (%s) is %s: only an active bolt "
-                                 "takes envoys" % (target, roster.row(target).name, status), 409)
-        holders, silent = await self.fleet_reads.holders(key)
-        active = [h for h in holders if h[2].get("state") == "active"]
-        sources = [h for h in active if h[0] != target]
-        names = dict(self.reachable_bolts())
-        if len(sources) > 1:
-            raise SpannerRefusal("conflict", "envoy %r is active on %d bolts (%s); revoke it "
-                                 "on all but one first" % (key, len(sources), ", ".join(
-                                     h[0] for h in sources)), 409)
-        if not sources:
-            if active:  # on the destination alone: done already
-                envoy = active[0][2]
-                return {"envoy_id": envoy["id"], "hostname": envoy["hostname"], "from": None,
-                        "from_name": None, "to": target, "to_name": names.get(target),
-                        "changed": False, "delivered": None}
-            if silent:
-                raise SpannerRefusal("unreachable", "envoy %r is active on none of the bolts "
-                                     "that answered; it may be on one that did not: %s"
-                                     % (key, "; ".join(silent)), 503)
-            if holders:
-                raise SpannerRefusal("not_active", "envoy %r is active on no bolt (%s)" % (
-                    key, ", ".join("%s on %s" % (h[2].get("state"), h[0]) for h in holders)),
-                    409)
-            raise SpannerRefusal("not_found", "no envoy %r on any of the %d bolts"
-                                 % (key, len(names)), 404)
-        source, source_name, envoy = sources[0]
-        d = self.facade.call(source, "reassign", {"envoy": envoy["id"], "to": target})
-        d.addTimeout(REASSIGN_TIMEOUT, self.reactor)
-        d.addErrback(refusal_of, source, "reassign")
-        answer = await d
-        return dict(answer, from_name=source_name, to_name=names.get(target))
+        ``vigo.spanner.bolt_ops`` and docs/operations.md."""
+        return defer.ensureDeferred(self.bolt_ops.reassign(key, to))
 
     # -- draining and removing bolts (vigo.spanner.bolt_ops, vigo.spanner.drain) ----
 
