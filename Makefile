@@ -39,6 +39,7 @@ bench: install
 	$(BIN)/python bench/checkin.py
 	$(BIN)/python bench/federation.py all
 	$(BIN)/python bench/drain.py
+	$(BIN)/python bench/scale.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info _trial_temp* var

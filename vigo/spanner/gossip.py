@@ -140,7 +140,7 @@ class Gossiper(service.Service):
         self.pulls = PullRequests(
             clock, self.rng, on_digest_mismatch, self._pull_candidates,
             jitter=self.interval / 2,
-            spacing=2 * self.interval if pull_spacing is None else pull_spacing,
+            spacing=self.interval / 2 if pull_spacing is None else pull_spacing,
             repeat=20 * self.interval)
         self.counters = Counter()
         self.dropped = Counter()
