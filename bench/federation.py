@@ -374,8 +374,8 @@ and peer figures are wall-clock times on this machine.
 |---|---|---|---|
 %(table)s
 
-Drain is measured by `bench/drain.py` (its own section). Not measured yet: federation
-scale (64 bolts x 5,000 envoys)%(missing)s.
+Drain and federation scale (64 bolts x 5,000 envoys) are measured by
+`bench/drain.py` and `bench/scale.py` (their own sections)%(missing)s.
 
 %(tag)s%(json)s -->
 """ % {"when": when, "table": table, "tag": FIGURES_TAG,

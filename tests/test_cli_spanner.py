@@ -298,6 +298,13 @@ class EndToEndTests(unittest.TestCase):
         self.assertEqual(self.spanner.mutations(), [
             ("drain", "dc2", "dc1"), ("drain", "dc2", None), ("drain", "dc2", None),
             ("remove_bolt", "dc2", False)])
+        # The bolt asked, by name or id, is refused before anything is drained.
+        for me in ("dc1", SELF_ID):
+            status, out, err = yield self.vigocli("spanner", "bolt", "remove", me)
+            self.assertEqual((status, out), (1, ""))
+            self.assertTrue(err.startswith("vigocli: self: "), err)
+            self.assertIn("nothing was drained", err)
+        self.assertEqual(len(self.spanner.mutations()), 4)
 
     @defer.inlineCallbacks
     def test_join(self):

@@ -14,7 +14,7 @@ from vigo.config import config_from_mapping
 from vigo.interfaces import IPeerAction
 from vigo.plugins.vigo_drain import Drain, DrainStatus
 from vigo.spanner.actions import load_actions, run_action
-from vigo.spanner.drain import DrainRefused, save_drain
+from vigo.spanner.drain import DrainRefused, load_drain, save_drain
 from vigo.spanner.errors import SpannerRefusal
 from vigo.spanner.peer_errors import ActionError, NotAMember, PeerUnreachable
 from vigo.spanner.routing import owner_of
@@ -120,10 +120,10 @@ class LiveDrainTests(unittest.TestCase):
         return membership.federate(self)
 
     @defer.inlineCallbacks
-    def enroll(self, server, count):
+    def enroll(self, server, count, domain="a.example.com"):
         ids = []
         for i in range(count):
-            key = EnvoyKey("web%d.a.example.com" % (i,))
+            key = EnvoyKey("web%d.%s" % (i, domain))
             token = yield server.enrollment.create_token()
             yield server.enrollment.register(
                 *key.register_fields(token, int(server.clock.seconds() * 1000)))
@@ -194,6 +194,11 @@ class LiveDrainTests(unittest.TestCase):
                             "the removal was not gossiped")
         again = yield b.spanner.remove_bolt(a.identity.id)
         self.assertEqual(again["changed"], False)
+        # A, once it holds its own removal, says so.
+        a.spanner.roster.merge(c.spanner.roster)
+        status = a.spanner.status()
+        self.assertEqual(status["state"], "removed")
+        self.assertIn("removed from the federation", status["hint"])
         for peer in (b, c):
             failure = yield self.assertFailure(
                 a.spanner.facade.call(peer.identity.id, "drain-status", {}),
@@ -217,3 +222,35 @@ class LiveDrainTests(unittest.TestCase):
                          ("done", c.identity.id, 6))
         for envoy_id in ids:
             self.assertEqual(self.states(servers, envoy_id), {"a": "moved", "c": "active"})
+
+    @defer.inlineCallbacks
+    def test_a_drain_that_would_strand_envoys_is_refused_before_anything_changes(self):
+        a, b, c = yield self.federation()
+        # Only B's own patterns cover *.b.example.com: drained to their owners,
+        # these would have none.
+        yield self.enroll(b, 4, domain="b.example.com")
+        refused = yield self.assertFailure(c.spanner.drain("b"), SpannerRefusal)
+        self.assertEqual(refused.code, "no_owner")
+        self.assertIn("4 envoy(s)", str(refused))
+        self.assertIn("web0.b.example.com", str(refused))
+        self.assertIn("--to BOLT", str(refused))
+        self.assertEqual(b.spanner.roster.status_of(b.identity.id), "active")
+        self.assertIsNone((yield b.store.run(load_drain)))
+        # To one bolt: fine.
+        yield c.spanner.drain("b", to=c.identity.id)
+        status = yield self.drained(c, "b")
+        self.assertEqual((status["state"], status["moved"]), ("done", 4))
+
+    @defer.inlineCallbacks
+    def test_an_empty_bolt_drains_at_once_and_may_be_asked_again(self):
+        a, b, c = yield self.federation()
+        first = yield a.spanner.drain("c", to=b.identity.id)
+        self.assertEqual(first["total"], 0)
+        status = yield self.drained(a, "c")
+        self.assertEqual((status["state"], status["remaining"]), ("done", 0))
+        again = yield a.spanner.drain("c", to=b.identity.id)  # not "already draining"
+        self.assertEqual(again["remaining"], 0)
+        elsewhere = yield a.spanner.drain("c")
+        self.assertEqual(elsewhere["remaining"], 0)
+        removed = yield a.spanner.remove_bolt("c")
+        self.assertTrue(removed["removed"])

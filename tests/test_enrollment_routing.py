@@ -21,7 +21,7 @@ from vigo.interfaces import IBolt, IBoltEnrollment, IOwnership, IPeerAction
 from vigo.plugins.vigo_enrollment import RedeemToken, RouteEnrollment
 from vigo.spanner.actions import load_actions, run_action
 from vigo.spanner.enrollment_router import EnrollmentRouter
-from vigo.spanner.peer_errors import ActionError, PeerUnreachable
+from vigo.spanner.peer_errors import ActionError, PeerNoAnswer, PeerUnreachable
 from vigo.tokens import EnrollmentToken
 
 ACTIONS = {"route-enrollment": RouteEnrollment(), "redeem-token": RedeemToken()}
@@ -82,6 +82,9 @@ class FakeBolt:
         target = self.federation.bolts.get(bolt_id)
         if target is None or target.name in self.federation.down:
             return defer.fail(PeerUnreachable("bolt %s is down" % (bolt_id,)))
+        if target.name in self.federation.mute:  # runs it, but the answer is lost
+            d = run_action(target, ACTIONS, self.id, action_name, args)
+            return d.addBoth(lambda _: defer.fail(PeerNoAnswer("no answer from %s" % bolt_id)))
         return run_action(target, ACTIONS, self.id, action_name, args)
 
 
@@ -92,6 +95,7 @@ class Federation:
         self.kits = {name: FleetKit(testcase) for name in names}
         self.bolts = {}
         self.down = set()
+        self.mute = set()
         for name, kit in self.kits.items():
             bolt = FakeBolt(self, kit, name)
             self.bolts[kit.identity.id] = bolt
@@ -254,6 +258,17 @@ class RoutingTests(unittest.TestCase):
         self.assertTrue(refusal.retryable)
         self.assert_nothing_stored()
         self.assertEqual(self.federation.used("a"), [(0,)])
+
+    @defer.inlineCallbacks
+    def test_an_owner_whose_answer_is_lost_does_not_claim_nothing_was_stored(self):
+        token = yield self.kits["a"].enrollment.create_token()
+        self.federation.mute.add("b")
+        refusal = yield self.refused_at("a", EnvoyKey("web1.b.example.com"), token,
+                                        "owner_unreachable")
+        self.assertTrue(refusal.retryable)
+        self.assertNotIn("nothing was stored", refusal.reason)
+        self.assertIn("may have enrolled", refusal.reason)
+        self.assertEqual(len(self.federation.envoys("b")), 1)  # it did
 
     @defer.inlineCallbacks
     def test_minter_down_is_retryable_and_stores_nothing(self):

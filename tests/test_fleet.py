@@ -133,6 +133,15 @@ class FleetTests(unittest.TestCase):
         self.assertEqual(self.assertRaises(Refusal, self.fleet.find, "nope").code, "not_found")
 
     @defer.inlineCallbacks
+    def test_find_by_hostname_as_an_operator_writes_it(self):
+        key, record, _ = yield defer.ensureDeferred(self.attached())
+        for written in (record.hostname, record.hostname.upper(), record.hostname + ".",
+                        " %s " % (record.hostname.title(),)):
+            self.assertIs(self.fleet.find(written), record, written)
+        self.assertEqual(self.assertRaises(Refusal, self.fleet.find, "WEB9.example.com").code,
+                         "not_found")
+
+    @defer.inlineCallbacks
     def test_sweep_marks_offline_after_intervals(self):
         key, record, _ = yield defer.ensureDeferred(self.attached())
         self.fleet.checkin(record, key.checkin_body(self.kit.now_ms()))

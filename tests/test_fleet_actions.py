@@ -257,6 +257,20 @@ class FleetReadsTests(unittest.TestCase):
         answer = self.successResultOf(self.reads.show("web1.dc2"))
         self.assertEqual((answer["id"], answer["bolt_id"], answer["bolt_name"]), ("e1", B, "dc2"))
 
+    def test_show_prefers_the_active_holder_to_a_moved_copy(self):
+        # A answers first with the copy it kept after moving e1 to B.
+        self.answers[(A, "show")] = {"envoy": dict(row("e1", "web1.dc2"), state="moved")}
+        self.answers[(C, "show")] = {"envoy": None}
+        answer = self.successResultOf(self.reads.show("e1"))
+        self.assertEqual((answer["bolt_id"], answer["state"]), (B, "active"))
+        pushed = self.successResultOf(self.reads.push("e1"))
+        self.assertEqual(pushed["bolt_id"], B)
+        # With no active holder, the moved copy is shown once every bolt answered.
+        self.answers[(B, "show")] = {"envoy": None}
+        d = self.reads.show("e1")
+        answer = self.successResultOf(d)
+        self.assertEqual((answer["bolt_id"], answer["state"]), (A, "moved"))
+
     def test_show_not_found_and_unreachable(self):
         failure = self.failureResultOf(self.reads.show("nosuch"), SpannerRefusal)
         self.assertEqual((failure.value.code, failure.value.status), ("unreachable", 503))

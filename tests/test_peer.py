@@ -347,6 +347,33 @@ class MutualTLSTests(unittest.TestCase):
                       clients.get(self.alpha.id))
 
     @defer.inlineCallbacks
+    def test_redial_skips_the_backoff_of_a_bolt_that_is_back(self):
+        port_number = self.port.getHost().port
+        yield self.stop_server()
+        backoffs = []
+        clients = PeerClients(reactor, self.peers.identities["beta"],
+                              retry_policy=lambda n: backoffs.append(n) or 3600.0)
+        self.addCleanup(clients.stopService)
+        fingerprint = self.peers.identities["alpha"].fingerprint
+        waiting = clients.client_for(self.alpha.id, self.address, fingerprint)
+        failed = waiting.when_connected(fail_after_failures=1)
+        yield self.assertFailure(failed, Exception)  # refused: now an hour's backoff
+        self.assertEqual(backoffs, [1])
+        # A call meanwhile fails at once, with the reason, instead of waiting.
+        beta = self.peers.facade("beta", self.actions, clients)
+        error = self.failureResultOf(beta.call(self.alpha.id, "ping", {}), PeerUnreachable)
+        self.assertIn("cannot be reached", str(error.value))
+        self.assertIn(waiting.last_error, str(error.value))
+        yield self.listen(port_number)  # the bolt is back on its address
+        yield clients.redial(self.alpha.id)
+        fresh = clients.get(self.alpha.id)
+        self.assertIsNot(fresh, waiting)
+        yield fresh.when_connected()
+        self.assertEqual((yield fresh.call("ping", {}))["name"], "alpha")
+        yield clients.redial(self.alpha.id)  # connected: left alone
+        self.assertIs(clients.get(self.alpha.id), fresh)
+
+    @defer.inlineCallbacks
     def test_unknown_key_only_joins(self):
         stranger = Identity.generate()
         client = yield self.client(stranger).when_connected()

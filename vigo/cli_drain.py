@@ -40,6 +40,8 @@ async def drain(reactor, ask, options, err):
                 return status, answer
             bar.total = answer.get("total") or 0
             bar.n = (answer.get("moved") or 0) + (answer.get("failed") or 0)
+            if answer.get("failed"):
+                bar.set_postfix(failed=answer["failed"], refresh=False)
             bar.refresh()
     finally:
         bar.close()
@@ -48,8 +50,16 @@ async def drain(reactor, ask, options, err):
 
 async def remove(reactor, ask, options, err):
     """``(status, answer)`` of draining a bolt, then removing it."""
+    status, me = await ask("GET", "/api/v1/spanner/status", None)
+    if status < 400 and options.bolt in (me.get("bolt_id"), me.get("name")):
+        return 409, {"error": "self", "detail": "bolt %s cannot remove itself (nothing was "
+                     "drained): ask another bolt, with that bolt's --data-dir or --api"
+                     % (options.bolt,)}
     status, answer = await drain(reactor, ask, options, err)
     unreachable = status == 503 and options.force
+    if status == 503 and not options.force:
+        answer = dict(answer, detail="%s; a bolt lost for good is removed without draining "
+                      "with --force (its envoys are stranded)" % (answer.get("detail"),))
     if status >= 400 and not unreachable:
         return status, answer
     if status < 400 and answer.get("state") != "done":

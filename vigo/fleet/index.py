@@ -123,5 +123,11 @@ class FleetIndex:
             self.by_hostname[record.hostname] = record
 
     def lookup(self, key):
-        """An envoy by id, else by its unique hostname; None if neither."""
-        return self.by_id.get(key) or self.by_hostname.get(key)
+        """An envoy by id, else by its unique hostname (as an operator may
+        write it: any case, a trailing dot); None if neither."""
+        record = self.by_id.get(key) or self.by_hostname.get(key)
+        if record is None and isinstance(key, str):
+            name = key.strip().lower().rstrip(".")
+            if name != key:
+                record = self.by_hostname.get(name)
+        return record

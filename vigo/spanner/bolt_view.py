@@ -47,6 +47,10 @@ def describe_bolt(spanner, row, states):
     }
 
 
+REMOVED_HINT = ("this bolt was removed from the federation: the other bolts refuse its "
+                "gossip and peer calls, and its identity cannot join again; stop it")
+
+
 def federation_status(spanner):
     """``GET /api/v1/spanner/status`` of the bolt whose ``SpannerService`` is ``spanner``."""
     base = {"mode": "spanner", "bolt_id": spanner.identity.id,
@@ -68,8 +72,9 @@ def federation_status(spanner):
     peers = {"alive": 0, "suspect": 0, "down": 0, "unknown": 0}
     for state in spanner.peer_states().values():
         peers[state.get("state", "unknown")] = peers.get(state.get("state", "unknown"), 0) + 1
-    base.update(state="member", federation_id=roster.federation_id,
+    removed = roster.is_removed(spanner.identity.id)
+    base.update(state="removed" if removed else "member", federation_id=roster.federation_id,
                 founder_id=roster.founder_id, digest=roster.digest().hex(),
                 name=me.name if me is not None else base["name"],
-                bolts=counts, peers=peers, hint=None)
+                bolts=counts, peers=peers, hint=REMOVED_HINT if removed else None)
     return base

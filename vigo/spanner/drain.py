@@ -107,12 +107,37 @@ class Drainer:
             if roster.status_of(to) != ACTIVE:
                 raise DrainRefused("bolt_not_active", "bolt %s is %s: only an active bolt "
                                    "takes envoys" % (to, roster.status_of(to) or "unknown"))
+        elif status == ACTIVE:
+            self._check_owners(roster)
         await self.service.store.run(save_drain, to, int(self.service.reactor.seconds() * 1000))
         if status == ACTIVE:
             await self.service.publish_status(DRAINING)
         failpoint("drain.draining")
         self._begin(to)
         return self.status()
+
+    def _check_owners(self, roster):
+        """Refuse a drain to each envoy's owner that would leave envoys with
+        none: the roster as it will be once this bolt is draining must give
+        every active envoy here another bolt. Nothing is changed before."""
+        from vigo.spanner.routing import NoOwner, owner_of
+
+        identity = self.service.identity
+        after = roster.copy()
+        after.add_row(roster.row(self._id).successor(identity, status=DRAINING))
+        orphans = []
+        for envoy_id in self._active_ids():
+            record = self.service.server.fleet.index.get(envoy_id)
+            try:
+                owner_of(after, record.hostname, envoy_id)
+            except NoOwner:
+                orphans.append(record.hostname)
+        if orphans:
+            raise DrainRefused("no_owner", "%d envoy(s) of bolt %s would have no owner once it "
+                               "drains (%s%s): no other active bolt's patterns cover them; "
+                               "drain it to one bolt with --to BOLT" % (
+                                   len(orphans), self._id, ", ".join(sorted(orphans)[:3]),
+                                   ", ..." if len(orphans) > 3 else ""))
 
     async def resume(self):
         """After a restart: go on with a drain this bolt had not finished."""
@@ -134,14 +159,19 @@ class Drainer:
     def _begin(self, to):
         self.progress = {"state": RUNNING, "to": to, "total": 0, "moved": 0, "failed": 0,
                          "errors": []}
-        self._running = defer.ensureDeferred(self._run(to))
-        self._running.addErrback(self._crashed)
+        # A drain with nothing to move ends before ensureDeferred returns: the
+        # callbacks, not _run, say it is no longer running.
+        self._running = running = defer.ensureDeferred(self._run(to))
+        running.addErrback(self._crashed)
+        running.addBoth(self._ended)
+
+    def _ended(self, _):
+        self._running = None
 
     def _crashed(self, failure):
         self.log.failure("the drain of bolt {id} failed", failure, id=self._id)
         self._note(failure.getErrorMessage())
         self.progress["state"] = FAILED
-        self._running = None
 
     def _note(self, error):
         self.progress["errors"] = (self.progress["errors"] + [error])[-MAX_ERRORS:]
@@ -157,7 +187,6 @@ class Drainer:
         self.log.info("bolt {id} drained: {moved} of {total} envoys moved, {failed} failed",
                       id=self._id, moved=progress["moved"], total=progress["total"],
                       failed=progress["failed"])
-        self._running = None
 
     def _move(self, envoy_id, to):
         return defer.ensureDeferred(self._move_one(envoy_id, to))

@@ -15,7 +15,7 @@ was stored. Token texts are never logged.
 """
 
 from vigo.fleet.refusal import Refusal, refusal_from_text
-from vigo.spanner.peer_errors import ActionError, PeerError, PeerUnreachable
+from vigo.spanner.peer_errors import ActionError, PeerError, PeerNoAnswer, PeerUnreachable
 
 ROUTE_ACTION = "route-enrollment"
 REDEEM_ACTION = "redeem-token"
@@ -46,6 +46,11 @@ class EnrollmentRouter:
 
 
 def _refusal(failure, unreachable_code, who):
+    if failure.check(PeerNoAnswer):
+        raise Refusal(unreachable_code, "%s did not answer: %s; it may have enrolled the "
+                      "envoy: register again with the same state directory (the same key), "
+                      "and 'already_enrolled' means it did" % (who, failure.getErrorMessage()),
+                      retryable=True)
     if failure.check(PeerUnreachable):
         raise Refusal(unreachable_code, "%s cannot be reached: %s; nothing was stored, "
                       "try again" % (who, failure.getErrorMessage()), retryable=True)

@@ -163,24 +163,32 @@ class FleetReads:
         return defer.gatherResults(calls).addCallback(merged)
 
     def find(self, key):
-        """The first bolt that has envoy ``key``: a Deferred of ``(bolt_id, name,
-        description)``. Refused ``not_found`` (404) when every bolt answered
-        without it, ``unreachable`` (503, naming them) when some did not answer."""
+        """The bolt that holds envoy ``key`` active (the first to say so), else,
+        once every bolt answered, one that holds it in another state (moved,
+        revoked): a Deferred of ``(bolt_id, name, description)``. Refused
+        ``not_found`` (404) when every bolt answered without it, ``unreachable``
+        (503, naming them) when some did not answer."""
         asked = list(self.bolts())
         found = defer.Deferred()
-        statuses = {}
+        statuses, others = {}, []
 
         def answered(answer, bolt_id, name):
             statuses[bolt_id] = OK
             envoy = answer.get("envoy") if isinstance(answer, dict) else None
             if isinstance(envoy, dict) and not found.called:
-                found.callback((bolt_id, name, envoy))
+                if envoy.get("state") == "active":
+                    found.callback((bolt_id, name, envoy))
+                else:  # the copy a bolt keeps after a move, say: the owner may answer yet
+                    others.append((bolt_id, name, envoy))
 
         def failed(failure, bolt_id):
             statuses[bolt_id] = answer_status(failure)
 
         def everyone_answered(_):
             if found.called:
+                return
+            if others:
+                found.callback(min(others, key=lambda where: where[0]))
                 return
             silent = sorted(b for b, status in statuses.items() if status != OK)
             if not silent:

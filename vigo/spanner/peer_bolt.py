@@ -94,8 +94,14 @@ class BoltFacade:
         client = self._clients.client_for(bolt_id, address, fingerprint)
         if client.connected:
             return client.call(action_name, args, timeout)
-        # A first call to this bolt (or one after it went away): wait for the
-        # connection a little, rather than failing a call that would succeed.
+        if client.last_error is not None:
+            # Its last attempt failed and it waits out a backoff (up to 30 s;
+            # gossip hearing the bolt again starts a new client at once):
+            # answer now rather than when the caller has given up.
+            return defer.fail(PeerUnreachable("bolt %s at %s cannot be reached: %s" % (
+                bolt_id, address, client.last_error)))
+        # A first call to this bolt (or one just after it went away): wait for
+        # the connection a little, rather than failing a call that would succeed.
         connected = client.when_connected(fail_after_failures=3)
         connected.addTimeout(client.login_timeout, self._clock)
 

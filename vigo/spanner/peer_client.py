@@ -25,7 +25,13 @@ from zope.interface import implementer
 
 from vigo.config_values import parse_address
 from vigo.spanner.actions import check_call
-from vigo.spanner.peer_errors import WIRE_ERRORS, ActionFailed, BadArguments, PeerUnreachable
+from vigo.spanner.peer_errors import (
+    WIRE_ERRORS,
+    ActionFailed,
+    BadArguments,
+    PeerNoAnswer,
+    PeerUnreachable,
+)
 from vigo.spanner.peer_tls import PeerClientCreator
 
 #: Seconds a call waits for its answer before failing with PeerUnreachable.
@@ -242,9 +248,11 @@ class PeerClient:
 
     def _translate(self, failure, what, timeout):
         if failure.check(defer.TimeoutError):
-            raise PeerUnreachable("no answer to %s from %s within %g s" % (what, self._label(), timeout))
-        if failure.check(pb.PBConnectionLost, pb.DeadReferenceError, error.ConnectionLost):
-            raise PeerUnreachable("%s hung up during %s" % (self._label(), what))
+            raise PeerNoAnswer("no answer to %s from %s within %g s" % (what, self._label(), timeout))
+        if failure.check(pb.PBConnectionLost, error.ConnectionLost):
+            raise PeerNoAnswer("%s hung up during %s" % (self._label(), what))
+        if failure.check(pb.DeadReferenceError):  # gone before the call was sent
+            raise PeerUnreachable("%s hung up before %s" % (self._label(), what))
         if isinstance(failure, pb.CopiedFailure):
             for error_class in WIRE_ERRORS:
                 if failure.check(error_class):
@@ -309,6 +317,21 @@ class PeerClients(service.Service):
     def get(self, bolt_id):
         """The client for ``bolt_id`` if one exists, else None."""
         return self._clients.get(bolt_id)
+
+    def redial(self, bolt_id):
+        """``bolt_id`` is back (gossip heard it): if its client is waiting out
+        a reconnect backoff (up to 30 s), start a new one that dials at once.
+        A connected client is left alone. A Deferred."""
+        client = self._clients.get(bolt_id)
+        if client is None or client.connected:
+            return defer.succeed(None)
+        del self._clients[bolt_id]
+        stopped = client.stop()
+        replacement = PeerClient(self.reactor, self.identity, client.address,
+                                 client.fingerprint, bolt_id=bolt_id, **self.client_options)
+        self._clients[bolt_id] = replacement
+        replacement.start()
+        return stopped
 
     def drop(self, bolt_id):
         """Hang up on ``bolt_id`` (removed from the roster); a Deferred."""

@@ -52,8 +52,14 @@ class JoinRefused(PeerError):
 class PeerUnreachable(Exception):
     """The peer could not be asked: not connected, or no answer in time.
 
-    Raised on the calling side only; the action may or may not have run.
+    Raised on the calling side only. As such (not connected) the action did
+    not run; as ``PeerNoAnswer`` it may or may not have.
     """
+
+
+class PeerNoAnswer(PeerUnreachable):
+    """The call was sent, but no answer came (in time, or before a hang-up):
+    the action may or may not have run."""
 
 
 #: Every error that crosses the wire, for the client to map back by name.

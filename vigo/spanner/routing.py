@@ -30,8 +30,8 @@ class NoOwner(FleetNoOwner):
 
     def __init__(self, hostname):
         super().__init__(
-            "no active bolt's patterns match %r; add a pattern that covers it to a "
-            "bolt's spanner.patterns" % (hostname,))
+            "no active bolt's patterns match %r; a bolt that joins with "
+            "spanner.patterns covering it would own it" % (hostname,))
         self.hostname = hostname
 
 

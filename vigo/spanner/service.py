@@ -119,7 +119,10 @@ class SpannerService(service.MultiService):
         self.puller.start()
 
     def _peer_changed(self, bolt_id, old, new):
-        if new == "alive":  # a hand-over to it may have waited for it
+        if new == "alive":
+            # Calls to it should not wait out a reconnect backoff; a hand-over
+            # to it may have waited for it.
+            self.clients.redial(bolt_id)
             self.handover.soon()
 
     def replace_roster(self, roster):
