@@ -177,6 +177,15 @@ class RepairTests(unittest.TestCase):
         self.assertEqual(len(warned), 1)
 
     @defer.inlineCallbacks
+    def test_a_move_of_an_envoy_revoked_meanwhile_is_forgotten(self):
+        yield self.fed.bolt("a").fleet().begin_move(self.key.id, self.bolt_id("b"))
+        yield self.a.fleet.revoke(self.key.id)
+        result = yield self.repair().round()
+        self.assertEqual(result, {"finished": 0, "dropped": 0, "failed": 1})
+        self.assertEqual((yield self.pending()), {})
+        self.assertEqual((yield self.repair().round())["failed"], 0, "not tried again")
+
+    @defer.inlineCallbacks
     def test_no_roster_no_round(self):
         repair = HandoverRepair(self.fed.bolt("a"), lambda: None, self.clock)
         self.assertIsNone((yield repair.round()))

@@ -117,6 +117,7 @@ class Reassign:
             return {"envoy_id": envoy_id, "hostname": fields["hostname"], "from": bolt.id,
                     "to": to, "changed": False, "delivered": "next_attach"}
         if fields["state"] != ACTIVE:
+            await fleet.cancel_move(envoy_id)  # revoked or gone elsewhere: nothing to finish
             where = fields["redirect"] or {}
             raise _refused("not_active", "envoy %s is %s on bolt %s%s" % (
                 envoy_id, fields["state"], bolt.id,
