@@ -19,7 +19,7 @@ from vigo.fleet.bolt_fleet import BoltFleet
 from vigo.identity import key_fingerprint
 from vigo.spanner.actions import load_actions
 from vigo.spanner.bolt_ops import BoltOps
-from vigo.spanner.bolt_view import describe_bolt, federation_status
+from vigo.spanner.bolt_view import REMOVED_HINT, describe_bolt, federation_status
 from vigo.spanner.drain import Drainer
 from vigo.spanner.errors import SpannerRefusal
 from vigo.spanner.fleet_reads import FleetReads, action_refusal
@@ -76,6 +76,7 @@ class SpannerService(service.MultiService):
         self.own_checkins = CheckinRate()
         self.fleet_reads = FleetReads(self.facade, self.reactor, self.reachable_bolts)
         self.handover = HandoverRepair(self.facade, lambda: self.roster, self.reactor)
+        self._removed_said = False
 
     # -- life --------------------------------------------------------------------
 
@@ -106,6 +107,7 @@ class SpannerService(service.MultiService):
         """Take ``roster`` as ours and start talking to the federation."""
         self.roster = roster
         self.handover.start()
+        self._check_removed()
         mine = roster.row(self.identity.id)
         if mine is not None:
             self.facade.name = mine.name
@@ -133,8 +135,14 @@ class SpannerService(service.MultiService):
         persisted by an upsert, so the database holds their union too.
         """
         self.roster.merge(roster)
+        self._check_removed()
         if self.gossiper is not None:
             self.gossiper.send_now()
+
+    def _check_removed(self):
+        if not self._removed_said and self.roster.is_removed(self.identity.id):
+            self._removed_said = True
+            self.log.warn("bolt {id}: {hint}", id=self.identity.id, hint=REMOVED_HINT)
 
     async def merge(self, parts):
         """Merge verified snapshot parts; persist when anything changed."""
