@@ -357,7 +357,9 @@ def _exit(failure):
         return failure
     elif "certificate verify failed" in str(e):
         message, code = ("failed: the server does not hold the key this envoy pins (from its "
-                         "token or state dir); check --server, or the server's identity key "
+                         "token or state dir); check --server: an enrollment token pins the "
+                         "server that minted it, so register at that server's envoy address "
+                         "(it forwards the envoy to its owner), or the server's identity key "
                          "changed"), 1
     else:
         message, code = f"failed: {failure.getErrorMessage() or e.__class__.__name__}", 1
