@@ -48,9 +48,9 @@ class EnrollmentRouter:
 def _refusal(failure, unreachable_code, who):
     if failure.check(PeerNoAnswer):
         raise Refusal(unreachable_code, "%s did not answer: %s; it may have enrolled the "
-                      "envoy: register again with the same state directory (the same key), "
-                      "and 'already_enrolled' means it did" % (who, failure.getErrorMessage()),
-                      retryable=True)
+                      "envoy: register again with the same state directory (the same key); "
+                      "if it did, it answers with the same envoy" % (
+                          who, failure.getErrorMessage()), retryable=True)
     if failure.check(PeerUnreachable):
         raise Refusal(unreachable_code, "%s cannot be reached: %s; nothing was stored, "
                       "try again" % (who, failure.getErrorMessage()), retryable=True)
