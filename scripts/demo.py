@@ -161,6 +161,8 @@ def main():
         print("vigocli --data-dir var/demo/a/data spanner bolt remove c   # then c is out for good")
         print("kill -9 %d    # bolt b: within ~3 s a and c list it as down"
               % (processes["b"].pid,))
+        print("in a browser: %s/spanner  (any user; password: the token in "
+              "var/demo/a/data/admin-token)" % (runs["a"]["api_url"],))
         print("logs: var/demo/{a,b,c}/server.log")
         if args.no_wait:
             return

@@ -14,6 +14,7 @@ no event an outsider can wait on, so ``until`` polls the REST API every 0.2 s
 up to a deadline and fails saying what it last saw.
 """
 
+import base64
 import contextlib
 import json
 import os
@@ -314,6 +315,20 @@ class FederationTests(SpannerTestCase):
         self.assertRegex(out, rf"(?m)^bolt +{a_id}$")
         self.assertRegex(out, r"(?m)^liveness +alive$")
         self.assertRegex(out, r"(?m)^this bolt +no$")
+        # And the web page, as a browser asks for it (the token as a Basic password).
+        api = self.api("c")
+        code, headers, _ = yield api.request("GET", "/spanner", token=False)
+        self.assertEqual((code, headers.getRawHeaders(b"www-authenticate")),
+                         (401, [b'Basic realm="vigo", charset="UTF-8"']))
+        basic = base64.b64encode(b"admin:" + api.token.encode("ascii"))
+        code, headers, body = yield api.request(
+            "GET", "/spanner", token=False, headers={b"authorization": [b"Basic " + basic]})
+        self.assertEqual(code, 200, body)
+        html = body.decode("utf-8")
+        self.assertIn("Vigo spanner: bolt c", html)
+        for bolt_id in (a_id, b_id, c_id):
+            self.assertIn(bolt_id, html)
+        self.assertEqual(html.count('class="alive">alive<'), 2)
 
 
 class InviteRefusalTests(SpannerTestCase):

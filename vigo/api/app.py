@@ -322,5 +322,7 @@ class AdminAPI:
                            "the server failed to answer this request; its log says why")
 
 
-# The spanner routes (/api/v1/spanner/...) join AdminAPI.app on import.
+# The spanner routes (/api/v1/spanner/...) and the /spanner page join
+# AdminAPI.app on import.
+import vigo.api.page  # noqa: E402, F401
 import vigo.api.spanner  # noqa: E402, F401

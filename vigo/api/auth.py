@@ -8,6 +8,8 @@ disk before the file is written, so the file never names a token the server
 would refuse.
 """
 
+import base64
+import binascii
 import os
 
 from twisted.internet import defer
@@ -52,6 +54,25 @@ def bearer_token(authorization):
     return token
 
 
+def basic_password(authorization):
+    """The password of an ``Authorization: Basic <base64 user:password>``
+    header value (how a browser sends a token it asked for), or None."""
+    if isinstance(authorization, str):
+        authorization = authorization.encode("utf-8", "replace")
+    if not authorization or len(authorization) > 2 * MAX_TOKEN_LENGTH:
+        return None
+    scheme, _, encoded = authorization.strip().partition(b" ")
+    if scheme.lower() != b"basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    _, colon, password = decoded.partition(b":")
+    password = password.strip()
+    return password if colon and password else None
+
+
 class ApiTokens:
     """The set of admin API tokens this server accepts.
 
@@ -93,7 +114,14 @@ class ApiTokens:
     def check(self, authorization):
         """True when ``authorization`` (a header value, bytes or None) holds a
         token this server accepts."""
-        token = bearer_token(authorization)
+        return self._accepts(bearer_token(authorization))
+
+    def check_browser(self, authorization):
+        """As ``check``, or HTTP Basic credentials whose password is a token
+        (the web page's way: a browser asks for it)."""
+        return self.check(authorization) or self._accepts(basic_password(authorization))
+
+    def _accepts(self, token):
         if token is None:
             return False
         # The hash of a 256-bit random secret gives a timing observer nothing

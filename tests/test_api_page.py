@@ -1,0 +1,79 @@
+"""``GET /spanner``: the federation at a glance, as HTML, over StubTreq."""
+
+import base64
+
+from twisted.internet import defer
+
+from tests.test_api import ApiTestCase
+from tests.test_api_spanner import SpannerApiTestCase
+
+
+def basic(password, user="admin"):
+    return [b"Basic " + base64.b64encode(("%s:%s" % (user, password)).encode())]
+
+
+class PageTests(SpannerApiTestCase):
+    def page(self, **kwargs):
+        return self.call("GET", "/spanner", **kwargs)
+
+    @defer.inlineCallbacks
+    def test_the_federation_at_a_glance(self):
+        response, body = yield self.page()
+        self.assertEqual(response.code, 200)
+        self.assertEqual(response.headers.getRawHeaders(b"content-type"),
+                         [b"text/html; charset=utf-8"])
+        html = body.decode("utf-8")
+        self.assertTrue(html.startswith("<!DOCTYPE html>"))
+        self.assertIn('<meta http-equiv="refresh" content="5"', html)
+        self.assertIn("Vigo spanner: bolt dc1", html)
+        self.assertIn("bolts 3 total, 2 active, 1 draining, 0 removed", html)
+        for row in self.spanner.rows:
+            self.assertIn(row["bolt_id"], html)
+            self.assertIn(">%s<" % (row["name"],), html)
+        self.assertIn('class="draining">draining<', html)
+        self.assertIn('class="down">down<', html)
+        self.assertIn("*.dc2.example.com", html)
+        self.assertIn('class="num">12<', html)  # dc1's envoys, from its counters
+
+    @defer.inlineCallbacks
+    def test_a_browser_gives_the_token_as_a_basic_password(self):
+        token = self.server.admin_token()
+        response, _ = yield self.page(token=None, headers={b"authorization": basic(token)})
+        self.assertEqual(response.code, 200)
+        for headers in ({}, {b"authorization": basic("vgot_wrong")},
+                        {b"authorization": [b"Basic !!notbase64"]},
+                        {b"authorization": basic("", user=token)}):
+            response, body = yield self.page(token=None, headers=headers)
+            self.assertEqual(response.code, 401, headers)
+            self.assertEqual(response.headers.getRawHeaders(b"www-authenticate"),
+                             [b'Basic realm="vigo", charset="UTF-8"'])
+            self.assertIn(b"needs an API token", body)
+
+    @defer.inlineCallbacks
+    def test_names_and_patterns_are_escaped(self):
+        self.spanner.rows[1]["name"] = "<script>alert(1)</script>"
+        self.spanner.rows[1]["patterns"] = ['*.x"><b>']
+        response, body = yield self.page()
+        html = body.decode("utf-8")
+        self.assertNotIn("<script>", html)
+        self.assertIn("&lt;script&gt;alert(1)&lt;/script&gt;", html)
+        self.assertNotIn('"><b>', html)
+
+    @defer.inlineCallbacks
+    def test_unfederated(self):
+        self.spanner.federation_id = None
+        self.spanner.rows = []
+        response, body = yield self.page()
+        self.assertEqual(response.code, 200)
+        html = body.decode("utf-8")
+        self.assertIn("unfederated", html)
+        self.assertIn("vigocli spanner init", html)
+        self.assertNotIn("<table", html)
+
+
+class StandalonePageTests(ApiTestCase):
+    @defer.inlineCallbacks
+    def test_a_standalone_server_has_no_page(self):
+        response, body = yield self.call("GET", "/spanner")
+        self.assertEqual(response.code, 404)
+        self.assertIn(b"--mode=spanner", body)
