@@ -232,7 +232,7 @@ class LiveDrainTests(unittest.TestCase):
             r.state == "active" for r in a.fleet.index), "the drain did not resume")
         status = yield self.drained(a, "a")
         self.assertEqual((status["state"], status["to"], status["moved"]),
-                         ("done", c.identity.id, 6))
+                         ("done", c.identity.id, 6), status)
         for envoy_id in ids:
             self.assertEqual(self.states(servers, envoy_id), {"a": "moved", "c": "active"})
 

@@ -74,6 +74,9 @@ class FakeBolt:
     def drainer(self):
         raise NotImplementedError("no drain here")
 
+    def take_row(self, bolt_id, data):
+        raise NotImplementedError("no roster here")
+
     def write_override(self, envoy_id, bolt_id):
         return defer.succeed(None)
 

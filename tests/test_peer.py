@@ -352,13 +352,14 @@ class MutualTLSTests(unittest.TestCase):
         yield self.stop_server()
         backoffs = []
         clients = PeerClients(reactor, self.peers.identities["beta"],
-                              retry_policy=lambda n: backoffs.append(n) or 3600.0)
+                              retry_policy=lambda n: backoffs.append(n) or (
+                                  0.01 if n < 3 else 3600.0))
         self.addCleanup(clients.stopService)
         fingerprint = self.peers.identities["alpha"].fingerprint
         waiting = clients.client_for(self.alpha.id, self.address, fingerprint)
-        failed = waiting.when_connected(fail_after_failures=1)
-        yield self.assertFailure(failed, Exception)  # refused: now an hour's backoff
-        self.assertEqual(backoffs, [1])
+        failed = waiting.when_connected(fail_after_failures=3)
+        yield self.assertFailure(failed, Exception)  # refused 3 times: an hour's backoff
+        self.assertEqual((backoffs, waiting.failures), ([1, 2, 3], 3))
         # A call meanwhile fails at once, with the reason, instead of waiting.
         beta = self.peers.facade("beta", self.actions, clients)
         error = self.failureResultOf(beta.call(self.alpha.id, "ping", {}), PeerUnreachable)

@@ -90,13 +90,55 @@ class MembershipTests(unittest.TestCase):
         yield a.spanner.init()
         invite = yield a.spanner.invite(3600)
         yield b.spanner.join(invite["token"])
-        before = (b.identity.id, b.spanner.roster.digest())
+        row = b.spanner.roster.row(b.identity.id)
         yield b.stopService()
         again = yield self.bolt("b", directory=b.directory)
-        self.assertEqual((again.identity.id, again.spanner.roster.digest()), before)
+        self.assertEqual(again.identity.id, b.identity.id)
         self.assertEqual(again.spanner.status()["state"], "member")
+        # Its ports are ephemeral here, so it listens elsewhere now: its row says
+        # so at the next seq (same ports: the same row, see the integration tests).
+        now = again.spanner.roster.row(b.identity.id)
+        self.assertEqual((now.seq, now.name, now.patterns), (row.seq + 1, row.name, row.patterns))
+        self.assertNotEqual(now.addresses, row.addresses)
+        self.assertEqual(now.addresses.to_data(), again.spanner.addresses())
+        yield task.deferLater(reactor, 0, lambda: None)
+        for _ in range(100):  # a hears of it by gossip and a pull
+            if a.spanner.roster.row(b.identity.id).seq == now.seq:
+                break
+            yield task.deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(a.spanner.roster.row(b.identity.id).addresses, now.addresses)
+        answer = yield a.spanner.facade.call(b.identity.id, "ping", {})
+        self.assertEqual(answer["bolt_id"], b.identity.id)
         # The consumed invite is remembered by the minter's roster too.
         self.assertTrue(a.spanner.roster.is_consumed(Invite.decode(invite["token"]).token_id))
+
+    @defer.inlineCallbacks
+    def test_announce_row_takes_only_the_callers_own_verified_row(self):
+        from vigo.spanner.peer_errors import ActionError
+
+        a, b = yield federate(self, ("a", "b"))
+        mine = b.spanner.roster.row(b.identity.id)
+        newer = mine.successor(b.identity, addresses={"envoy": "127.0.0.1:1", "api":
+                                                     "127.0.0.1:2", "peer": "127.0.0.1:3"})
+        # b's own newer row, from b: merged, persisted.
+        answer = yield b.spanner.facade.call(a.identity.id, "announce-row",
+                                             {"row": newer.to_data()})
+        self.assertEqual(answer, {"seq": mine.seq + 1, "rejected": []})
+        self.assertEqual(a.spanner.roster.row(b.identity.id).addresses.peer, "127.0.0.1:3")
+        # a's row, from b: refused, whoever signed it.
+        a_row = a.spanner.roster.row(a.identity.id).successor(a.identity, name="evil")
+        error = yield self.assertFailure(b.spanner.facade.call(
+            a.identity.id, "announce-row", {"row": a_row.to_data()}), ActionError)
+        self.assertIn("only its own row", str(error))
+        # Tampered (a field its signature covers): rejected by the merge.
+        tampered = dict(newer.successor(b.identity).to_data(), name="renamed")
+        answer = yield b.spanner.facade.call(a.identity.id, "announce-row", {"row": tampered})
+        self.assertEqual(answer["seq"], mine.seq + 1)
+        self.assertIn("bad_signature", answer["rejected"])
+        error = yield self.assertFailure(b.spanner.facade.call(
+            a.identity.id, "announce-row", {"row": {"bolt_id": b.identity.id}}), ActionError)
+        self.assertIn("malformed", str(error))
+        self.assertEqual(a.spanner.roster.row(a.identity.id).name, "a")
 
     @defer.inlineCallbacks
     def test_join_refusals(self):

@@ -136,6 +136,13 @@ class IBolt(Interface):
         Deferred fires, then gossiped. Does nothing when the roster already
         gives the envoy to ``bolt_id``. Used by ``accept-envoy``."""
 
+    def take_row(bolt_id, data):
+        """Merge the admission row (JSON form) that bolt ``bolt_id`` announces
+        of itself, verified like any row (its own and its admitter's
+        signatures); persisted before the Deferred fires, with the seq of the
+        row now held. Fails with ``ActionError`` for another bolt's row or a
+        malformed one. Used by ``announce-row``."""
+
     def drainer():
         """This bolt's drain (``vigo.spanner.drain.Drainer``): ``start(to)`` turns
         the bolt draining and hands its envoys over in the background,

@@ -17,6 +17,10 @@ from vigo.spanner.roster_store import save_roster
 
 #: Seconds a bolt has to answer ``drain`` or ``drain-status``.
 CALL_TIMEOUT = 30.0
+#: ``announce-row`` to a bolt that did not answer: again after this many
+#: seconds, this many times in all.
+ANNOUNCE_RETRY = 5.0
+ANNOUNCE_TRIES = 12
 #: Seconds the source bolt has to hand an envoy over (two peer calls, three writes).
 REASSIGN_TIMEOUT = 30.0
 #: HTTP status of an action's refusal, by its code (others: 409).
@@ -44,6 +48,8 @@ class BoltOps:
 
     def __init__(self, service):
         self.service = service
+        self._announcing = False  # this bolt republished its addresses since it started
+        self._retries = {}  # bolt id -> the DelayedCall of the next announce-row
 
     def _call(self, bolt_id, action, args):
         service = self.service
@@ -94,13 +100,107 @@ class BoltOps:
 
     async def publish_status(self, status):
         """The next seq of this bolt's own row with ``status``: persisted, gossiped."""
+        await self.publish_row(status=status)
+
+    async def publish_row(self, **changes):
+        """The next seq of this bolt's own row with ``changes`` (``status``,
+        ``addresses``, ...), signed by itself: persisted, then gossiped."""
         service = self.service
         roster = service.require_member()
         candidate = roster.copy()
         candidate.add_row(roster.row(service.identity.id).successor(service.identity,
-                                                                    status=status))
+                                                                    **changes))
         await service.store.run(save_roster, candidate.copy())
         service.replace_roster(candidate)
+
+    async def republish_addresses(self):
+        """After a restart: if this bolt now listens elsewhere than its row says
+        (a port or address changed in its config), publish its row with the new
+        addresses, so that peers, pulls and redirected envoys reach it. True if
+        it did."""
+        from vigo.spanner.rows import Addresses
+
+        service = self.service
+        roster, me = service.roster, service.identity.id
+        row = None if roster is None else roster.row(me)
+        if row is None or roster.is_removed(me) or row.status == "removed":
+            return False
+        spanner = service.config.spanner
+        patterns = tuple(p.strip().lower() for p in spanner.patterns)
+        if (spanner.bolt_name != row.name) or (patterns and patterns != tuple(row.patterns)):
+            service.log.warn(
+                "bolt {id}: the config's name {name!r} and patterns {patterns} differ from "
+                "its roster row's ({row_name!r}, {row_patterns}); a bolt's name and patterns "
+                "are fixed once it founded or joined: the row's stand", id=me,
+                name=spanner.bolt_name, patterns=list(patterns), row_name=row.name,
+                row_patterns=list(row.patterns))
+        now = Addresses.of(service.addresses())
+        if now.to_data() == row.addresses.to_data():
+            return False
+        service.log.info("bolt {id} listens at {now}, not at {was} as its row says: "
+                         "publishing its row with the new addresses", id=me,
+                         now=now.to_data(), was=row.addresses.to_data())
+        await self.publish_row(addresses=now)
+        # The others would pull the new row from our old address: tell them.
+        self._announcing = True
+        for bolt_id in roster.bolt_ids():
+            if bolt_id != me and not roster.is_removed(bolt_id):
+                self.announce_row_to(bolt_id)
+        return True
+
+    def announce_row_to(self, bolt_id, attempt=1):
+        """Give bolt ``bolt_id`` this bolt's own row (``announce-row``), if this
+        bolt republished its addresses since it started. A failure is logged
+        and tried again ``ANNOUNCE_RETRY`` s later, ``ANNOUNCE_TRIES`` times in
+        all (and whenever gossip hears the bolt come back)."""
+        service = self.service
+        if not self._announcing or service.roster is None:
+            return None
+        row = service.roster.row(service.identity.id)
+        d = service.facade.call(bolt_id, "announce-row", {"row": row.to_data()})
+
+        def failed(failure):
+            service.log.info("could not give bolt {bolt} this bolt's new addresses yet: {why}",
+                             bolt=bolt_id, why=failure.getErrorMessage())
+            if attempt < ANNOUNCE_TRIES and service.running and bolt_id not in self._retries:
+                self._retries[bolt_id] = service.reactor.callLater(
+                    ANNOUNCE_RETRY, self._announce_again, bolt_id, attempt + 1)
+
+        return d.addErrback(failed)
+
+    def _announce_again(self, bolt_id, attempt):
+        del self._retries[bolt_id]
+        self.announce_row_to(bolt_id, attempt)
+
+    def stop(self):
+        """Announce nothing more (the bolt is stopping)."""
+        self._announcing = False
+        for call in self._retries.values():
+            if call.active():
+                call.cancel()
+        self._retries.clear()
+
+    async def take_row(self, bolt_id, data):
+        """Merge the row bolt ``bolt_id`` announces of itself; the seq now held."""
+        from vigo.spanner.canonical import SpannerError
+        from vigo.spanner.peer_errors import ActionError
+        from vigo.spanner.roster_parts import RosterParts
+        from vigo.spanner.rows import AdmissionRow
+
+        service = self.service
+        roster = service.require_member()
+        try:
+            row = AdmissionRow.from_data(data)
+        except (SpannerError, ValueError, TypeError, KeyError) as e:
+            raise ActionError("malformed: the row is not an admission row: %s" % (e,)) from None
+        if row.bolt_id != bolt_id:
+            raise ActionError("refused: bolt %s may announce only its own row, not %s's"
+                              % (bolt_id, row.bolt_id))
+        report = await service.merge(RosterParts(roster.federation_id, roster.founder_id,
+                                                 rows=(row,)))
+        held = service.roster.row(bolt_id)
+        return {"seq": None if held is None else held.seq,
+                "rejected": sorted(report.rejected)}
 
     async def drain(self, key, to=None):
         service = self.service

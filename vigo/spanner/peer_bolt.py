@@ -14,6 +14,9 @@ from vigo.interfaces import IBolt
 from vigo.spanner.actions import run_action
 from vigo.spanner.peer_errors import ActionError, PeerUnreachable
 
+#: Connection attempts failed in a row after which a call fails at once.
+FAIL_FAST_AFTER = 3
+
 
 @implementer(IBolt)
 class BoltFacade:
@@ -35,11 +38,13 @@ class BoltFacade:
       owner (the ``SpannerService``); None: ``accept-envoy`` refuses.
     * ``drainer``: this bolt's ``vigo.spanner.drain.Drainer`` (None: the drain
       actions refuse).
+    * ``rows``: ``take_row(bolt_id, data)`` of the roster's owner (None:
+      ``announce-row`` refuses).
     """
 
     def __init__(self, identity, name, roster, actions, clients, locate, clock,
                  peer_states=None, log=None, fleet=None, enrollment=None, overrides=None,
-                 drainer=None):
+                 drainer=None, rows=None):
         self.id = identity.id
         self.name = name
         self.log = log or Logger(namespace="vigo.plugins")
@@ -53,6 +58,7 @@ class BoltFacade:
         self._enrollment = enrollment
         self._overrides = overrides
         self._drainer = drainer
+        self._rows = rows
 
     def now(self):
         return self._clock.seconds()
@@ -78,6 +84,11 @@ class BoltFacade:
             raise ActionError("bolt %s keeps no roster to write an override in" % (self.id,))
         return self._overrides(envoy_id, bolt_id)
 
+    def take_row(self, bolt_id, data):
+        if self._rows is None:
+            raise ActionError("bolt %s keeps no roster to merge a row into" % (self.id,))
+        return self._rows(bolt_id, data)
+
     def drainer(self):
         if self._drainer is None:
             raise ActionError("bolt %s cannot drain" % (self.id,))
@@ -94,8 +105,8 @@ class BoltFacade:
         client = self._clients.client_for(bolt_id, address, fingerprint)
         if client.connected:
             return client.call(action_name, args, timeout)
-        if client.last_error is not None:
-            # Its last attempt failed and it waits out a backoff (up to 30 s;
+        if client.failures >= FAIL_FAST_AFTER:
+            # Its last attempts failed and it waits out a backoff (up to 30 s;
             # gossip hearing the bolt again starts a new client at once):
             # answer now rather than when the caller has given up.
             return defer.fail(PeerUnreachable("bolt %s at %s cannot be reached: %s" % (

@@ -119,6 +119,7 @@ class PeerClient:
         self.timeout = timeout
         self.login_timeout = login_timeout
         self.last_error = None
+        self.failures = 0  # connection attempts failed in a row
         self._tls = endpoints.wrapClientTLS(
             PeerClientCreator(identity, fingerprint), _endpoint(reactor, self.address)
         )
@@ -186,6 +187,7 @@ class PeerClient:
             session.makeConnection(broker.transport)
             self._broker, self._perspective = broker, perspective
             self.last_error = None
+            self.failures = 0
             broker.on_lost.append(lambda reason: self._lost(broker, session, reason))
             self.log.info("logged in to {peer}", peer=self._label())
             return session
@@ -194,6 +196,7 @@ class PeerClient:
             if brokers and brokers[0].transport is not None and not brokers[0].disconnected:
                 brokers[0].transport.abortConnection()
             if not self._stopping:
+                self.failures += 1
                 self._note_error(_describe(failure, self.fingerprint))
             return failure
 
@@ -321,9 +324,10 @@ class PeerClients(service.Service):
     def redial(self, bolt_id):
         """``bolt_id`` is back (gossip heard it): if its client is waiting out
         a reconnect backoff (up to 30 s), start a new one that dials at once.
-        A connected client is left alone. A Deferred."""
+        A connected client, or one still on its first attempt (callers may be
+        waiting for it), is left alone. A Deferred."""
         client = self._clients.get(bolt_id)
-        if client is None or client.connected:
+        if client is None or client.connected or client.failures == 0:
             return defer.succeed(None)
         del self._clients[bolt_id]
         stopped = client.stop()

@@ -69,7 +69,8 @@ class SpannerService(service.MultiService):
                                  fleet=BoltFleet(server.fleet, self.reactor,
                                                  lambda: server.envoy_address),
                                  enrollment=server.enrollment,
-                                 overrides=self.write_override, drainer=self.drainer)
+                                 overrides=self.write_override, drainer=self.drainer,
+                                 rows=self.take_row)
         self.portal = PeerPortal(self, self.facade, self.actions, self.membership.admit)
         self.puller = SnapshotPuller(self.reactor, self, self.config.spanner.snapshot.anti_entropy)
         self.peer_port = None
@@ -87,6 +88,7 @@ class SpannerService(service.MultiService):
         self.peer_port = await listen_peers(self.reactor, self.identity, listen, self.portal)
         if roster is not None:
             self.became_member(roster)
+            await self.bolt_ops.republish_addresses()
             d = defer.ensureDeferred(self.drainer.resume())
             d.addErrback(lambda f: self.log.failure("resuming the drain failed", f))
         else:
@@ -100,6 +102,7 @@ class SpannerService(service.MultiService):
             yield self.peer_port.stopListening()
         yield self.drainer.stop()
         yield self.handover.stop()
+        self.bolt_ops.stop()
         yield service.MultiService.stopService(self)
         yield self.puller.stop()
 
@@ -123,9 +126,14 @@ class SpannerService(service.MultiService):
     def _peer_changed(self, bolt_id, old, new):
         if new == "alive":
             # Calls to it should not wait out a reconnect backoff; a hand-over
-            # to it may have waited for it.
+            # to it may have waited for it; it may not know where we listen.
             self.clients.redial(bolt_id)
             self.handover.soon()
+            self.bolt_ops.announce_row_to(bolt_id)
+
+    def take_row(self, bolt_id, data):
+        """A bolt's own row, announced by it (``announce-row``); see ``BoltOps``."""
+        return defer.ensureDeferred(self.bolt_ops.take_row(bolt_id, data))
 
     def replace_roster(self, roster):
         """A roster built on a copy of ours has been persisted: take it in.
