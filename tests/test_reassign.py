@@ -355,3 +355,25 @@ class LiveReassignTests(unittest.TestCase):
         refused = yield self.assertFailure(a.spanner.reassign(envoy_id, "c"), SpannerRefusal)
         self.assertEqual((refused.code, refused.status), ("bolt_not_active", 409))
         self.assertIn("removed", str(refused))
+
+
+class RefusalOfTests(unittest.SynchronousTestCase):
+    """A refusal relayed from the bolt that gave it names that bolt once."""
+
+    def refused(self, text, bolt_id="src"):
+        from twisted.python.failure import Failure
+
+        from vigo.spanner.bolt_ops import refusal_of
+        from vigo.spanner.errors import SpannerRefusal
+
+        error = self.assertRaises(SpannerRefusal, refusal_of, Failure(ActionError(text)),
+                                  bolt_id, "reassign")
+        return error.code, error.status, str(error)
+
+    def test_names_the_bolt_once(self):
+        self.assertEqual(self.refused("not_active: envoy e1 is revoked on bolt src"),
+                         ("not_active", 409, "envoy e1 is revoked on bolt src"))
+        self.assertEqual(self.refused("hostname_taken: web1 is already enrolled here"),
+                         ("hostname_taken", 409, "web1 is already enrolled here (on bolt src)"))
+        self.assertEqual(self.refused("not_found: no envoy 'x' on bolt src")[:2],
+                         ("not_found", 404))

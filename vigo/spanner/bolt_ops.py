@@ -38,8 +38,10 @@ def refusal_of(failure, bolt_id, action):
         if refusal.code == "action_failed":
             raise SpannerRefusal("action_failed", "%s on bolt %s: %s"
                                  % (action, bolt_id, refusal.reason), 502)
-        raise SpannerRefusal(refusal.code, "%s (on bolt %s)" % (refusal.reason, bolt_id),
-                             REFUSAL_STATUS.get(refusal.code, 409))
+        reason = refusal.reason
+        if bolt_id not in reason:  # most reasons name the bolt already
+            reason = "%s (on bolt %s)" % (reason, bolt_id)
+        raise SpannerRefusal(refusal.code, reason, REFUSAL_STATUS.get(refusal.code, 409))
     return action_refusal(failure, bolt_id, action)
 
 
