@@ -195,17 +195,23 @@ class PullCostTests(unittest.TestCase):
         clock.advance(0)
         self.assertEqual(asked, [0.0])
         clock.advance(0.2)
-        pulls[0].callback(None)  # it took 0.2 s: the next waits 2 s
+        pulls[0].callback("a merge report")  # it took 0.2 s: the next waits 2 s
         self.assertAlmostEqual(requests.last_cost, 0.2)
         requests.mismatch(clock.seconds())
         clock.advance(1.79)
         self.assertEqual(len(asked), 1)
         clock.advance(0.02)
         self.assertEqual(len(asked), 2)
-        pulls[1].callback(None)  # instant: back to the spacing
+        pulls[1].callback("a merge report")  # instant: back to the spacing
         requests.mismatch(clock.seconds())
         clock.advance(0.25)
         self.assertEqual(len(asked), 3)
+        clock.advance(10.0)
+        pulls[2].callback(None)  # failed or timed out after 10 s: that says nothing
+        self.assertEqual(requests.last_cost, 0.0)
+        requests.mismatch(clock.seconds())
+        clock.advance(0.25)
+        self.assertEqual(len(asked), 4)
 
 
 def unicast_sim(n, **options):

@@ -14,7 +14,7 @@ from vigo.fleet.index import ACTIVE, MOVED
 from vigo.plugins.vigo_fleet import Query
 from vigo.plugins.vigo_reassign import ACCEPT_FIELDS
 from vigo.spanner.actions import run_action
-from vigo.spanner.handover import HandoverRepair
+from vigo.spanner.handover import SETTLED, HandoverRepair
 from vigo.spanner.peer_errors import ActionError
 
 ACTIONS.setdefault("query", Query())
@@ -153,8 +153,14 @@ class RepairTests(unittest.TestCase):
         yield self.reassign(to="c")
         self.assertEqual([self.state(n) for n in "abc"], [MOVED, ACTIVE, ACTIVE])
         self.assertEqual(self.roster.overrides[self.key.id], self.bolt_id("c"))
-        # B's round finds its copy claimed by C, which holds it: B hands it over.
-        yield self.repair("b").round()
+        # B's round finds its copy claimed by C, which holds it; once that has
+        # lasted SETTLED seconds (no accept under way looks like it), B hands it over.
+        repair = self.repair("b")
+        first = yield repair.round()
+        self.assertEqual(first, {"finished": 0, "dropped": 0, "failed": 0})
+        self.assertEqual([self.state(n) for n in "abc"], [MOVED, ACTIVE, ACTIVE])
+        self.clock.advance(SETTLED)
+        yield repair.round()
         self.assertEqual([self.state(n) for n in "abc"], [MOVED, MOVED, ACTIVE])
         self.assertEqual(self.fed.kits["b"].fleet.index.get(self.key.id).redirect["server_id"],
                          self.bolt_id("c"))
@@ -169,12 +175,35 @@ class RepairTests(unittest.TestCase):
         # the stale one, so A keeps it and warns, once.
         self.roster.overrides[self.key.id] = self.bolt_id("b")
         repair = self.repair()
-        for _ in range(2):
+        for _ in range(3):
             result = yield repair.round()
             self.assertEqual(result, {"finished": 0, "dropped": 0, "failed": 0})
+            self.clock.advance(SETTLED)
         self.assertEqual((self.state("a"), self.state("b")), (ACTIVE, None))
         warned = [e for e in self.warnings if "does not hold it" in e["log_format"]]
         self.assertEqual(len(warned), 1)
+
+    @defer.inlineCallbacks
+    def test_a_copy_being_accepted_or_moved_here_is_left_alone(self):
+        from vigo.plugins.vigo_reassign import _locked
+
+        yield self.accept_at("b")
+        yield self.reassign(to="c")
+        # An accept or a reassign of the envoy runs at B meanwhile.
+        holding = defer.Deferred()
+        held = _locked(self.bolt_id("b"), self.key.id, lambda: holding)
+        held = defer.ensureDeferred(held)
+        repair = self.repair("b")
+        for _ in range(2):
+            yield repair.round()
+            self.clock.advance(SETTLED)
+        self.assertEqual(self.state("b"), ACTIVE, "not while it is busy")
+        holding.callback(None)
+        yield held
+        yield repair.round()
+        self.clock.advance(SETTLED)
+        yield repair.round()
+        self.assertEqual(self.state("b"), MOVED)
 
     @defer.inlineCallbacks
     def test_a_move_of_an_envoy_revoked_meanwhile_is_forgotten(self):
@@ -227,6 +256,53 @@ class PendingMoveTests(unittest.TestCase):
         error = yield self.assertFailure(self.reassign(), ActionError)
         self.assertTrue(str(error).startswith("hostname_taken: "), str(error))
         self.assertEqual((yield self.pending()), {})
+
+    @defer.inlineCallbacks
+    def test_a_crossing_move_is_refused(self):
+        # A is handing the envoy to B; B (whose roster is behind) asks A to take
+        # it from B: A refuses, before storing anything, so B's move ends.
+        a, b = self.fed.bolt("a"), self.fed.bolt("b")
+        yield a.fleet().begin_move(self.key.id, b.id)
+        fields = yield a.fleet().export(self.key.id)
+        args = {name: fields[name] for name in ACCEPT_FIELDS}
+        error = yield self.assertFailure(run_action(a, ACTIONS, b.id, "accept-envoy", args),
+                                         ActionError)
+        self.assertTrue(str(error).startswith("moving: "), str(error))
+        # From a third bolt it is an ordinary, idempotent accept.
+        answer = yield run_action(a, ACTIONS, self.fed.bolt("c").id, "accept-envoy", args)
+        self.assertEqual(answer["envoy_id"], self.key.id)
+
+    @defer.inlineCallbacks
+    def test_a_revoke_during_the_move_is_not_undone(self):
+        a = self.fed.bolt("a")
+        forward = a.call
+
+        def call(bolt_id, action, args):
+            d = forward(bolt_id, action, args)
+            if action == "accept-envoy":  # the operator revokes it at A meanwhile
+                d.addCallback(lambda answer: self.fed.kits["a"].fleet.revoke(
+                    self.key.id).addCallback(lambda _: answer))
+            return d
+
+        a.call = call
+        error = yield self.assertFailure(self.reassign(), ActionError)
+        self.assertTrue(str(error).startswith("not_active: "), str(error))
+        states = [sqlite3.connect(self.fed.kits[n].store.path).execute(
+            "SELECT state FROM envoys WHERE id = ?", (self.key.id,)).fetchone() for n in "ab"]
+        self.assertEqual(states, [("revoked",), ("active",)])
+        self.assertEqual(self.fed.kits["a"].fleet.index.get(self.key.id).state, "revoked")
+
+    @defer.inlineCallbacks
+    def test_a_cancelled_move_still_brings_memory_in_line(self):
+        fleet = self.fed.kits["a"].fleet
+        redirect = {"address": "127.0.0.1:1", "server_id": "x" * 20, "fingerprint": "f"}
+        d = fleet.move(self.key.id, redirect)
+        d.cancel()  # a caller's timeout
+        self.failureResultOf(d, defer.CancelledError)
+        yield fleet.store.run(lambda cursor: None)  # the move's job has answered
+        row = sqlite3.connect(fleet.store.path).execute(
+            "SELECT state FROM envoys WHERE id = ?", (self.key.id,)).fetchone()
+        self.assertEqual((row[0], fleet.index.get(self.key.id).state), (MOVED, MOVED))
 
     @defer.inlineCallbacks
     def test_a_finished_move_forgets_it_in_the_same_write(self):

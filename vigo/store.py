@@ -130,6 +130,24 @@ MIGRATIONS = (
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
+def shielded(d):
+    """A Deferred with ``d``'s result that a caller's cancel (a timeout, say)
+    does not reach ``d`` through: the job still commits, and the callbacks
+    already on ``d`` (which bring memory in line with the database) still run.
+    A cancelled caller just stops waiting."""
+    outer = defer.Deferred()
+
+    def relay(result):
+        if not outer.called:
+            outer.callback(result)
+        elif isinstance(result, failure.Failure):
+            log.err(result, "a store job failed after its caller stopped waiting")
+        return None
+
+    d.addBoth(relay)
+    return outer
+
+
 class StoreError(Exception):
     """The database cannot be opened or is newer than this server."""
 

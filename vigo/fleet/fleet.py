@@ -26,6 +26,7 @@ from vigo.fleet.fleet_jobs import (
 from vigo.fleet.index import ACTIVE, MOVED, REVOKED, EnvoyRecord, FleetIndex
 from vigo.fleet.refusal import Redirected, Refusal
 from vigo.fleet.stats import FleetStats
+from vigo.store import shielded
 
 MAX_CLOCK_SKEW = 300.0  # seconds an envoy's clock may be off
 
@@ -303,7 +304,7 @@ class Fleet:
                 self.index.set_state(record, ACTIVE)
             return record
 
-        return self.store.run(accept_envoy, fields, now).addCallback(stored)
+        return shielded(self.store.run(accept_envoy, fields, now).addCallback(stored))
 
     def move(self, envoy_id, redirect):
         """Mark an envoy moved to another bolt (durably), with ``redirect``
@@ -327,7 +328,10 @@ class Fleet:
                 self.stats.transition("online_to_offline")
             return delivered
 
-        return self.store.run(set_moved, record.id, redirect).addCallback(moved)
+        if record.state != ACTIVE:
+            raise Refusal("not_active", "envoy %s is %s on this bolt, not active: it was not "
+                          "marked moved" % (record.id, record.state))
+        return shielded(self.store.run(set_moved, record.id, redirect).addCallback(moved))
 
     def hang_up_all(self):
         """Close every held envoy connection cleanly (the server is stopping)."""

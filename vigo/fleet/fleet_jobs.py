@@ -54,8 +54,12 @@ def token_of(cursor, envoy_id):
 def set_moved(cursor, envoy_id, redirect):
     """Mark an envoy moved, and end its pending move (``begin_move``) in the
     same transaction."""
-    cursor.execute("UPDATE envoys SET state = 'moved', redirect = ? WHERE id = ?",
+    cursor.execute("UPDATE envoys SET state = 'moved', redirect = ? "
+                   "WHERE id = ? AND state = 'active'",
                    (json.dumps(redirect, sort_keys=True), envoy_id))
+    if cursor.rowcount != 1:  # revoked meanwhile, say: the note stays, for the repair
+        raise Refusal("not_active", "envoy %s is no longer active on this bolt: it was not "
+                      "marked moved (it is active at its destination now)" % (envoy_id,))
     cursor.execute("DELETE FROM envoy_moves WHERE envoy_id = ?", (envoy_id,))
 
 

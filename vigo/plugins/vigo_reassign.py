@@ -37,7 +37,32 @@ ACCEPT_FIELDS = ("id", "hostname", "public_key", "enrolled_at", "last_seq",
                  "applied_version", "token_id")
 #: ``accept-envoy`` refusals given before it stores anything: the move is off.
 #: Any other failure leaves the move pending (the envoy may be stored there).
-REFUSED_BEFORE_STORING = frozenset({"malformed", "key_mismatch", "revoked", "hostname_taken"})
+REFUSED_BEFORE_STORING = frozenset({"malformed", "key_mismatch", "revoked", "hostname_taken",
+                                    "moving"})
+
+#: (bolt id, envoy id) -> the lock that one bolt's reassigns and accepts of
+#: that envoy take: an operator's reassign, a drain and the hand-over repair
+#: run one at a time per envoy, each seeing what the last one left.
+_locks = {}
+
+
+async def _locked(bolt_id, envoy_id, work):
+    """``await work()`` holding the (bolt, envoy) lock."""
+    key = (bolt_id, envoy_id)
+    lock = _locks.get(key)
+    if lock is None:
+        lock = _locks[key] = defer.DeferredLock()
+    try:
+        return await lock.run(lambda: defer.ensureDeferred(work()))
+    finally:
+        if not lock.locked and not lock.waiting:
+            _locks.pop(key, None)
+
+
+def busy(bolt_id, envoy_id):
+    """True while a reassign or an accept of the envoy runs at the bolt."""
+    lock = _locks.get((bolt_id, envoy_id))
+    return lock is not None and lock.locked
 
 
 def _refused(code, reason):
@@ -74,10 +99,17 @@ class AcceptEnvoy:
     }
 
     def run(self, bolt, caller_id, args):
-        return defer.ensureDeferred(self._run(bolt, args)).addErrback(_as_action_error)
+        d = defer.ensureDeferred(_locked(bolt.id, args["id"],
+                                         lambda: self._run(bolt, caller_id, args)))
+        return d.addErrback(_as_action_error)
 
-    async def _run(self, bolt, args):
+    async def _run(self, bolt, caller_id, args):
         fleet = bolt.fleet()
+        pending = await fleet.pending_moves()
+        if pending.get(args["id"], (None,))[0] == caller_id:
+            # This bolt is handing the envoy to the caller: a crossing move.
+            raise _refused("moving", "bolt %s is moving envoy %s to bolt %s; it cannot take "
+                           "it back before that ends" % (bolt.id, args["id"], caller_id))
         fields = {name: args.get(name) for name in ACCEPT_FIELDS}
         envoy_id = await defer.maybeDeferred(fleet.accept, fields)
         failpoint("accept.stored")
@@ -102,18 +134,25 @@ class Reassign:
         return defer.ensureDeferred(self._run(bolt, args)).addErrback(_as_action_error)
 
     async def _run(self, bolt, args):
+        fleet, to = bolt.fleet(), args["to"]
+        if to == bolt.id:
+            raise _refused("same_bolt", "envoy %s is already on bolt %s" % (args["envoy"], to))
+        found = fleet.describe(args["envoy"])
+        if found is None:
+            raise _refused("not_found", "no envoy %r on bolt %s" % (args["envoy"], bolt.id))
+        return await _locked(bolt.id, found["id"], lambda: self._move(bolt, found["id"], to))
+
+    async def _move(self, bolt, envoy_id, to):
         from vigo.fleet.index import ACTIVE, MOVED
         from vigo.fleet.refusal import refusal_from_text
         from vigo.spanner.peer_errors import ActionError, PeerUnreachable
 
-        fleet, to = bolt.fleet(), args["to"]
-        if to == bolt.id:
-            raise _refused("same_bolt", "envoy %s is already on bolt %s" % (args["envoy"], to))
-        fields = await fleet.export(args["envoy"])
+        fleet = bolt.fleet()
+        fields = await fleet.export(envoy_id)  # again, now that no other move runs
         if fields is None:
-            raise _refused("not_found", "no envoy %r on bolt %s" % (args["envoy"], bolt.id))
-        envoy_id = fields["id"]
+            raise _refused("not_found", "no envoy %r on bolt %s" % (envoy_id, bolt.id))
         if fields["state"] == MOVED and (fields["redirect"] or {}).get("server_id") == to:
+            await fleet.cancel_move(envoy_id)
             return {"envoy_id": envoy_id, "hostname": fields["hostname"], "from": bolt.id,
                     "to": to, "changed": False, "delivered": "next_attach"}
         if fields["state"] != ACTIVE:

@@ -50,7 +50,7 @@ class BoltOps:
 
     def __init__(self, service):
         self.service = service
-        self._announcing = False  # this bolt republished its addresses since it started
+        self._announcing = False  # this bolt checked its row at start-up
         self._retries = {}  # bolt id -> the DelayedCall of the next announce-row
 
     def _call(self, bolt_id, action, args):
@@ -127,9 +127,13 @@ class BoltOps:
         row = None if roster is None else roster.row(me)
         if row is None or roster.is_removed(me) or row.status == "removed":
             return False
+        # Every peer that gossip hears gets this bolt's row once (an idempotent
+        # merge): a crash after a republish, before any peer heard of it, is
+        # then no different from a republish.
+        self._announcing = True
         spanner = service.config.spanner
         patterns = tuple(p.strip().lower() for p in spanner.patterns)
-        if (spanner.bolt_name != row.name) or (patterns and patterns != tuple(row.patterns)):
+        if spanner.bolt_name != row.name or (patterns and set(patterns) != set(row.patterns)):
             service.log.warn(
                 "bolt {id}: the config's name {name!r} and patterns {patterns} differ from "
                 "its roster row's ({row_name!r}, {row_patterns}); a bolt's name and patterns "
@@ -144,15 +148,14 @@ class BoltOps:
                          now=now.to_data(), was=row.addresses.to_data())
         await self.publish_row(addresses=now)
         # The others would pull the new row from our old address: tell them.
-        self._announcing = True
         for bolt_id in roster.bolt_ids():
             if bolt_id != me and not roster.is_removed(bolt_id):
                 self.announce_row_to(bolt_id)
         return True
 
     def announce_row_to(self, bolt_id, attempt=1):
-        """Give bolt ``bolt_id`` this bolt's own row (``announce-row``), if this
-        bolt republished its addresses since it started. A failure is logged
+        """Give bolt ``bolt_id`` this bolt's own row (``announce-row``), once
+        this bolt has checked its row at start-up. A failure is logged
         and tried again ``ANNOUNCE_RETRY`` s later, ``ANNOUNCE_TRIES`` times in
         all (and whenever gossip hears the bolt come back)."""
         service = self.service

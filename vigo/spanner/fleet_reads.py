@@ -187,18 +187,18 @@ class FleetReads:
         def everyone_answered(_):
             if found.called:
                 return
-            if others:
+            silent = sorted(b for b, status in statuses.items() if status != OK)
+            if others and not silent:  # the active holder may be one that did not answer
                 found.callback(min(others, key=lambda where: where[0]))
                 return
-            silent = sorted(b for b, status in statuses.items() if status != OK)
             if not silent:
                 found.errback(SpannerRefusal(
                     "not_found", "no envoy %r on any of the %d bolts" % (key, len(asked)), 404))
                 return
             names = dict(asked)
             found.errback(SpannerRefusal(
-                "unreachable", "no envoy %r on the bolts that answered; it may be on one "
-                "that did not: %s" % (key, "; ".join(
+                "unreachable", "no %senvoy %r on the bolts that answered; it may be on "
+                "one that did not: %s" % ("active " if others else "", key, "; ".join(
                     "%s (%s): %s" % (b, names[b], statuses[b]) for b in silent)), 503))
 
         calls = []

@@ -80,7 +80,9 @@ class PullRequests:
             pulling.addBoth(self._pulled, now)
 
     def _pulled(self, result, started):
-        self.last_cost = max(0.0, self._clock.seconds() - started)
+        # A pull that merged something costs what it took; one that failed or
+        # timed out (None) says nothing about snapshot sizes.
+        self.last_cost = max(0.0, self._clock.seconds() - started) if result is not None else 0.0
         return result
 
     def stop(self):

@@ -16,9 +16,11 @@ no operator:
 2. **Envoys the roster gives to another bolt.** An envoy active here whose
    override names another active bolt, *and which that bolt holds active*,
    is a copy a crash or two racing reassigns left behind: it is handed to
-   that bolt (whose accept is a no-op) and redirected there. If that bolt
-   does not hold it, nothing is done automatically (the roster may be the
-   stale one); the operator is warned once.
+   that bolt (whose accept is a no-op) and redirected there, once it has
+   been so for ``SETTLED`` seconds and no reassign or accept of it runs here
+   (an accept under way looks the same for a moment). If that bolt does not
+   hold it, nothing is done automatically (the roster may be the stale one);
+   the operator is warned once.
 
 Both run at start-up, once the first roster pull has had its chance, then
 every ``interval`` seconds and whenever gossip sees a bolt come back (``soon``);
@@ -30,6 +32,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from vigo.fleet.index import ACTIVE as ENVOY_ACTIVE
+from vigo.plugins.vigo_reassign import busy
 from vigo.spanner.rows import ACTIVE
 
 #: Seconds between two repair rounds.
@@ -41,6 +44,9 @@ FIRST_ROUND = 5.0
 CONCURRENCY = 8
 #: Seconds one hand-over may take.
 MOVE_TIMEOUT = 30.0
+#: Seconds an envoy must stay active here while the roster gives it to another
+#: bolt (rule 2) before it is handed over: longer than any hand-over takes.
+SETTLED = 2 * MOVE_TIMEOUT
 
 
 class HandoverRepair:
@@ -60,6 +66,8 @@ class HandoverRepair:
         self.finished = 0
         self.dropped = 0
         self._warned = set()
+        self._claimed = {}  # (envoy id, bolt id) -> when rule 2 first saw it
+        self._stopping = False
         self._loop = None
         self._first = None
         self._running = None
@@ -78,6 +86,7 @@ class HandoverRepair:
 
     def stop(self):
         """No more rounds; a Deferred that fires when the one under way ends."""
+        self._stopping = True
         if self._first is not None and self._first.active():
             self._first.cancel()
         self._first = None
@@ -136,9 +145,18 @@ class HandoverRepair:
             self.log.warn("the move of envoy {envoy} to bolt {to} is dropped: that bolt is "
                           "{status}; the envoy stays on this bolt", envoy=envoy_id, to=to,
                           status=roster.status_of(to) or "not in the roster")
+        now, seen = self.clock.seconds(), {}
         for envoy_id, to in self._claimed_elsewhere(roster, fleet):
-            if envoy_id not in work and await self._held_there(envoy_id, to):
+            if envoy_id in work or busy(self.facade.id, envoy_id):
+                continue
+            # Only a state that lasts: an accept under way here shows it for a
+            # moment (stored, its override not yet written), and so does a
+            # move from the named bolt that has not ended.
+            since = self._claimed.get((envoy_id, to), now)
+            seen[(envoy_id, to)] = since
+            if now - since >= SETTLED and await self._held_there(envoy_id, to):
                 work[envoy_id] = to
+        self._claimed = seen
         results = await self._run_all(work)
         finished = sum(1 for ok in results if ok)
         self.finished += finished
@@ -183,6 +201,8 @@ class HandoverRepair:
                                     for envoy_id, to in sorted(work.items())])
 
     def _finish(self, envoy_id, to):
+        if self._stopping:
+            return defer.succeed(False)
         d = self.facade.call(self.facade.id, "reassign", {"envoy": envoy_id, "to": to})
         d.addTimeout(MOVE_TIMEOUT, self.clock)
 

@@ -12,10 +12,8 @@ from zope.interface import implementer
 
 from vigo.interfaces import IBolt
 from vigo.spanner.actions import run_action
+from vigo.spanner.peer_client import FAIL_FAST_AFTER
 from vigo.spanner.peer_errors import ActionError, PeerUnreachable
-
-#: Connection attempts failed in a row after which a call fails at once.
-FAIL_FAST_AFTER = 3
 
 
 @implementer(IBolt)

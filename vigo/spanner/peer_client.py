@@ -40,6 +40,11 @@ DEFAULT_TIMEOUT = 10.0
 LOGIN_TIMEOUT = 10.0
 
 
+#: Connection attempts failed in a row after which calls fail at once
+#: (``BoltFacade.call``) and a bolt heard again is redialled.
+FAIL_FAST_AFTER = 3
+
+
 def default_retry_policy():
     """Reconnect after 0.5 s, doubling to at most 30 s, plus up to 1 s of
     jitter so that bolts restarted together do not reconnect in lockstep."""
@@ -324,10 +329,11 @@ class PeerClients(service.Service):
     def redial(self, bolt_id):
         """``bolt_id`` is back (gossip heard it): if its client is waiting out
         a reconnect backoff (up to 30 s), start a new one that dials at once.
-        A connected client, or one still on its first attempt (callers may be
-        waiting for it), is left alone. A Deferred."""
+        A connected client, or one with fewer than ``FAIL_FAST_AFTER``
+        failures (callers may be waiting for its next attempt), is left alone.
+        A Deferred."""
         client = self._clients.get(bolt_id)
-        if client is None or client.connected or client.failures == 0:
+        if client is None or client.connected or client.failures < FAIL_FAST_AFTER:
             return defer.succeed(None)
         del self._clients[bolt_id]
         stopped = client.stop()
