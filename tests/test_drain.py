@@ -255,6 +255,22 @@ class LiveDrainTests(unittest.TestCase):
         self.assertEqual((status["state"], status["moved"]), ("done", 4))
 
     @defer.inlineCallbacks
+    def test_two_drains_asked_at_once_start_one(self):
+        a, b, c = yield self.federation()
+        yield self.enroll(a, 3)
+        seq = a.spanner.roster.row(a.identity.id).seq
+        first, second = a.spanner.drainer.start(b.identity.id), \
+            a.spanner.drainer.start(b.identity.id)
+        answers = yield defer.gatherResults([first, second])
+        self.assertEqual([x["to"] for x in answers], [b.identity.id] * 2)
+        self.assertEqual(a.spanner.roster.row(a.identity.id).seq, seq + 1, "published once")
+        refused = yield self.assertFailure(a.spanner.drainer.start(c.identity.id),
+                                           DrainRefused)
+        self.assertEqual(refused.code, "conflict")
+        status = yield self.drained(a, "a")
+        self.assertEqual((status["state"], status["moved"]), ("done", 3))
+
+    @defer.inlineCallbacks
     def test_an_empty_bolt_drains_at_once_and_may_be_asked_again(self):
         a, b, c = yield self.federation()
         first = yield a.spanner.drain("c", to=b.identity.id)

@@ -65,6 +65,9 @@ class Drainer:
         self.progress = None
         self._running = None
         self._stopping = False
+        # Starts and the resume one at a time: each awaits writes before the
+        # drain runs, and two must not both find it idle.
+        self._starting = defer.DeferredLock()
 
     @property
     def _id(self):
@@ -88,7 +91,13 @@ class Drainer:
             progress = dict(self.progress, errors=list(self.progress["errors"]))
         return dict(progress, bolt_id=self._id, status=row_status, remaining=remaining)
 
-    async def start(self, to=None):
+    def start(self, to=None):
+        """Turn draining (if not yet) and start moving envoys in the background;
+        a Deferred of the status at once. ``to`` is a bolt id or None (each
+        envoy's owner)."""
+        return self._starting.run(lambda: defer.ensureDeferred(self._start(to)))
+
+    async def _start(self, to=None):
         """Turn draining (if not yet) and start moving envoys in the background;
         the status at once. ``to`` is a bolt id or None (each envoy's owner)."""
         roster = self.service.require_member()
@@ -139,7 +148,11 @@ class Drainer:
                                    len(orphans), self._id, ", ".join(sorted(orphans)[:3]),
                                    ", ..." if len(orphans) > 3 else ""))
 
-    async def resume(self):
+    def resume(self):
+        """After a restart: go on with a drain this bolt had not finished."""
+        return self._starting.run(lambda: defer.ensureDeferred(self._resume()))
+
+    async def _resume(self):
         """After a restart: go on with a drain this bolt had not finished."""
         roster = self.service.roster
         if roster is None or roster.status_of(self._id) != DRAINING or not self._active_ids():
