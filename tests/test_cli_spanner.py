@@ -147,6 +147,11 @@ class OutputTests(unittest.SynchronousTestCase):
         status["founder_id"] = PEER_ID
         out, _ = self.show(cli_output.spanner_status, status)
         self.assertIn(f"(founded by {PEER_ID})", out)
+        status["moves_pending"] = [{"envoy_id": "e%d" % n, "to": PEER_ID} for n in range(7)]
+        out, _ = self.show(cli_output.spanner_status, status)
+        self.assertIn(f"moves       7 pending here (as of the last repair round): e0 to {PEER_ID}, ",
+                      out)
+        self.assertIn(f"e4 to {PEER_ID}, ...\n", out)
 
     def test_status_of_an_unfederated_bolt_gives_the_hint(self):
         out, _ = self.show(cli_output.spanner_status, FakeSpanner(name=None).status())

@@ -73,8 +73,11 @@ def federation_status(spanner):
     for state in spanner.peer_states().values():
         peers[state.get("state", "unknown")] = peers.get(state.get("state", "unknown"), 0) + 1
     removed = roster.is_removed(spanner.identity.id)
+    pending = spanner.handover.pending
     base.update(state="removed" if removed else "member", federation_id=roster.federation_id,
                 founder_id=roster.founder_id, digest=roster.digest().hex(),
                 name=me.name if me is not None else base["name"],
-                bolts=counts, peers=peers, hint=REMOVED_HINT if removed else None)
+                bolts=counts, peers=peers, hint=REMOVED_HINT if removed else None,
+                moves_pending=None if pending is None else [
+                    {"envoy_id": envoy_id, "to": to} for envoy_id, to in sorted(pending.items())])
     return base

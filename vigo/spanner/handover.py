@@ -67,6 +67,9 @@ class HandoverRepair:
         self.dropped = 0
         self._warned = set()
         self._claimed = {}  # (envoy id, bolt id) -> when rule 2 first saw it
+        #: Moves pending at this bolt after the last round: ``{envoy id: to}``
+        #: (None before the first round).
+        self.pending = None
         self._stopping = False
         self._loop = None
         self._first = None
@@ -158,6 +161,8 @@ class HandoverRepair:
                 work[envoy_id] = to
         self._claimed = seen
         results = await self._run_all(work)
+        self.pending = {envoy_id: to for envoy_id, (to, _) in
+                        (await fleet.pending_moves()).items()}
         finished = sum(1 for ok in results if ok)
         self.finished += finished
         self.dropped += dropped
