@@ -19,7 +19,7 @@ from vigo.tls import api_server_options, ensure_api_certificate
 SPANNER_COMMANDS = {"spanner status", "spanner init", "spanner bolt list", "spanner bolt show",
                     "spanner bolt invite", "spanner bolt join", "spanner bolt act",
                     "spanner bolt envoys", "spanner bolt push", "spanner bolt reassign",
-                    "spanner bolt drain", "spanner bolt remove"}
+                    "spanner bolt drain", "spanner bolt remove", "spanner owner"}
 
 
 class ParseTests(unittest.SynchronousTestCase):
@@ -32,6 +32,10 @@ class ParseTests(unittest.SynchronousTestCase):
             (["spanner", "init", "--name", "dc1", "--patterns", "*.dc1.example.com, *.dc1.lan,"],
              ("POST", "/api/v1/spanner/init",
               {"name": "dc1", "patterns": ["*.dc1.example.com", "*.dc1.lan"]})),
+            (["spanner", "owner", "Web1.B.example.com."],
+             ("GET", "/api/v1/spanner/owner?hostname=Web1.B.example.com.", None)),
+            (["spanner", "owner", "w&x", "--envoy", "e1"],
+             ("GET", "/api/v1/spanner/owner?hostname=w%26x&envoy=e1", None)),
             (["spanner", "bolt", "list"], ("GET", "/api/v1/spanner/bolts", None)),
             (["spanner", "bolt", "show", "dc2"], ("GET", "/api/v1/spanner/bolts/dc2", None)),
             (["spanner", "bolt", "show", "a/b?c"],
@@ -152,6 +156,24 @@ class OutputTests(unittest.SynchronousTestCase):
         self.assertIn(f"moves       7 pending here (as of the last repair round): e0 to {PEER_ID}, ",
                       out)
         self.assertIn(f"e4 to {PEER_ID}, ...\n", out)
+
+    def test_owner_explained(self):
+        answer = {"hostname": "db1.a.example.com", "bolt_id": "b2", "name": "b", "by": "pattern",
+                  "pattern": "db*.a.example.com",
+                  "candidates": [{"bolt_id": "b2", "name": "b", "pattern": "db*.a.example.com"},
+                                 {"bolt_id": "a1", "name": "a", "pattern": "*.a.example.com"}]}
+        out, _ = self.show(cli_output.owner_explained, answer)
+        lines = out.splitlines()
+        self.assertEqual(lines[0], "db1.a.example.com is owned by bolt b2 (b): the most "
+                                   "specific matching pattern, db*.a.example.com")
+        self.assertEqual(lines[1], "matching patterns of active bolts, most specific first:")
+        self.assertEqual(lines[3].split(), ["b2", "b", "db*.a.example.com"])
+        out, _ = self.show(cli_output.owner_explained, dict(
+            answer, by="override", pattern=None, bolt_id="c3", name="c"))
+        self.assertIn("owned by bolt c3 (c): its envoy's override", out)
+        out, _ = self.show(cli_output.owner_explained, dict(answer, candidates=answer[
+            "candidates"][:1]))
+        self.assertEqual(len(out.splitlines()), 1)
 
     def test_status_of_an_unfederated_bolt_gives_the_hint(self):
         out, _ = self.show(cli_output.spanner_status, FakeSpanner(name=None).status())

@@ -20,7 +20,7 @@ from vigo.fleet.ownership import NoOwner as FleetNoOwner
 from vigo.hostnames import HostnameError
 from vigo.spanner.records import Override, RemovalRecord
 from vigo.spanner.roster import Roster
-from vigo.spanner.routing import NoOwner, owner_of, specificity
+from vigo.spanner.routing import NoOwner, explain_owner, owner_of, specificity
 from vigo.spanner.rows import AdmissionRow
 
 PATTERN_POOL = [
@@ -126,6 +126,41 @@ class RoutingTests(unittest.SynchronousTestCase):
         self.assertEqual(owner_of(roster, "a.eu.example.com", "env1").bolt_id, b0.id)
         roster.add_record(Override.sign(b0, FED, "env1", None, (2, 0)))
         self.assertEqual(owner_of(roster, "a.eu.example.com", "env1").bolt_id, b0.id)
+
+    def test_explain_owner(self):
+        b0, b1 = BOLTS[0], BOLTS[1]
+        roster = self.roster(applicant(b0, FOUNDER, patterns=["*.eu.example.com"]),
+                             applicant(b1, FOUNDER, patterns=["db*.eu.example.com", "x"]),
+                             records=[Override.sign(b0, FED, "env1", FOUNDER.id, (1, 0))])
+        explained = explain_owner(roster, "DB1.eu.example.com.")
+        self.assertEqual((explained["hostname"], explained["bolt_id"], explained["by"],
+                          explained["pattern"]),
+                         ("db1.eu.example.com", b1.id, "pattern", "db*.eu.example.com"))
+        self.assertEqual([(c["bolt_id"], c["pattern"]) for c in explained["candidates"]],
+                         [(b1.id, "db*.eu.example.com"), (b0.id, "*.eu.example.com"),
+                          (FOUNDER.id, "*.example.com")])
+        self.assertEqual(explained["candidates"][1]["name"], "bolt-" + b0.id[:4])
+        by_override = explain_owner(roster, "db1.eu.example.com", "env1")
+        self.assertEqual((by_override["bolt_id"], by_override["by"], by_override["pattern"]),
+                         (FOUNDER.id, "override", None))
+        self.assertEqual(explain_owner(roster, "db1.eu.example.com", "env2")["by"], "pattern")
+        self.assertRaises(NoOwner, explain_owner, roster, "a.example.org")
+        self.assertRaises(HostnameError, explain_owner, roster, "bad host")
+
+    @given(st.lists(st.sampled_from(POOL_ROWS), max_size=8),
+           st.lists(st.sampled_from(POOL_RECORDS), max_size=4), hostnames,
+           st.sampled_from([None, "e0", "e1", "e2", "e3"]))
+    def test_explain_owner_agrees_with_owner_of(self, rows, records, hostname, envoy_id):
+        roster = self.roster(*rows, records=records)
+        expected = routed(roster, hostname, envoy_id)
+        try:
+            explained = explain_owner(roster, hostname, envoy_id)
+        except NoOwner:
+            self.assertIsNone(expected)
+            return
+        self.assertEqual(explained["bolt_id"], expected)
+        if explained["by"] == "pattern":
+            self.assertEqual(explained["candidates"][0]["bolt_id"], expected)
 
     def test_override_to_a_draining_bolt_is_ignored(self):
         b0 = BOLTS[0]

@@ -521,6 +521,14 @@ class EnrollmentRoutingTests(SpannerTestCase):
                 return db.execute("SELECT id, hostname FROM envoys").fetchall()
         self.assertEqual(stored(b), [(match.group(1), "web1.b.example.com")])
         self.assertEqual(stored(a), [(envoy_id, "web1.a.example.com")])
+        # Who owns what, asked at a, by the same rule.
+        out, _ = yield self.cli("a", "spanner", "owner", "WEB7.b.example.com")
+        self.assertEqual(out, f"web7.b.example.com is owned by bolt {b.run['server_id']} (b): "
+                              "the most specific matching pattern, *.b.example.com\n")
+        _, err = yield self.cli("a", "spanner", "owner", "web1.z.example.org", expect=1)
+        self.assertIn("no_owner", err)
+        _, err = yield self.cli("a", "spanner", "owner", "bad host", expect=1)
+        self.assertIn("bad_request", err)
         # Owned by nobody: refused, naming the hostname.
         err = yield self.register(a, token, "web1.z.example.org",
                                   os.path.join(base, "z1"), expect=1)

@@ -96,6 +96,13 @@ def _token_body(options):
     return body
 
 
+def _owner_query(options):
+    query = {"hostname": options.hostname}
+    if options.envoy:
+        query["envoy"] = options.envoy
+    return "/api/v1/spanner/owner?" + urlencode(query)
+
+
 def _bolt(options):
     return "/api/v1/spanner/bolts/" + _segment(options.bolt)
 
@@ -129,6 +136,7 @@ COMMANDS = {
                               output.spanner_status),
     "spanner init": Command("POST", lambda options: "/api/v1/spanner/init",
                             output.spanner_initialized, body=_init_body),
+    "spanner owner": Command("GET", _owner_query, output.owner_explained),
     "spanner bolt list": Command("GET", lambda options: "/api/v1/spanner/bolts",
                                  output.bolt_table),
     "spanner bolt show": Command("GET", _bolt, output.bolt_details),

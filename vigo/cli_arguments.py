@@ -137,6 +137,11 @@ def build_parser():
     init.add_argument("--name", type=_name, help="this bolt's name (default: spanner.bolt_name)")
     init.add_argument("--patterns", type=_patterns, metavar="GLOB,...",
                       help="the hostnames this bolt owns (default: spanner.patterns)")
+    owner = command(spanner, "owner", "spanner owner",
+                    "which bolt owns a hostname, and why (this bolt's roster)")
+    owner.add_argument("hostname", metavar="HOSTNAME", help="the hostname to route")
+    owner.add_argument("--envoy", metavar="ID",
+                       help="an envoy id, so that its override (from a reassign) counts")
     bolt = spanner.add_parser("bolt", help="the federation's bolts").add_subparsers(
         dest="bolt_action", metavar="ACTION", required=True)
     command(bolt, "list", "spanner bolt list", "every bolt in the roster")

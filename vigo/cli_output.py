@@ -346,3 +346,19 @@ def invite_created(answer, out, err):
 def action_result(answer, out, err):
     """``vigocli spanner bolt act``: the action's result as indented JSON."""
     print(json.dumps(answer.get("result"), indent=2, sort_keys=True), file=out)
+
+
+def owner_explained(answer, out, err):
+    """``vigocli spanner owner``: the owner of a hostname, and why."""
+    if answer.get("by") == "override":
+        why = "its envoy's override (a reassign or a drain gave it to this bolt)"
+    else:
+        why = "the most specific matching pattern, %s" % (answer.get("pattern"),)
+    print("%s is owned by bolt %s (%s): %s" % (
+        answer["hostname"], answer["bolt_id"], answer.get("name"), why), file=out)
+    candidates = answer.get("candidates") or []
+    if len(candidates) > 1 or answer.get("by") == "override":
+        rows = [[c["bolt_id"], c.get("name") or "-", c["pattern"]] for c in candidates]
+        if rows:
+            print("matching patterns of active bolts, most specific first:", file=out)
+            table(rows, ["BOLT", "NAME", "PATTERN"], out)

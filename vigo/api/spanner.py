@@ -23,7 +23,15 @@ import json
 
 from twisted.internet import defer
 
-from vigo.api.app import JSON_TYPE, AdminAPI, ApiError, authorized, query_flag, read_object
+from vigo.api.app import (
+    JSON_TYPE,
+    AdminAPI,
+    ApiError,
+    authorized,
+    query_flag,
+    query_value,
+    read_object,
+)
 from vigo.config import parse_duration
 
 INIT_FIELDS = ("name", "patterns")
@@ -195,6 +203,18 @@ async def spanner_bolts(api, request):
 async def spanner_bolt(api, request, bolt):
     """One bolt, by id or unique name."""
     return api._json(request, await _settled(_spanner(api).bolt(bolt)))
+
+
+@route("/api/v1/spanner/owner", methods=["GET"])
+@authorized
+async def spanner_owner(api, request):
+    """Which bolt owns a hostname (``hostname=``), and why; ``envoy=`` lets an
+    envoy's override count."""
+    hostname = query_value(request, "hostname")
+    if not hostname:
+        raise _bad("give the hostname to route: ?hostname=web1.example.com")
+    return api._json(request, await _settled(
+        _spanner(api).owner(hostname, query_value(request, "envoy"))))
 
 
 @route("/api/v1/spanner/bolts/<bolt>/actions/<action>", methods=["POST"])

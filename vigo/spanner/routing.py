@@ -129,3 +129,27 @@ def owner_of(roster, hostname, envoy_id=None):
     if row is None:
         raise NoOwner(name)
     return row
+
+
+def explain_owner(roster, hostname, envoy_id=None):
+    """Why ``owner_of`` answers what it does, for operators: ``{"hostname"
+    (normalised), "bolt_id", "name", "by": "override" | "pattern", "pattern"
+    (the most specific of the owner's patterns that matches; None for an
+    override), "candidates": [{"bolt_id", "name", "pattern"}] (every active
+    bolt with a matching pattern, most specific first)}``. Raises ``NoOwner``
+    or ``HostnameError`` as ``owner_of`` does."""
+    name = normalise_hostname(hostname)
+    row = owner_of(roster, name, envoy_id)
+    matches = []
+    for candidate in roster.active_bolts():
+        best = max((p for p in candidate.patterns if fnmatch.fnmatchcase(name, p)),
+                   key=specificity, default=None)
+        if best is not None:
+            matches.append((-specificity(best), candidate.bolt_id, best, candidate.name))
+    matches.sort()
+    override = None if envoy_id is None else roster.override_of(envoy_id)
+    by_override = override is not None and override.bolt_id == row.bolt_id
+    return {"hostname": name, "bolt_id": row.bolt_id, "name": row.name,
+            "by": "override" if by_override else "pattern",
+            "pattern": None if by_override else matches[0][2],
+            "candidates": [{"bolt_id": b, "name": n, "pattern": p} for _, b, p, n in matches]}

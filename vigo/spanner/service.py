@@ -280,6 +280,20 @@ class SpannerService(service.MultiService):
                 for bolt_id in sorted(roster.bolt_ids(), key=lambda b: (roster.row(b).name, b))
                 if roster.row(bolt_id) is not None]
 
+    def owner(self, hostname, envoy_id=None):
+        """Which bolt owns ``hostname`` by this bolt's roster, and why
+        (``vigo.spanner.routing.explain_owner``); refusals as the API words them."""
+        from vigo.hostnames import HostnameError
+        from vigo.spanner.routing import NoOwner, explain_owner
+
+        roster = self.require_member()
+        try:
+            return explain_owner(roster, hostname, envoy_id)
+        except HostnameError as e:
+            raise SpannerRefusal("bad_request", str(e), 400) from None
+        except NoOwner as e:
+            raise SpannerRefusal("no_owner", str(e), 404) from None
+
     def bolt(self, key):
         bolt_id = self.resolve(key)
         return self._describe(self.roster.row(bolt_id), self.peer_states())
