@@ -24,6 +24,7 @@ from vigo.fleet.enrollment import MAX_TOKEN_USES, Enrollment
 from vigo.fleet.fleet import Fleet
 from vigo.fleet.hostcrates import Hostcrates
 from vigo.fleet.ownership import StandaloneOwnership
+from vigo.fleet.refusal import Refusal
 from vigo.identity import load_or_create_identity
 from vigo.interfaces import IEnvoyConnection, IStore
 from vigo.metrics import fleet_registry
@@ -343,7 +344,7 @@ class OpenRouteTests(ApiTestCase):
 
     @defer.inlineCallbacks
     def test_wrong_method_is_json_405(self):
-        for method, path in (("GET", "/api/v1/tokens"), ("DELETE", "/api/v1/status"),
+        for method, path in (("PUT", "/api/v1/tokens"), ("DELETE", "/api/v1/status"),
                              ("POST", "/healthz"), ("GET", "/api/v1/envoys/x/push"),
                              ("PUT", "/api/v1/envoys/x")):
             response, body = yield self.call(method, path)
@@ -452,6 +453,48 @@ class TokenTests(ApiTestCase):
         registered = yield self.server.enrollment.register(
             "db1.example.com", public, body["token"], now_ms, signature)
         self.assertEqual(registered["hostname"], "db1.example.com")
+
+    def register_with(self, token, hostname):
+        key = nacl.signing.SigningKey.generate()
+        public = bytes(key.verify_key)
+        now_ms = int(self.clock.seconds() * 1000)
+        signature = key.sign(wire.register_message(
+            hostname, public, token["token_id"], now_ms)).signature
+        return defer.maybeDeferred(self.server.enrollment.register, hostname, public,
+                                   token["token"], now_ms, signature)
+
+    @defer.inlineCallbacks
+    def test_list_and_withdraw(self):
+        _, once = yield self.call("POST", "/api/v1/tokens", body={"uses": 1})
+        _, later = yield self.call("POST", "/api/v1/tokens", body={"uses": 3, "expires_in": 60})
+        _, leaked = yield self.call("POST", "/api/v1/tokens", body={"uses": 5})
+        yield self.register_with(once, "db1.example.com")
+        response, body = yield self.call("DELETE", "/api/v1/tokens/" + leaked["token_id"])
+        self.assertEqual((response.code, body),
+                         (200, {"token_id": leaked["token_id"], "withdrawn": True,
+                                "changed": True}))
+        self.clock.advance(61)
+        response, body = yield self.call("GET", "/api/v1/tokens")
+        self.assertEqual(response.code, 200)
+        states = {t["token_id"]: (t["state"], t["used"], t["uses"]) for t in body["tokens"]}
+        self.assertEqual(states, {once["token_id"]: ("used", 1, 1),
+                                  later["token_id"]: ("expired", 0, 3),
+                                  leaked["token_id"]: ("withdrawn", 0, 5)})
+        self.assertEqual(body["count"], 3)
+        listed = json.dumps(body)
+        for token in (once, later, leaked):  # ids only, never a secret
+            self.assertNotIn(token["token"], listed)
+        # A withdrawn token enrolls nobody, and changes nothing.
+        failure = yield self.assertFailure(self.register_with(leaked, "db2.example.com"),
+                                           Refusal)
+        self.assertEqual(failure.code, "token_withdrawn")
+        self.assertEqual((yield self.server.count("envoys")), 1)
+        response, body = yield self.call("DELETE", "/api/v1/tokens/" + leaked["token_id"])
+        self.assertEqual((response.code, body["changed"]), (200, False))
+        response, body = yield self.call("DELETE", "/api/v1/tokens/nosuch")
+        self.assertJSONError(response, body, 404, "not_found")
+        response, body = yield self.call("GET", "/api/v1/tokens", token=None)
+        self.assertEqual(response.code, 401)
 
     BAD_BODIES = (
         (b"{not json", "not JSON"),

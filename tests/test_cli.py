@@ -48,6 +48,8 @@ class ParseTests(unittest.SynchronousTestCase):
             (["token", "create"], ("POST", "/api/v1/tokens", {"uses": 1})),
             (["token", "create", "--uses", "3", "--expires-in", "1h"],
              ("POST", "/api/v1/tokens", {"uses": 3, "expires_in": "1h"})),
+            (["token", "list"], ("GET", "/api/v1/tokens", None)),
+            (["token", "withdraw", "t/1"], ("DELETE", "/api/v1/tokens/t%2F1", None)),
             (["envoys", "list"], ("GET", "/api/v1/envoys", None)),
             (["envoys", "list", "--bolt", "b1", "--offline"],
              ("GET", "/api/v1/envoys?bolt=b1&offline=1", None)),
@@ -60,8 +62,8 @@ class ParseTests(unittest.SynchronousTestCase):
             self.assertEqual(request_of(argv), expected, argv)
         # The spanner commands are covered in tests/test_cli_spanner.py.
         self.assertEqual({key for key in cli.COMMANDS if not key.startswith("spanner ")},
-                         {"status", "token create", "envoys list", "envoys show",
-                          "envoys push", "envoys revoke"})
+                         {"status", "token create", "token list", "token withdraw",
+                          "envoys list", "envoys show", "envoys push", "envoys revoke"})
 
     def test_global_options_before_or_after_the_command(self):
         before = cli.parse(["--json", "--api", "https://a:1", "--token", "t", "envoys", "list"])
@@ -338,6 +340,28 @@ class EndToEndTests(unittest.TestCase):
         rows = yield self.server.store.run(
             lambda c: c.execute("SELECT uses, expires_at FROM enrollment_tokens").fetchall())
         self.assertEqual(rows, [(2, self.server.clock.seconds() + 3600)])
+
+    @defer.inlineCallbacks
+    def test_token_list_and_withdraw(self):
+        status, out, _ = yield self.local("token", "list")
+        self.assertEqual((status, out), (0, "no enrollment tokens\n"))
+        status, token, _ = yield self.local("token", "create", "--uses", "2")
+        status, out, _ = yield self.local("token", "list", "--json")
+        [listed] = json.loads(out)["tokens"]
+        self.assertNotIn(token.strip(), out)
+        status, out, _ = yield self.local("token", "withdraw", listed["token_id"])
+        self.assertEqual((status, out), (0, "enrollment token %s withdrawn\n"
+                                            % (listed["token_id"],)))
+        status, out, _ = yield self.local("token", "withdraw", listed["token_id"])
+        self.assertIn("(it already was)", out)
+        status, out, _ = yield self.local("token", "list")
+        lines = out.splitlines()
+        self.assertEqual(lines[0].split(), ["TOKEN", "STATE", "USED", "CREATED", "EXPIRES"])
+        self.assertEqual(lines[1].split()[:3], [listed["token_id"], "withdrawn", "0/2"])
+        self.assertEqual(lines[1].split()[-1], "never")
+        status, _, err = yield self.local("token", "withdraw", "nosuch")
+        self.assertEqual(status, 1)
+        self.assertIn("not_found", err)
 
     @defer.inlineCallbacks
     def test_envoys(self):

@@ -274,6 +274,15 @@ class RoutingTests(unittest.TestCase):
         self.assertEqual(len(self.federation.envoys("b")), 1)  # it did
 
     @defer.inlineCallbacks
+    def test_a_withdrawn_token_is_refused_by_its_minter_wherever_it_is_used(self):
+        token = yield self.kits["c"].enrollment.create_token(uses=5)
+        yield self.kits["c"].enrollment.withdraw_token(token.token_id)
+        refusal = yield self.refused_at("a", EnvoyKey("web1.b.example.com"), token,
+                                        "token_withdrawn")
+        self.assertFalse(refusal.retryable)
+        self.assert_nothing_stored()
+
+    @defer.inlineCallbacks
     def test_minter_down_is_retryable_and_stores_nothing(self):
         token = yield self.kits["c"].enrollment.create_token()
         self.federation.down.add("c")

@@ -268,6 +268,18 @@ class RefusalAndSimulatorTests(IntegrationTestCase):
                                   os.path.join(base, "r2"), expect=1)
         self.assertIn("already used 1 of 1 times (token_used)", err)
 
+        # Withdrawn: refused, though it has uses left.
+        spare = yield self.new_token(data, 3)
+        tokens = yield self.vigocli_json(data, "token", "list")
+        spare_id = EnrollmentToken.decode(spare).token_id
+        self.assertEqual({t["token_id"]: t["state"] for t in tokens["tokens"]}[spare_id],
+                         "usable")
+        out, _ = yield self.vigocli(data, "token", "withdraw", spare_id)
+        self.assertEqual(out, f"enrollment token {spare_id} withdrawn\n")
+        err = yield self.register(server, spare, "w.example.com",
+                                  os.path.join(base, "w"), expect=1)
+        self.assertIn("was withdrawn; create a new one (token_withdrawn)", err)
+
         # Revoked: the next attach is refused, saying so.
         out, _ = yield self.vigocli(data, "envoys", "revoke", r1_id)
         self.assertEqual(out, f"envoy {r1_id} revoked\n")

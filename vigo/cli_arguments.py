@@ -116,6 +116,11 @@ def build_parser():
                         help="envoys it may enroll (default 1)")
     create.add_argument("--expires-in", type=_duration, metavar="DURATION",
                         help="lifetime, e.g. 1h (default: never expires)")
+    command(token, "list", "token list", "the enrollment tokens this server minted")
+    withdraw = command(token, "withdraw", "token withdraw",
+                       "withdraw an enrollment token: refused from now on")
+    withdraw.add_argument("token_id", metavar="TOKEN_ID",
+                          help="the token's id (from 'token list' or 'token create --json')")
 
     envoys = groups.add_parser("envoys", help="enrolled envoys").add_subparsers(
         dest="action", metavar="ACTION", required=True)

@@ -86,6 +86,25 @@ def token_created(answer, out, err):
           f"{lifetime}.", file=err)
 
 
+def token_table(answer, out, err):
+    """``vigocli token list``."""
+    tokens = answer.get("tokens", [])
+    if not tokens:
+        print("no enrollment tokens", file=out)
+        return
+    rows = [[t["token_id"], t["state"], "%d/%d" % (t["used"], t["uses"]),
+             format_time(t["created_at"]),
+             "never" if t["expires_at"] is None else format_time(t["expires_at"])]
+            for t in tokens]
+    table(rows, ["TOKEN", "STATE", "USED", "CREATED", "EXPIRES"], out)
+
+
+def token_withdrawn(answer, out, err):
+    """``vigocli token withdraw``."""
+    print("enrollment token %s withdrawn%s" % (
+        answer["token_id"], "" if answer.get("changed") else " (it already was)"), file=out)
+
+
 def envoy_table(answer, out, err):
     """``vigocli envoys list`` and ``spanner bolt envoys``.
 

@@ -126,6 +126,12 @@ MIGRATIONS = (
             )""",
         ),
     ),
+    (
+        # Enrollment tokens an operator withdrew (``vigocli token withdraw``):
+        # refused from then on, kept for the record.
+        6,
+        ("ALTER TABLE enrollment_tokens ADD COLUMN withdrawn_at REAL",),
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -221,6 +221,19 @@ class AdminAPI:
             "expires_at": None if expires_in is None else now + expires_in,
         }, 201)
 
+    @app.route("/api/v1/tokens", methods=["GET"])
+    @authorized
+    async def list_tokens(self, request):
+        """The enrollment tokens this server minted (never their secrets)."""
+        tokens = await self.server.enrollment.tokens()
+        return self._json(request, {"tokens": tokens, "count": len(tokens)})
+
+    @app.route("/api/v1/tokens/<token_id>", methods=["DELETE"])
+    @authorized
+    async def withdraw_token(self, request, token_id):
+        """Withdraw an enrollment token: refused from now on."""
+        return self._json(request, await self.server.enrollment.withdraw_token(token_id))
+
     @app.route("/api/v1/envoys", methods=["GET"])
     @authorized
     async def list_envoys(self, request):

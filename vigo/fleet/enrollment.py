@@ -29,6 +29,39 @@ MAX_TOKEN_USES = 1_000_000
 MAX_TOKEN_LIFETIME = 365 * 24 * 3600.0
 
 
+TOKEN_STATES = ("usable", "used", "expired", "withdrawn")
+
+
+def list_tokens(cursor, now):
+    """Every enrollment token this server minted (never the secret), newest first."""
+    tokens = []
+    for token_id, uses, used, created, expires, withdrawn in cursor.execute(
+            "SELECT id, uses, used, created_at, expires_at, withdrawn_at "
+            "FROM enrollment_tokens ORDER BY created_at DESC, id"):
+        state = ("withdrawn" if withdrawn is not None else
+                 "expired" if expires is not None and expires < now else
+                 "used" if used >= uses else "usable")
+        tokens.append({"token_id": token_id, "state": state, "uses": uses, "used": used,
+                       "created_at": created, "expires_at": expires,
+                       "withdrawn_at": withdrawn})
+    return tokens
+
+
+def withdraw_token(cursor, token_id, now):
+    """Refuse a token from now on; ``(changed, state before)``. Refusal
+    ``not_found`` for a token this server did not mint."""
+    row = cursor.execute("SELECT withdrawn_at FROM enrollment_tokens WHERE id = ?",
+                         (token_id,)).fetchone()
+    if row is None:
+        raise Refusal("not_found", "this server minted no enrollment token %r (tokens are "
+                      "kept by the server that minted them)" % (token_id,))
+    if row[0] is not None:
+        return False
+    cursor.execute("UPDATE enrollment_tokens SET withdrawn_at = ? WHERE id = ?",
+                   (now, token_id))
+    return True
+
+
 def insert_token(cursor, token, uses, now, expires_at):
     cursor.execute(
         "INSERT INTO enrollment_tokens (id, secret_hash, uses, created_at, expires_at) "
@@ -45,12 +78,14 @@ def redeem_token(cursor, token_id, secret_hash, now):
 
 def _check_token(cursor, token_id, secret_hash, now):
     row = cursor.execute(
-        "SELECT secret_hash, uses, used, expires_at FROM enrollment_tokens WHERE id = ?",
-        (token_id,),
+        "SELECT secret_hash, uses, used, expires_at, withdrawn_at FROM enrollment_tokens "
+        "WHERE id = ?", (token_id,),
     ).fetchone()
     if row is None or not hmac.compare_digest(row[0], secret_hash):
         raise Refusal("bad_token", "this server did not mint that enrollment token")
-    stored_hash, uses, used, expires_at = row
+    stored_hash, uses, used, expires_at, withdrawn_at = row
+    if withdrawn_at is not None:
+        raise Refusal("token_withdrawn", "the enrollment token was withdrawn; create a new one")
     if expires_at is not None and expires_at < now:
         raise Refusal("token_expired", "the enrollment token has expired; create a new one")
     if used >= uses:
@@ -127,6 +162,17 @@ class Enrollment:
         expires_at = None if expires_in is None else now + expires_in
         d = self.store.run(insert_token, token, uses, now, expires_at)
         return d.addCallback(lambda _: token)
+
+    def tokens(self):
+        """A Deferred of every token this server minted (``list_tokens``)."""
+        return self.store.run(list_tokens, self.clock.seconds())
+
+    def withdraw_token(self, token_id):
+        """Refuse token ``token_id`` from now on, durably; a Deferred of
+        ``{"token_id", "withdrawn": True, "changed"}``. Fails with Refusal."""
+        d = self.store.run(withdraw_token, token_id, self.clock.seconds())
+        return d.addCallback(lambda changed: {"token_id": token_id, "withdrawn": True,
+                                              "changed": changed})
 
     def register(self, hostname, public_key, token_text, timestamp_ms, signature):
         """Enroll an envoy; a Deferred of the Registered fields.
