@@ -104,13 +104,13 @@ class VigoServer(service.MultiService):
         self.started_at = None
         self.ports = {}
         self.ready = defer.Deferred()
+        self.dbus = None  # vigo.dbus_control.DbusControl when dbus.bus is set
         internet.TimerService(FLUSH_INTERVAL, self._flush).setServiceParent(self)
         internet.TimerService(config.checkin.interval, self.fleet.sweep).setServiceParent(self)
         internet.TimerService(HEAP_SWEEP_INTERVAL, heap_sweep).setServiceParent(self)
 
     def startService(self):
         service.Service.startService(self)
-        self._warn_unbuilt()
         self.started_at = self.clock.seconds()
         d = defer.ensureDeferred(self._start())
         d.addCallbacks(self.ready.callback, self._failed)
@@ -142,6 +142,11 @@ class VigoServer(service.MultiService):
             self.ports["peer"] = self.spanner.peer_port.getHost().port
         self.enrollment.ownership = self.ownership
         self.enrollment.envoy_address = self.envoy_address
+        if self.config.dbus.bus != "none":
+            from vigo.dbus_control import DbusControl
+
+            self.dbus = DbusControl(self.reactor, self, self.config.dbus.bus)
+            await self.dbus.start()
         self._write_run_file()
         self.log.info(
             "vigo {mode} server {id} ready: {n} envoy(s); envoys on {envoy}, API on {api}",
@@ -149,14 +154,6 @@ class VigoServer(service.MultiService):
             envoy=envoy_port, api=self.api_url(),
         )
         return self
-
-    def _warn_unbuilt(self):
-        """Say so when the config asks for what this version does not do yet."""
-        if self.config.dbus.bus != "none":
-            self.log.warn(
-                "dbus.bus is {bus!r}, but D-Bus control is not built yet: ignored",
-                bus=self.config.dbus.bus,
-            )
 
     def _failed(self, reason):
         if reason.check(CannotListenError, StoreError):
@@ -262,6 +259,8 @@ class VigoServer(service.MultiService):
             if listening is not None:
                 yield listening.stopListening()
         self.fleet.hang_up_all()
+        if self.dbus is not None:
+            self.dbus.stop()
         run_file = os.path.join(self.config.server.data_dir, RUN_FILE)
         if self.ports and os.path.exists(run_file):
             os.unlink(run_file)

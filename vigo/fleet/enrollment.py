@@ -148,6 +148,9 @@ class Enrollment:
         #: each a Deferred that fails with ``Refusal``. None: a non-owner
         #: redirects, and only this server's own tokens are taken.
         self.router = None
+        #: ``listener(envoy_id, hostname)`` for each envoy enrolled here, once
+        #: it is durable (the D-Bus ``EnvoyEnrolled`` signal).
+        self.listeners = []
 
     def create_token(self, uses=1, expires_in=None):
         """A new token (a Deferred of ``EnrollmentToken``), durable when it fires."""
@@ -258,6 +261,8 @@ class Enrollment:
             record = EnvoyRecord(envoy_id, hostname, public_key, None,
                                  enrolled_at=now, last_seen=now)
             self.fleet.add(record)
+            for listener in list(self.listeners):
+                listener(record.id, record.hostname)
             return self._registered(record)
 
         if token.server_id == self.identity.id:
