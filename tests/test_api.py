@@ -397,6 +397,34 @@ class AuthTests(ApiTestCase):
         response, _body = yield self.call("GET", "/api/v1/status", token=text)
         self.assertEqual(response.code, 200)
 
+    @defer.inlineCallbacks
+    def test_api_tokens_minted_listed_and_withdrawn(self):
+        response, minted = yield self.call("POST", "/api/v1/api-tokens", body={"name": " ci "})
+        self.assertEqual(response.code, 201, minted)
+        self.assertEqual(set(minted), {"token", "token_id", "name", "created_at"})
+        self.assertEqual(minted["name"], "ci")
+        self.assertTrue(minted["token"].startswith("vgot_"))
+        response, _ = yield self.call("GET", "/api/v1/status", token=minted["token"])
+        self.assertEqual(response.code, 200)
+        response, listed = yield self.call("GET", "/api/v1/api-tokens", token=minted["token"])
+        self.assertEqual(sorted(t["name"] for t in listed["tokens"]), ["ci", "local-admin"])
+        self.assertNotIn(minted["token"], json.dumps(listed))
+        local = next(t for t in listed["tokens"] if t["name"] == "local-admin")
+        # The local admin token stays: the CLI's --data-dir depends on it.
+        response, body = yield self.call("DELETE", "/api/v1/api-tokens/" + local["token_id"])
+        self.assertJSONError(response, body, 409, "local_admin")
+        response, body = yield self.call("DELETE", "/api/v1/api-tokens/" + minted["token_id"])
+        self.assertEqual((response.code, body),
+                         (200, {"token_id": minted["token_id"], "withdrawn": True}))
+        response, body = yield self.call("GET", "/api/v1/status", token=minted["token"])
+        self.assertJSONError(response, body, 401, "unauthorized")
+        response, body = yield self.call("DELETE", "/api/v1/api-tokens/" + minted["token_id"])
+        self.assertJSONError(response, body, 404, "not_found")
+        for bad in ({}, {"name": ""}, {"name": "x" * 101}, {"name": "a\nb"}, {"name": 3}):
+            response, body = yield self.call("POST", "/api/v1/api-tokens", body=bad)
+            self.assertJSONError(response, body, 400, "bad_request")
+        self.assertEqual((yield self.server.count("api_tokens")), 1)
+
 
 class StatusTests(ApiTestCase):
     @defer.inlineCallbacks

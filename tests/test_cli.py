@@ -49,6 +49,9 @@ class ParseTests(unittest.SynchronousTestCase):
             (["token", "create", "--uses", "3", "--expires-in", "1h"],
              ("POST", "/api/v1/tokens", {"uses": 3, "expires_in": "1h"})),
             (["token", "list"], ("GET", "/api/v1/tokens", None)),
+            (["api-token", "create", "ci"], ("POST", "/api/v1/api-tokens", {"name": "ci"})),
+            (["api-token", "list"], ("GET", "/api/v1/api-tokens", None)),
+            (["api-token", "withdraw", "a b"], ("DELETE", "/api/v1/api-tokens/a%20b", None)),
             (["token", "withdraw", "t/1"], ("DELETE", "/api/v1/tokens/t%2F1", None)),
             (["envoys", "list"], ("GET", "/api/v1/envoys", None)),
             (["envoys", "list", "--bolt", "b1", "--offline"],
@@ -63,6 +66,7 @@ class ParseTests(unittest.SynchronousTestCase):
         # The spanner commands are covered in tests/test_cli_spanner.py.
         self.assertEqual({key for key in cli.COMMANDS if not key.startswith("spanner ")},
                          {"status", "token create", "token list", "token withdraw",
+                          "api-token create", "api-token list", "api-token withdraw",
                           "envoys list", "envoys show", "envoys push", "envoys revoke"})
 
     def test_global_options_before_or_after_the_command(self):
@@ -340,6 +344,24 @@ class EndToEndTests(unittest.TestCase):
         rows = yield self.server.store.run(
             lambda c: c.execute("SELECT uses, expires_at FROM enrollment_tokens").fetchall())
         self.assertEqual(rows, [(2, self.server.clock.seconds() + 3600)])
+
+    @defer.inlineCallbacks
+    def test_api_tokens(self):
+        status, token, err = yield self.local("api-token", "create", "ci")
+        self.assertEqual(status, 0, err)
+        self.assertTrue(token.startswith("vgot_"))
+        self.assertEqual(len(token.splitlines()), 1)
+        self.assertIn("shown once", err)
+        status, out, _ = yield self.local("api-token", "list")
+        lines = out.splitlines()
+        self.assertEqual(lines[0].split(), ["TOKEN", "NAME", "CREATED"])
+        ci = next(line.split()[0] for line in lines[1:] if line.split()[1] == "ci")
+        self.assertIn("'vigocli api-token withdraw %s'" % (ci,), err)
+        status, out, _ = yield self.local("api-token", "withdraw", ci)
+        self.assertEqual((status, out), (0, "API token %s withdrawn\n" % (ci,)))
+        status, _, err = yield self.local("api-token", "withdraw", ci)
+        self.assertEqual(status, 1)
+        self.assertIn("not_found", err)
 
     @defer.inlineCallbacks
     def test_token_list_and_withdraw(self):

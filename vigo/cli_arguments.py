@@ -122,6 +122,16 @@ def build_parser():
     withdraw.add_argument("token_id", metavar="TOKEN_ID",
                           help="the token's id (from 'token list' or 'token create --json')")
 
+    api_token = groups.add_parser("api-token", help="admin API tokens").add_subparsers(
+        dest="action", metavar="ACTION", required=True)
+    minted = command(api_token, "create", "api-token create",
+                     "mint an admin API token for another operator or tool (shown once)")
+    minted.add_argument("name", metavar="NAME", help="who or what it is for, e.g. ci")
+    command(api_token, "list", "api-token list", "this server's admin API tokens")
+    dropped = command(api_token, "withdraw", "api-token withdraw",
+                      "withdraw an admin API token: refused from now on")
+    dropped.add_argument("token_id", metavar="TOKEN_ID", help="the token's id ('api-token list')")
+
     envoys = groups.add_parser("envoys", help="enrolled envoys").add_subparsers(
         dest="action", metavar="ACTION", required=True)
     listing = command(envoys, "list", "envoys list", "list envoys by hostname")

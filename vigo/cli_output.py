@@ -86,6 +86,26 @@ def token_created(answer, out, err):
           f"{lifetime}.", file=err)
 
 
+def api_token_created(answer, out, err):
+    """``vigocli api-token create``: the token alone on ``out``, the note on ``err``."""
+    print(answer["token"], file=out)
+    print("This API token (%s, id %s) is shown once: keep it now. Use it with --token or "
+          "$VIGO_TOKEN; 'vigocli api-token withdraw %s' withdraws it."
+          % (answer["name"], answer["token_id"], answer["token_id"]), file=err)
+
+
+def api_token_table(answer, out, err):
+    """``vigocli api-token list``."""
+    rows = [[t["token_id"], t["name"], format_time(t["created_at"])]
+            for t in answer.get("tokens", [])]
+    table(rows, ["TOKEN", "NAME", "CREATED"], out)
+
+
+def api_token_withdrawn(answer, out, err):
+    """``vigocli api-token withdraw``."""
+    print("API token %s withdrawn" % (answer["token_id"],), file=out)
+
+
 def token_table(answer, out, err):
     """``vigocli token list``."""
     tokens = answer.get("tokens", [])

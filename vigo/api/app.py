@@ -221,6 +221,30 @@ class AdminAPI:
             "expires_at": None if expires_in is None else now + expires_in,
         }, 201)
 
+    @app.route("/api/v1/api-tokens", methods=["POST"])
+    @authorized
+    async def create_api_token(self, request):
+        """Mint an admin API token for another operator or tool: ``{"name": ...}``."""
+        body = read_object(request, ("name",))
+        try:
+            minted = await self.server.api_tokens.mint(body.get("name"))
+        except ValueError as e:
+            raise ApiError(400, "bad_request", str(e)) from None
+        return self._json(request, minted, 201)
+
+    @app.route("/api/v1/api-tokens", methods=["GET"])
+    @authorized
+    async def list_api_tokens(self, request):
+        """The admin API tokens of this server (never their secrets)."""
+        tokens = await self.server.api_tokens.tokens()
+        return self._json(request, {"tokens": tokens, "count": len(tokens)})
+
+    @app.route("/api/v1/api-tokens/<token_id>", methods=["DELETE"])
+    @authorized
+    async def withdraw_api_token(self, request, token_id):
+        """Withdraw an admin API token: refused from now on."""
+        return self._json(request, await self.server.api_tokens.withdraw(token_id))
+
     @app.route("/api/v1/tokens", methods=["GET"])
     @authorized
     async def list_tokens(self, request):

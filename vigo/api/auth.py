@@ -15,6 +15,7 @@ import os
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from vigo.fleet.refusal import Refusal
 from vigo.identity import write_private_file
 from vigo.tokens import API_PREFIX, MAX_TOKEN_LENGTH, hash_secret, new_api_token
 
@@ -33,6 +34,26 @@ def insert_api_token(cursor, token_id, secret_hash, name, now):
         "INSERT INTO api_tokens (id, secret_hash, name, created_at) VALUES (?, ?, ?, ?)",
         (token_id, secret_hash, name, now),
     )
+
+
+def list_api_tokens(cursor):
+    return [{"token_id": token_id, "name": name, "created_at": created}
+            for token_id, name, created in cursor.execute(
+                "SELECT id, name, created_at FROM api_tokens ORDER BY created_at, id")]
+
+
+def delete_api_token(cursor, token_id):
+    """Forget an API token; its secret's hash. Refusal ``not_found``, or
+    ``local_admin`` for the token the server keeps in its data directory."""
+    row = cursor.execute("SELECT secret_hash, name FROM api_tokens WHERE id = ?",
+                         (token_id,)).fetchone()
+    if row is None:
+        raise Refusal("not_found", "no API token %r on this server" % (token_id,))
+    if row[1] == LOCAL_ADMIN:
+        raise Refusal("local_admin", "the local admin token cannot be withdrawn: delete "
+                      "<data_dir>/%s and restart the server to replace it" % (ADMIN_TOKEN_FILE,))
+    cursor.execute("DELETE FROM api_tokens WHERE id = ?", (token_id,))
+    return bytes(row[0])
 
 
 def replace_local_admin(cursor, token_id, secret_hash, now):
@@ -130,17 +151,38 @@ class ApiTokens:
 
     def create(self, name):
         """Mint a token named ``name``; a Deferred of its text, durable when it fires."""
-        if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME_LENGTH:
-            raise ValueError(f"name must be a string of 1 to {MAX_NAME_LENGTH} characters")
+        return self.mint(name).addCallback(lambda minted: minted["token"])
+
+    def mint(self, name):
+        """Mint a token named ``name``; a Deferred of ``{"token", "token_id",
+        "name", "created_at"}``, durable when it fires. ``ValueError`` for a bad name."""
+        if not isinstance(name, str) or not 1 <= len(name.strip()) <= MAX_NAME_LENGTH \
+                or not name.isprintable():
+            raise ValueError(f"name must be 1 to {MAX_NAME_LENGTH} printable characters")
         token_id, text = new_api_token()
         secret_hash = hash_secret(text)
+        now = self.clock.seconds()
 
         def stored(_):
             self._hashes.add(secret_hash)
-            return text
+            return {"token": text, "token_id": token_id, "name": name.strip(), "created_at": now}
 
-        d = self.store.run(insert_api_token, token_id, secret_hash, name, self.clock.seconds())
+        d = self.store.run(insert_api_token, token_id, secret_hash, name.strip(), now)
         return d.addCallback(stored)
+
+    def tokens(self):
+        """A Deferred of every API token's id, name and creation time (never a secret)."""
+        return self.store.run(list_api_tokens)
+
+    def withdraw(self, token_id):
+        """Refuse token ``token_id`` from now on (durably first); a Deferred of
+        ``{"token_id", "withdrawn": True}``. Fails with ``Refusal``."""
+
+        def forgotten(secret_hash):
+            self._hashes.discard(secret_hash)
+            return {"token_id": token_id, "withdrawn": True}
+
+        return self.store.run(delete_api_token, token_id).addCallback(forgotten)
 
 
 def _read_token(path):
