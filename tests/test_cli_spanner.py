@@ -12,7 +12,7 @@ from twisted.trial import unittest
 from tests.spannerkit import GOOD_TOKEN, PEER_ID, SELF_ID, FakeSpanner, bolt_row
 from tests.test_api import FacadeServer, new_clock
 from tests.test_cli import TrackingSite, parse_failure, request_of
-from vigo import cli, cli_output
+from vigo import cli, cli_output, cli_output_spanner
 from vigo.api.app import AdminAPI
 from vigo.tls import api_server_options, ensure_api_certificate
 
@@ -138,7 +138,7 @@ class OutputTests(unittest.SynchronousTestCase):
 
     def test_status_of_a_member(self):
         status = FakeSpanner().found().status()
-        out, err = self.show(cli_output.spanner_status, status)
+        out, err = self.show(cli_output_spanner.spanner_status, status)
         self.assertEqual(err, "")
         self.assertEqual(out.splitlines(), [
             "state       member",
@@ -149,10 +149,10 @@ class OutputTests(unittest.SynchronousTestCase):
             "peers       1 alive, 0 suspect, 1 down, 0 unknown",
         ])
         status["founder_id"] = PEER_ID
-        out, _ = self.show(cli_output.spanner_status, status)
+        out, _ = self.show(cli_output_spanner.spanner_status, status)
         self.assertIn(f"(founded by {PEER_ID})", out)
         status["moves_pending"] = [{"envoy_id": "e%d" % n, "to": PEER_ID} for n in range(7)]
-        out, _ = self.show(cli_output.spanner_status, status)
+        out, _ = self.show(cli_output_spanner.spanner_status, status)
         self.assertIn(f"moves       7 pending here (as of the last repair round): e0 to {PEER_ID}, ",
                       out)
         self.assertIn(f"e4 to {PEER_ID}, ...\n", out)
@@ -162,28 +162,28 @@ class OutputTests(unittest.SynchronousTestCase):
                   "pattern": "db*.a.example.com",
                   "candidates": [{"bolt_id": "b2", "name": "b", "pattern": "db*.a.example.com"},
                                  {"bolt_id": "a1", "name": "a", "pattern": "*.a.example.com"}]}
-        out, _ = self.show(cli_output.owner_explained, answer)
+        out, _ = self.show(cli_output_spanner.owner_explained, answer)
         lines = out.splitlines()
         self.assertEqual(lines[0], "db1.a.example.com is owned by bolt b2 (b): the most "
                                    "specific matching pattern, db*.a.example.com")
         self.assertEqual(lines[1], "matching patterns of active bolts, most specific first:")
         self.assertEqual(lines[3].split(), ["b2", "b", "db*.a.example.com"])
-        out, _ = self.show(cli_output.owner_explained, dict(
+        out, _ = self.show(cli_output_spanner.owner_explained, dict(
             answer, by="override", pattern=None, bolt_id="c3", name="c"))
         self.assertIn("owned by bolt c3 (c): its envoy's override", out)
-        out, _ = self.show(cli_output.owner_explained, dict(answer, candidates=answer[
+        out, _ = self.show(cli_output_spanner.owner_explained, dict(answer, candidates=answer[
             "candidates"][:1]))
         self.assertEqual(len(out.splitlines()), 1)
 
     def test_status_of_an_unfederated_bolt_gives_the_hint(self):
-        out, _ = self.show(cli_output.spanner_status, FakeSpanner(name=None).status())
+        out, _ = self.show(cli_output_spanner.spanner_status, FakeSpanner(name=None).status())
         lines = out.splitlines()
         self.assertEqual(lines[:4], ["state       unfederated", f"bolt        {SELF_ID}",
                                      "federation  -", "digest      -"])
         self.assertTrue(lines[-1].startswith("hint        not in a federation yet"))
 
     def test_status_of_a_standalone_server(self):
-        out, _ = self.show(cli_output.spanner_status, {
+        out, _ = self.show(cli_output_spanner.spanner_status, {
             "mode": "standalone", "state": "standalone", "bolt_id": "s1",
             "hint": "this server runs standalone; start it with --mode=spanner"})
         self.assertEqual(out.splitlines(), [
@@ -192,10 +192,10 @@ class OutputTests(unittest.SynchronousTestCase):
 
     def test_init_and_join_say_what_happened(self):
         status = FakeSpanner().found().status()
-        out, _ = self.show(cli_output.spanner_initialized, status)
+        out, _ = self.show(cli_output_spanner.spanner_initialized, status)
         self.assertTrue(out.startswith(f"founded federation {status['federation_id']}; "))
         self.assertIn("state       member", out)
-        out, _ = self.show(cli_output.spanner_joined, status)
+        out, _ = self.show(cli_output_spanner.spanner_joined, status)
         self.assertTrue(out.startswith(
             f"joined federation {status['federation_id']} as bolt {SELF_ID}\n"))
 
@@ -203,7 +203,7 @@ class OutputTests(unittest.SynchronousTestCase):
         rows = FakeSpanner().found().rows
         rows[0]["envoys"] = {"owned": 12, "online": 10, "as_of": 0.0, "last_heard_age": 0.0,
                              "checkin_rate": 0.8}
-        out, _ = self.show(cli_output.bolt_table, {"bolts": rows, "count": 3})
+        out, _ = self.show(cli_output_spanner.bolt_table, {"bolts": rows, "count": 3})
         self.assertEqual(out.splitlines(), [
             "BOLT                  NAME  STATUS    LIVENESS  HEARD  PATTERNS           ENVOYS"
             "  ONLINE",
@@ -211,13 +211,13 @@ class OutputTests(unittest.SynchronousTestCase):
             f"{PEER_ID}  dc2   active    alive     3s     *.dc2.example.com  7       -",
             f"{'d' * 20}  dc3   draining  down      -      -                  -       -",
         ])
-        self.assertEqual(self.show(cli_output.bolt_table, {"bolts": [], "count": 0})[0],
+        self.assertEqual(self.show(cli_output_spanner.bolt_table, {"bolts": [], "count": 0})[0],
                          "no bolts\n")
 
     def test_bolt_details(self):
         row = bolt_row(PEER_ID, "dc2", patterns=["*.a", "*.b"], heard=75,
                        counters={"envoys_owned": 7, "checkins": 3})
-        out, _ = self.show(cli_output.bolt_details, row)
+        out, _ = self.show(cli_output_spanner.bolt_details, row)
         for line in (f"bolt           {PEER_ID}", "name           dc2", "this bolt      no",
                      "patterns       *.a, *.b", "api            https://dc2.test:8443",
                      "peer address   dc2.test:1533", "liveness       alive",
@@ -226,19 +226,19 @@ class OutputTests(unittest.SynchronousTestCase):
             self.assertIn(line + "\n", out)
         row["envoys"] = {"owned": 7, "online": 5, "as_of": 1.5, "last_heard_age": 75,
                          "checkin_rate": 0.47}
-        out, _ = self.show(cli_output.bolt_details, row)
+        out, _ = self.show(cli_output_spanner.bolt_details, row)
         for line in ("envoys         7 owned, 5 online", "check-ins      0.47/s",
                      "envoys as of   1s ago"):
             self.assertIn(line + "\n", out)
         del row["envoys"]["checkin_rate"]
-        out, _ = self.show(cli_output.bolt_details, row)
+        out, _ = self.show(cli_output_spanner.bolt_details, row)
         self.assertIn("check-ins      -\n", out)
-        out, _ = self.show(cli_output.bolt_details, bolt_row("d" * 20, "dc3", liveness="down"))
+        out, _ = self.show(cli_output_spanner.bolt_details, bolt_row("d" * 20, "dc3", liveness="down"))
         self.assertIn("last heard     never\n", out)
         self.assertIn("counters       -\n", out)
 
     def test_invite_alone_on_stdout(self):
-        out, err = self.show(cli_output.invite_created, {
+        out, err = self.show(cli_output_spanner.invite_created, {
             "token": "vgoi_abc", "token_id": "t", "expires_at": 3600.0, "minter_id": "m"})
         self.assertEqual(out, "vgoi_abc\n")
         self.assertIn("one-shot", err)
@@ -246,10 +246,10 @@ class OutputTests(unittest.SynchronousTestCase):
         self.assertIn("vigocli spanner bolt join TOKEN", err)
 
     def test_action_result_is_indented_json(self):
-        out, _ = self.show(cli_output.action_result,
+        out, _ = self.show(cli_output_spanner.action_result,
                            {"bolt_id": "b", "action": "x", "result": {"b": [1], "a": None}})
         self.assertEqual(out, '{\n  "a": null,\n  "b": [\n    1\n  ]\n}\n')
-        out, _ = self.show(cli_output.action_result, {"result": "pong"})
+        out, _ = self.show(cli_output_spanner.action_result, {"result": "pong"})
         self.assertEqual(out, '"pong"\n')
 
 

@@ -38,6 +38,7 @@ from twisted.web.client import (
 
 from vigo import cli_drain
 from vigo import cli_output as output
+from vigo import cli_output_spanner as spanner_output
 from vigo.api.auth import ADMIN_TOKEN_FILE
 from vigo.cli_arguments import DEFAULT_API, argument_value, build_parser, parse  # noqa: F401
 from vigo.tls import API_CERT_FILE
@@ -143,28 +144,28 @@ COMMANDS = {
     "envoys push": Command("POST", _envoy("/push"), output.envoy_pushed, body=lambda o: {}),
     "envoys revoke": Command("DELETE", _envoy(), output.envoy_revoked),
     "spanner status": Command("GET", lambda options: "/api/v1/spanner/status",
-                              output.spanner_status),
+                              spanner_output.spanner_status),
     "spanner init": Command("POST", lambda options: "/api/v1/spanner/init",
-                            output.spanner_initialized, body=_init_body),
-    "spanner owner": Command("GET", _owner_query, output.owner_explained),
+                            spanner_output.spanner_initialized, body=_init_body),
+    "spanner owner": Command("GET", _owner_query, spanner_output.owner_explained),
     "spanner bolt list": Command("GET", lambda options: "/api/v1/spanner/bolts",
-                                 output.bolt_table),
-    "spanner bolt show": Command("GET", _bolt, output.bolt_details),
+                                 spanner_output.bolt_table),
+    "spanner bolt show": Command("GET", _bolt, spanner_output.bolt_details),
     "spanner bolt envoys": Command("GET", lambda options: _bolt(options) + "/envoys",
                                    output.envoy_table),
     "spanner bolt push": Command("POST", lambda options: _bolt(options) + "/push",
-                                 output.bolt_pushed, body=lambda o: {}),
+                                 spanner_output.bolt_pushed, body=lambda o: {}),
     "spanner bolt invite": Command("POST", lambda options: "/api/v1/spanner/invite",
-                                   output.invite_created, body=_invite_body),
+                                   spanner_output.invite_created, body=_invite_body),
     "spanner bolt join": Command("POST", lambda options: "/api/v1/spanner/join",
-                                 output.spanner_joined, body=lambda o: {"token": o.token_text}),
+                                 spanner_output.spanner_joined, body=lambda o: {"token": o.token_text}),
     "spanner bolt reassign": Command("POST", _envoy("/reassign"), output.envoy_reassigned,
                                      body=lambda o: {"to": o.to}),
-    "spanner bolt drain": Command("POST", _bolt, output.bolt_drained, flow=cli_drain.drain,
+    "spanner bolt drain": Command("POST", _bolt, spanner_output.bolt_drained, flow=cli_drain.drain,
                                   failed=cli_drain.drain_failed),
-    "spanner bolt remove": Command("DELETE", _bolt, output.bolt_removed,
+    "spanner bolt remove": Command("DELETE", _bolt, spanner_output.bolt_removed,
                                    flow=cli_drain.remove),
-    "spanner bolt act": Command("POST", _bolt_action, output.action_result,
+    "spanner bolt act": Command("POST", _bolt_action, spanner_output.action_result,
                                 body=lambda o: dict(o.args or {})),
 }
 
