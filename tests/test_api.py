@@ -420,7 +420,8 @@ class AuthTests(ApiTestCase):
         self.assertJSONError(response, body, 401, "unauthorized")
         response, body = yield self.call("DELETE", "/api/v1/api-tokens/" + minted["token_id"])
         self.assertJSONError(response, body, 404, "not_found")
-        for bad in ({}, {"name": ""}, {"name": "x" * 101}, {"name": "a\nb"}, {"name": 3}):
+        for bad in ({}, {"name": ""}, {"name": "x" * 101}, {"name": "a\nb"}, {"name": 3},
+                    {"name": " Local-Admin "}):
             response, body = yield self.call("POST", "/api/v1/api-tokens", body=bad)
             self.assertJSONError(response, body, 400, "bad_request")
         self.assertEqual((yield self.server.count("api_tokens")), 1)

@@ -151,10 +151,10 @@ class OutputTests(unittest.SynchronousTestCase):
         status["founder_id"] = PEER_ID
         out, _ = self.show(cli_output_spanner.spanner_status, status)
         self.assertIn(f"(founded by {PEER_ID})", out)
-        status["moves_pending"] = [{"envoy_id": "e%d" % n, "to": PEER_ID} for n in range(7)]
+        status["moves_pending"] = {"count": 7, "as_of_age": 12.0, "moves": [
+            {"envoy_id": "e%d" % n, "to": PEER_ID} for n in range(7)]}
         out, _ = self.show(cli_output_spanner.spanner_status, status)
-        self.assertIn(f"moves       7 pending here (as of the last repair round): e0 to {PEER_ID}, ",
-                      out)
+        self.assertIn(f"moves       7 pending here (as of 12s ago): e0 to {PEER_ID}, ", out)
         self.assertIn(f"e4 to {PEER_ID}, ...\n", out)
 
     def test_owner_explained(self):

@@ -106,6 +106,7 @@ class DbusControlTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_status_force_push_and_the_enrolled_signal(self):
         server = yield self.server(self.address)
+        self.assertTrue((yield server.dbus.started))
         self.assertIsNotNone(server.dbus.connection)
         bus = yield client.connect(reactor, self.address)
         self.addCleanup(bus.disconnect)
@@ -137,5 +138,21 @@ class DbusControlTests(unittest.TestCase):
     def test_a_bus_that_cannot_be_reached_leaves_the_server_running(self):
         nowhere = os.path.join(tempfile.gettempdir(), "vigo-nobus-" + uuid.uuid4().hex[:8])
         server = yield self.server("unix:path=" + nowhere)
+        self.assertFalse((yield server.dbus.started))
         self.assertIsNone(server.dbus.connection)
         self.assertEqual(server.status()["server_id"], server.identity.id)
+
+    @defer.inlineCallbacks
+    def test_a_bus_that_never_answers_does_not_hold_the_server_up(self):
+        from twisted.internet.protocol import Factory, Protocol
+
+        from vigo import dbus_control
+
+        # Something listening that accepts and then says nothing, like a wedged bus.
+        path = os.path.join(tempfile.gettempdir(), "vigo-mute-" + uuid.uuid4().hex[:8])
+        port = reactor.listenUNIX(path, Factory.forProtocol(Protocol))
+        self.addCleanup(port.stopListening)
+        self.patch(dbus_control, "CONNECT_TIMEOUT", 0.2)
+        server = yield self.server("unix:path=" + path)  # ready without the bus
+        self.assertIsNone(server.dbus.connection)
+        self.assertFalse((yield server.dbus.started))

@@ -253,6 +253,12 @@ class LiveDrainTests(unittest.TestCase):
         yield c.spanner.drain("b", to=c.identity.id)
         status = yield self.drained(c, "b")
         self.assertEqual((status["state"], status["moved"]), ("done", 4))
+        # Nothing pending at b after a repair round, and its status says so.
+        self.assertIsNone(b.spanner.status()["moves_pending"])
+        yield b.spanner.handover.round()
+        pending = b.spanner.status()["moves_pending"]
+        self.assertEqual((pending["count"], pending["moves"]), (0, []))
+        self.assertGreaterEqual(pending["as_of_age"], 0.0)
 
     @defer.inlineCallbacks
     def test_two_drains_asked_at_once_start_one(self):

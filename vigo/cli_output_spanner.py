@@ -70,11 +70,13 @@ def spanner_status(answer, out, err):
         ("bolts", _counts(answer.get("bolts"), ("total", "active", "draining", "removed"))),
         ("peers", _counts(answer.get("peers"), ("alive", "suspect", "down", "unknown"))),
     ]
-    moves = answer.get("moves_pending")
-    if moves:
-        pairs.append(("moves", "%d pending here (as of the last repair round): %s" % (
-            len(moves), ", ".join("%s to %s" % (m["envoy_id"], m["to"]) for m in moves[:5])
-            + (", ..." if len(moves) > 5 else ""))))
+    pending = answer.get("moves_pending") or {}
+    if pending.get("count"):
+        moves = pending.get("moves") or []
+        pairs.append(("moves", "%d pending here (as of %s ago): %s" % (
+            pending["count"], format_age(pending.get("as_of_age")),
+            ", ".join("%s to %s" % (m["envoy_id"], m["to"]) for m in moves[:5])
+            + (", ..." if pending["count"] > 5 else ""))))
     if answer.get("hint"):
         pairs.append(("hint", answer["hint"]))
     fields(pairs, out)

@@ -14,7 +14,8 @@ address) owns the bus name ``org.vigo.Server`` and exports one object,
 Who may call it is the bus's policy: ``etc/dbus-org.vigo.Server.conf`` for the
 system bus lets root (and the ``vigo`` user, which owns the name) call it. The
 connection is made at start-up; a bus that cannot be reached is logged and
-the server runs on without it (D-Bus is optional, the admin API is not).
+the server runs on without it (D-Bus is optional, the admin API is not): the
+server does not wait for the bus to become ready.
 """
 
 import json
@@ -68,8 +69,27 @@ class ServerObject(objects.DBusObject):
         self.emitSignal("EnvoyEnrolled", envoy_id, hostname)
 
 
+#: Seconds to connect to the bus and own the name.
+CONNECT_TIMEOUT = 10.0
+
+
+class _Factory(client.DBusClientFactory):
+    """txdbus's client factory, remembering the protocols it built."""
+
+    def __init__(self):
+        client.DBusClientFactory.__init__(self)
+        self.built = []
+
+    def buildProtocol(self, addr):
+        protocol = client.DBusClientFactory.buildProtocol(self, addr)
+        self.built.append(protocol)
+        return protocol
+
+
 class DbusControl:
-    """The server's D-Bus presence: connect, export, own the name; ``stop``."""
+    """The server's D-Bus presence: connect, export, own the name; ``stop``.
+    The server does not wait for it: ``started`` fires with True once the name
+    is owned, False when the bus could not be used (logged)."""
 
     log = Logger()
 
@@ -79,23 +99,67 @@ class DbusControl:
         self.bus = bus
         self.connection = None
         self.object = ServerObject(server)
+        self.started = defer.Deferred()
+        self._stopped = False
 
-    async def start(self):
-        """Connect and own ``org.vigo.Server``; True if it did (else logged)."""
+    def start(self):
+        """Connect and own ``org.vigo.Server`` in the background; ``started``."""
+        d = defer.ensureDeferred(self._start())
+        d.addErrback(lambda f: self.log.failure("D-Bus control failed to start", f) or False)
+        d.chainDeferred(self.started)
+        return self.started
+
+    async def _connect(self):
+        """``txdbus.client.connect``, keeping hold of what it builds so that a
+        bus that never answers can be hung up on."""
+        from txdbus import endpoints
+
+        factory = _Factory()
+        connected = factory.getConnection()
+        last = None
+        for endpoint in endpoints.getDBusEndpoints(self.reactor, self.bus):
+            try:
+                await endpoint.connect(factory)
+                break
+            except Exception as e:
+                last = e
+        else:
+            raise ConnectionError("no address of the bus answers: %s" % (last,))
         try:
-            self.connection = await client.connect(self.reactor, self.bus)
+            return await connected.addTimeout(CONNECT_TIMEOUT, self.reactor)
+        except defer.TimeoutError:
+            for protocol in factory.built:
+                if protocol.transport is not None:
+                    protocol.transport.abortConnection()
+            raise ConnectionError("no answer within %g s" % (CONNECT_TIMEOUT,)) from None
+
+    async def _start(self):
+        try:
+            self.connection = await self._connect()
+            if self._stopped:
+                return self._give_up("the server stopped meanwhile")
             self.connection.exportObject(self.object)
-            await self.connection.requestBusName(BUS_NAME)
+            naming = self.connection.requestBusName(BUS_NAME)
+            await naming.addTimeout(CONNECT_TIMEOUT, self.reactor)
         except Exception as e:
-            self.log.warn("D-Bus control is off: cannot use bus {bus!r}: {why}", bus=self.bus,
-                          why=e)
-            self.stop()
-            return False
+            return self._give_up(e)
+        if self._stopped:
+            return self._give_up("the server stopped meanwhile")
         self.server.enrollment.listeners.append(self.object.enrolled)
         self.log.info("D-Bus control on bus {bus!r} as {name}", bus=self.bus, name=BUS_NAME)
         return True
 
+    def _give_up(self, why):
+        self.log.warn("D-Bus control is off: cannot use bus {bus!r}: {why}", bus=self.bus,
+                      why=why or "no answer")
+        self._disconnect()
+        return False
+
     def stop(self):
+        self._stopped = True
+        self._disconnect()
+
+    def _disconnect(self):
         listeners = self.server.enrollment.listeners
         if self.object.enrolled in listeners:
             listeners.remove(self.object.enrolled)

@@ -146,7 +146,7 @@ class VigoServer(service.MultiService):
             from vigo.dbus_control import DbusControl
 
             self.dbus = DbusControl(self.reactor, self, self.config.dbus.bus)
-            await self.dbus.start()
+            self.dbus.start()  # in the background: a wedged bus must not hold us up
         self._write_run_file()
         self.log.info(
             "vigo {mode} server {id} ready: {n} envoy(s); envoys on {envoy}, API on {api}",

@@ -169,10 +169,18 @@ def migrate(connection):
     for target, statements in MIGRATIONS:
         if target <= version:
             continue
-        with connection:
+        # One transaction per migration (the connection runs in autocommit):
+        # a crash leaves the schema at the old version or the new, never
+        # between (SQLite rolls schema changes back with the transaction).
+        connection.execute("BEGIN IMMEDIATE")
+        try:
             for statement in statements:
                 connection.execute(statement)
             connection.execute("PRAGMA user_version = %d" % (target,))
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
     return SCHEMA_VERSION
 
 

@@ -159,6 +159,8 @@ class ApiTokens:
         if not isinstance(name, str) or not 1 <= len(name.strip()) <= MAX_NAME_LENGTH \
                 or not name.isprintable():
             raise ValueError(f"name must be 1 to {MAX_NAME_LENGTH} printable characters")
+        if name.strip().lower() == LOCAL_ADMIN:
+            raise ValueError(f"{LOCAL_ADMIN!r} is the server's own token's name: pick another")
         token_id, text = new_api_token()
         secret_hash = hash_secret(text)
         now = self.clock.seconds()

@@ -14,6 +14,7 @@ stored only at its owner, and a refusal anywhere stores nothing.
 import hmac
 
 from twisted.internet import defer
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from vigo.fleet import wire
@@ -25,6 +26,7 @@ from vigo.identity import key_id, verify_signature
 from vigo.interfaces import IBoltEnrollment
 from vigo.tokens import EnrollmentToken, TokenError
 
+log = Logger()
 MAX_TOKEN_USES = 1_000_000
 MAX_TOKEN_LIFETIME = 365 * 24 * 3600.0
 
@@ -48,8 +50,8 @@ def list_tokens(cursor, now):
 
 
 def withdraw_token(cursor, token_id, now):
-    """Refuse a token from now on; ``(changed, state before)``. Refusal
-    ``not_found`` for a token this server did not mint."""
+    """Refuse a token from now on; True if it was not withdrawn before.
+    Refusal ``not_found`` for a token this server did not mint."""
     row = cursor.execute("SELECT withdrawn_at FROM enrollment_tokens WHERE id = ?",
                          (token_id,)).fetchone()
     if row is None:
@@ -262,7 +264,10 @@ class Enrollment:
                                  enrolled_at=now, last_seen=now)
             self.fleet.add(record)
             for listener in list(self.listeners):
-                listener(record.id, record.hostname)
+                try:  # best-effort (a D-Bus signal): the envoy is enrolled
+                    listener(record.id, record.hostname)
+                except Exception:
+                    log.failure("an enrollment listener failed")
             return self._registered(record)
 
         if token.server_id == self.identity.id:

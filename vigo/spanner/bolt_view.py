@@ -47,6 +47,9 @@ def describe_bolt(spanner, row, states):
     }
 
 
+#: Pending moves a status names (the count says how many there are).
+MOVES_SHOWN = 20
+
 REMOVED_HINT = ("this bolt was removed from the federation: the other bolts refuse its "
                 "gossip and peer calls, and its identity cannot join again; stop it")
 
@@ -78,6 +81,9 @@ def federation_status(spanner):
                 founder_id=roster.founder_id, digest=roster.digest().hex(),
                 name=me.name if me is not None else base["name"],
                 bolts=counts, peers=peers, hint=REMOVED_HINT if removed else None,
-                moves_pending=None if pending is None else [
-                    {"envoy_id": envoy_id, "to": to} for envoy_id, to in sorted(pending.items())])
+                moves_pending=None if pending is None else {
+                    "count": len(pending),
+                    "as_of_age": max(0.0, spanner.reactor.seconds() - spanner.handover.pending_at),
+                    "moves": [{"envoy_id": envoy_id, "to": to}
+                              for envoy_id, to in sorted(pending.items())[:MOVES_SHOWN]]})
     return base

@@ -70,6 +70,7 @@ class HandoverRepair:
         #: Moves pending at this bolt after the last round: ``{envoy id: to}``
         #: (None before the first round).
         self.pending = None
+        self.pending_at = None  # when ``pending`` was read
         self._stopping = False
         self._loop = None
         self._first = None
@@ -163,6 +164,7 @@ class HandoverRepair:
         results = await self._run_all(work)
         self.pending = {envoy_id: to for envoy_id, (to, _) in
                         (await fleet.pending_moves()).items()}
+        self.pending_at = self.clock.seconds()
         finished = sum(1 for ok in results if ok)
         self.finished += finished
         self.dropped += dropped
