@@ -3,16 +3,55 @@
 import attr
 from twisted.internet import defer
 from twisted.internet.task import Clock
+from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from vigo.identity import Identity
-from vigo.interfaces import IPeerAction
+from vigo.interfaces import IBolt, IPeerAction
 from vigo.plugins.vigo_ping import ping
 from vigo.spanner.peer_bolt import BoltFacade
-from vigo.spanner.peer_errors import ActionError
+from vigo.spanner.peer_errors import ActionError, PeerUnreachable
 from vigo.spanner.peer_server import IPeerRoster
 from vigo.spanner.schema import Integer, Optional, String
+
+
+@implementer(IBolt)
+class StubBolt:
+    """An ``IBolt`` that has nothing: every part refuses or is empty. Test
+    fakes subclass it and give what their actions need (a fleet, calls to
+    other bolts, ...), so a method added to ``IBolt`` is stubbed here once."""
+
+    log = Logger()
+    id = "b" * 20
+    name = "dc1"
+
+    def now(self):
+        return 0.0
+
+    def roster_digest(self):
+        return b"\x00" * 32
+
+    def peer_states(self):
+        return {}
+
+    def fleet(self):
+        raise ActionError("no fleet in this test")
+
+    def enrollment(self):
+        raise ActionError("this fake bolt does not enroll envoys")
+
+    def drainer(self):
+        raise NotImplementedError("no drain here")
+
+    def take_row(self, bolt_id, data):
+        raise NotImplementedError("no roster here")
+
+    def write_override(self, envoy_id, bolt_id):
+        return defer.succeed(None)
+
+    def call(self, bolt_id, action_name, args):
+        return defer.fail(PeerUnreachable("no peers in this test"))
 
 
 @attr.s(auto_attribs=True)

@@ -6,12 +6,12 @@ import random
 import sqlite3
 
 from twisted.internet import defer, reactor, task
-from twisted.logger import Logger
 from twisted.trial import unittest
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from tests.fleetkit import EnvoyConnections, EnvoyKey, FleetKit
+from tests.peerkit import StubBolt
 from vigo.envoy import main as envoy
 from vigo.envoy.answers import Refused
 from vigo.envoy.state import EnvoyState
@@ -43,11 +43,8 @@ class SuffixOwnership:
         raise NoOwner("no bolt takes %s" % (hostname,))
 
 
-@implementer(IBolt)
-class FakeBolt:
+class FakeBolt(StubBolt):
     """A bolt whose calls run the target bolt's actions in-process, unless it is down."""
-
-    log = Logger()
 
     def __init__(self, federation, kit, name):
         self.federation = federation
@@ -59,26 +56,8 @@ class FakeBolt:
     def now(self):
         return self.kit.clock.seconds()
 
-    def roster_digest(self):
-        return b"\x00" * 32
-
-    def peer_states(self):
-        return {}
-
-    def fleet(self):
-        raise ActionError("no fleet in this test")
-
     def enrollment(self):
         return self.kit.enrollment
-
-    def drainer(self):
-        raise NotImplementedError("no drain here")
-
-    def take_row(self, bolt_id, data):
-        raise NotImplementedError("no roster here")
-
-    def write_override(self, envoy_id, bolt_id):
-        return defer.succeed(None)
 
     def call(self, bolt_id, action_name, args):
         self.calls.append((bolt_id, action_name))

@@ -7,12 +7,11 @@ fan-out (``FleetReads``) runs over a fake bolt whose calls the test answers.
 
 from twisted.internet import defer
 from twisted.internet.task import Clock
-from twisted.logger import Logger
 from twisted.trial import unittest
-from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from tests.fleetkit import EnvoyKey, FleetKit, RecordingConnection
+from tests.peerkit import StubBolt
 from vigo.fleet.bolt_fleet import BoltFleet
 from vigo.interfaces import IBolt, IBoltFleet, IPeerAction
 from vigo.plugins import vigo_fleet
@@ -26,43 +25,14 @@ from vigo.spanner.peer_errors import ActionError, BadArguments, PeerUnreachable
 CALLER = "c" * 20
 
 
-@implementer(IBolt)
-class FakeBolt:
+class FakeBolt(StubBolt):
     """A bolt with a fleet and nothing else."""
-
-    id = "b" * 20
-    name = "dc1"
-    log = Logger()
 
     def __init__(self, fleet):
         self._fleet = fleet
 
-    def now(self):
-        return 0.0
-
-    def roster_digest(self):
-        return b"\x00" * 32
-
-    def peer_states(self):
-        return {}
-
     def fleet(self):
         return self._fleet
-
-    def enrollment(self):
-        raise ActionError("this fake bolt does not enroll envoys")
-
-    def drainer(self):
-        raise NotImplementedError("no drain here")
-
-    def take_row(self, bolt_id, data):
-        raise NotImplementedError("no roster here")
-
-    def write_override(self, envoy_id, bolt_id):
-        return defer.succeed(None)
-
-    def call(self, bolt_id, action_name, args):
-        return defer.fail(PeerUnreachable("no peers in this test"))
 
 
 class ActionTests(unittest.TestCase):

@@ -6,12 +6,11 @@ import random
 import sqlite3
 
 from twisted.internet import defer, reactor, task
-from twisted.logger import Logger
 from twisted.trial import unittest
-from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from tests.fleetkit import EnvoyConnections, EnvoyKey, FleetKit, RecordingConnection
+from tests.peerkit import StubBolt
 from vigo.fleet.bolt_fleet import BoltFleet
 from vigo.fleet.fleet import Fleet
 from vigo.fleet.index import ACTIVE, MOVED
@@ -24,11 +23,8 @@ from vigo.spanner.peer_errors import ActionError, PeerUnreachable
 ACTIONS = {"reassign": Reassign(), "accept-envoy": AcceptEnvoy()}
 
 
-@implementer(IBolt)
-class FakeBolt:
+class FakeBolt(StubBolt):
     """A bolt over a real fleet whose calls run the target's actions in-process."""
-
-    log = Logger()
 
     def __init__(self, federation, kit, name):
         self.federation = federation
@@ -41,23 +37,11 @@ class FakeBolt:
     def now(self):
         return self.kit.clock.seconds()
 
-    def roster_digest(self):
-        return b"\x00" * 32
-
-    def peer_states(self):
-        return {}
-
     def fleet(self):
         return self.bolt_fleet
 
     def enrollment(self):
         return self.kit.enrollment
-
-    def drainer(self):
-        raise NotImplementedError("no drain here")
-
-    def take_row(self, bolt_id, data):
-        raise NotImplementedError("no roster here")
 
     def write_override(self, envoy_id, bolt_id):
         self.overrides.append((envoy_id, bolt_id))
