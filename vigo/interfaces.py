@@ -211,9 +211,9 @@ class IBoltFleet(Interface):
     def cancel_move(envoy_id):
         """Forget the envoy's pending move (the destination refused it). A Deferred."""
 
-    def pending_moves():
+    def pending_moves(envoy_id=None):
         """A Deferred of ``{envoy_id: (to, started_at_ms)}``: the hand-overs
-        begun and not finished."""
+        begun and not finished (of envoy ``envoy_id`` alone, when given)."""
 
 
 class IBoltEnrollment(Interface):

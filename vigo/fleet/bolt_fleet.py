@@ -98,5 +98,5 @@ class BoltFleet:
     def cancel_move(self, envoy_id):
         return self._fleet.store.run(cancel_move, envoy_id)
 
-    def pending_moves(self):
-        return self._fleet.store.run(load_moves)
+    def pending_moves(self, envoy_id=None):
+        return self._fleet.store.run(load_moves, envoy_id)

@@ -73,10 +73,15 @@ def cancel_move(cursor, envoy_id):
     cursor.execute("DELETE FROM envoy_moves WHERE envoy_id = ?", (envoy_id,))
 
 
-def load_moves(cursor):
-    """``{envoy_id: (target, started_at_ms)}`` of the moves not finished."""
-    return {envoy_id: (target, started) for envoy_id, target, started in cursor.execute(
-        "SELECT envoy_id, target, started_at_ms FROM envoy_moves")}
+def load_moves(cursor, envoy_id=None):
+    """``{envoy_id: (target, started_at_ms)}`` of the moves not finished (of
+    envoy ``envoy_id`` alone, when given)."""
+    if envoy_id is None:
+        rows = cursor.execute("SELECT envoy_id, target, started_at_ms FROM envoy_moves")
+    else:
+        rows = cursor.execute("SELECT envoy_id, target, started_at_ms FROM envoy_moves "
+                              "WHERE envoy_id = ?", (envoy_id,))
+    return {envoy: (target, started) for envoy, target, started in rows}
 
 
 def accept_envoy(cursor, fields, now):

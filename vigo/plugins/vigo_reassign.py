@@ -105,7 +105,7 @@ class AcceptEnvoy:
 
     async def _run(self, bolt, caller_id, args):
         fleet = bolt.fleet()
-        pending = await fleet.pending_moves()
+        pending = await fleet.pending_moves(args["id"])
         if pending.get(args["id"], (None,))[0] == caller_id:
             # This bolt is handing the envoy to the caller: a crossing move.
             raise _refused("moving", "bolt %s is moving envoy %s to bolt %s; it cannot take "

@@ -98,8 +98,6 @@ class Drainer:
         return self._starting.run(lambda: defer.ensureDeferred(self._start(to)))
 
     async def _start(self, to=None):
-        """Turn draining (if not yet) and start moving envoys in the background;
-        the status at once. ``to`` is a bolt id or None (each envoy's owner)."""
         roster = self.service.require_member()
         if self._running is not None:
             if to != self.progress["to"]:
@@ -153,7 +151,6 @@ class Drainer:
         return self._starting.run(lambda: defer.ensureDeferred(self._resume()))
 
     async def _resume(self):
-        """After a restart: go on with a drain this bolt had not finished."""
         roster = self.service.roster
         if roster is None or roster.status_of(self._id) != DRAINING or not self._active_ids():
             return

@@ -335,12 +335,8 @@ class PeerClients(service.Service):
         client = self._clients.get(bolt_id)
         if client is None or client.connected or client.failures < FAIL_FAST_AFTER:
             return defer.succeed(None)
-        del self._clients[bolt_id]
-        stopped = client.stop()
-        replacement = PeerClient(self.reactor, self.identity, client.address,
-                                 client.fingerprint, bolt_id=bolt_id, **self.client_options)
-        self._clients[bolt_id] = replacement
-        replacement.start()
+        stopped = self.drop(bolt_id)
+        self.client_for(bolt_id, client.address, client.fingerprint)
         return stopped
 
     def drop(self, bolt_id):
