@@ -129,7 +129,9 @@ class ServerProcess(protocol.ProcessProtocol):
 
 class ToolProcess(protocol.ProcessProtocol):
     """A long-running console script (``vigo-envoy sim`` under a test), stopped
-    by its PID with ``stop()``; ``output`` holds what it printed."""
+    by its PID with ``stop()`` (``stop_signal``); ``output`` holds what it printed."""
+
+    stop_signal = "KILL"  # it keeps nothing worth flushing
 
     def __init__(self, name, *args):
         self.argv = [tool(name)] + [str(a) for a in args]
@@ -150,9 +152,9 @@ class ToolProcess(protocol.ProcessProtocol):
         self.ended.callback(reason.value.exitCode)
 
     def stop(self):
-        """SIGKILL (it keeps nothing worth flushing); a Deferred of its exit."""
+        """Send ``stop_signal``; a Deferred of its exit."""
         try:
-            self.transport.signalProcess("KILL")
+            self.transport.signalProcess(self.stop_signal)
         except error.ProcessExitedAlready:
             pass
         return self.ended

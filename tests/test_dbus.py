@@ -11,12 +11,13 @@ import shutil
 import tempfile
 import uuid
 
-from twisted.internet import defer, error, protocol, reactor, task
+from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 from txdbus import client
 from txdbus.error import RemoteError
 
 from tests.fleetkit import EnvoyKey
+from tests.processes import ToolProcess
 from vigo.config import config_from_mapping
 from vigo.dbus_control import BUS_NAME, OBJECT_PATH
 
@@ -35,31 +36,30 @@ BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Config
 """
 
 
-class BusProcess(protocol.ProcessProtocol):
+class BusProcess(ToolProcess):
     """A private ``dbus-daemon --nofork``: ``address`` fires with the address it
-    prints; ``stop()`` ends it by its PID and waits for its exit."""
+    prints first; ``stop()`` ends it by its PID and waits for its exit."""
 
-    def __init__(self):
+    stop_signal = "TERM"
+
+    def __init__(self, config):
+        ToolProcess.__init__(self, "dbus-daemon")
+        self.argv = [shutil.which("dbus-daemon"), "--config-file=" + config, "--nofork",
+                     "--print-address"]
         self.address = defer.Deferred()
-        self.ended = defer.Deferred()
-        self.output = b""
 
     def outReceived(self, data):
-        self.output += data
+        ToolProcess.outReceived(self, data)
         if not self.address.called and b"\n" in self.output:
             self.address.callback(self.output.split(b"\n")[0].decode("ascii"))
+
+    def errReceived(self, data):
+        pass  # its complaints end it, and processEnded says so
 
     def processEnded(self, reason):
         if not self.address.called:
             self.address.errback(RuntimeError("dbus-daemon ended: %s" % (self.output,)))
-        self.ended.callback(None)
-
-    def stop(self):
-        try:
-            self.transport.signalProcess("TERM")
-        except error.ProcessExitedAlready:
-            pass
-        return self.ended
+        ToolProcess.processEnded(self, reason)
 
 
 def start_bus(testcase):
@@ -71,10 +71,7 @@ def start_bus(testcase):
     config = os.path.join(directory, "bus.conf")
     with open(config, "w") as f:
         f.write(BUS_CONFIG % (tempfile.gettempdir(),))
-    bus = BusProcess()
-    daemon = shutil.which("dbus-daemon")
-    reactor.spawnProcess(bus, daemon, [daemon, "--config-file=" + config, "--nofork",
-                                       "--print-address"], env=os.environ.copy())
+    bus = BusProcess(config).start()
     testcase.addCleanup(bus.stop)
     return bus.address
 
