@@ -15,14 +15,13 @@ from vigo.spanner.errors import SpannerRefusal
 from vigo.spanner.fleet_reads import action_refusal
 from vigo.spanner.roster_store import save_roster
 
-#: Seconds a bolt has to answer ``drain`` or ``drain-status``.
+#: Seconds a bolt has to answer ``reassign``, ``drain`` or ``drain-status``
+#: (a reassign: two peer calls, three writes).
 CALL_TIMEOUT = 30.0
 #: ``announce-row`` to a bolt that did not answer: again after this many
 #: seconds, this many times in all.
 ANNOUNCE_RETRY = 5.0
 ANNOUNCE_TRIES = 12
-#: Seconds the source bolt has to hand an envoy over (two peer calls, three writes).
-REASSIGN_TIMEOUT = 30.0
 #: HTTP status of an action's refusal, by its code (others: 409).
 REFUSAL_STATUS = {"not_found": 404, "malformed": 400, "bad_answer": 502,
                   "unreachable": 503}
@@ -94,10 +93,7 @@ class BoltOps:
             raise SpannerRefusal("not_found", "no envoy %r on any of the %d bolts"
                                  % (key, len(names)), 404)
         source, source_name, envoy = sources[0]
-        d = service.facade.call(source, "reassign", {"envoy": envoy["id"], "to": target})
-        d.addTimeout(REASSIGN_TIMEOUT, service.reactor)
-        d.addErrback(refusal_of, source, "reassign")
-        answer = await d
+        answer = await self._call(source, "reassign", {"envoy": envoy["id"], "to": target})
         return dict(answer, from_name=source_name, to_name=names.get(target))
 
     async def publish_status(self, status):

@@ -97,7 +97,7 @@ class HandoverRepair:
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self._loop = None
-        return defer.succeed(None) if self._running is None else self._running
+        return self.idle()
 
     def soon(self):
         """Run a round now (a bolt came back, say), unless none is due yet
