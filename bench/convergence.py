@@ -54,7 +54,7 @@ sys.path.insert(0, os.path.dirname(HERE))  # this checkout's vigo, not an instal
 
 import harness  # noqa: E402
 
-from vigo.spanner.join_sim import RTT, JoinSimulation  # noqa: E402
+from vigo.testing.join import RTT, JoinSimulation  # noqa: E402
 
 
 def percentile(values, q):

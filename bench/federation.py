@@ -47,8 +47,8 @@ ADDRESSES = {"envoy": "10.0.0.1:1530", "api": "10.0.0.1:8443", "peer": "10.0.0.1
 def signed_roster(n):
     """A roster of ``n`` rows: a founder that admitted every other bolt."""
     from vigo.identity import Identity
-    from vigo.spanner.roster import Roster, RosterParts
-    from vigo.spanner.rows import AdmissionRow
+    from vigo.spanner.roster.crdt import Roster, RosterParts
+    from vigo.spanner.roster.rows import AdmissionRow
 
     founder = Identity.generate()
     federation_id = "bench"
@@ -84,8 +84,8 @@ def snapshot_merge_seconds(n=10000, roster=None, server=None):
     the roster is setup, outside the timing."""
     from vigo.identity import Identity
     from vigo.spanner.canonical import canonical
-    from vigo.spanner.roster import Roster
-    from vigo.spanner.snapshot import open_snapshot, sign_snapshot
+    from vigo.spanner.roster.crdt import Roster
+    from vigo.spanner.roster.snapshot import open_snapshot, sign_snapshot
 
     if roster is None:
         roster, _ = signed_roster(n)

@@ -22,8 +22,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vigo.spanner.datagram import MAX_DATAGRAM  # noqa: E402
-from vigo.spanner.gossip_sim import Simulation  # noqa: E402
+from vigo.spanner.gossip.datagram import MAX_DATAGRAM  # noqa: E402
+from vigo.testing.gossip import Simulation  # noqa: E402
 
 
 def _percentile(values, q):

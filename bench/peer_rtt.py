@@ -29,9 +29,9 @@ from twisted.python.failure import Failure  # noqa: E402
 
 from vigo.identity import Identity  # noqa: E402
 from vigo.plugins.vigo_ping import ping  # noqa: E402
-from vigo.spanner.peer_bolt import BoltFacade  # noqa: E402
-from vigo.spanner.peer_client import PeerClient  # noqa: E402
-from vigo.spanner.peer_server import PeerPortal, listen_peers  # noqa: E402
+from vigo.spanner.bolt import BoltFacade  # noqa: E402
+from vigo.spanner.peer.client import PeerClient  # noqa: E402
+from vigo.spanner.peer.server import PeerPortal, listen_peers  # noqa: E402
 
 WARMUP = 200
 

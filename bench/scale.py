@@ -1,7 +1,7 @@
 """Federation scale: 64 bolts x 5,000 envoys converge and route identically.
 
 Target (../shared/design/targets.md, Federation): simulated in process on a
-fake clock (``vigo.spanner.scale_sim``): real signed rosters, the real
+fake clock (``vigo.testing.scale``): real signed rosters, the real
 ``Gossiper`` on the in-memory multicast bus (500 ms interval) and real signed
 snapshot pulls (2 ms round trip) under the real ``PullRequests`` limits.
 
@@ -44,7 +44,7 @@ sys.path.insert(0, os.path.dirname(HERE))  # this checkout's vigo, not an instal
 import harness  # noqa: E402
 import report  # noqa: E402
 
-from vigo.spanner.scale_sim import ScaleSimulation  # noqa: E402
+from vigo.testing.scale import ScaleSimulation  # noqa: E402
 
 
 def median(values):
@@ -115,7 +115,7 @@ def section(r):
 
 `python bench/scale.py`, %(date)s, %(machine)s. %(bolts)d bolts x
 %(per)s envoys (%(envoys)s) in one process on a fake clock
-(`vigo/spanner/scale_sim.py`): real signed rosters, the real `Gossiper` on the
+(`vigo/testing/scale.py`): real signed rosters, the real `Gossiper` on the
 in-memory multicast bus (500 ms interval), real signed snapshot pulls (2 ms
 round trip). The founder admits the other bolts one every 0.1 s; then, over 10
 fake seconds with gossip running, %(writes)s overrides are written

@@ -9,11 +9,11 @@ from zope.interface import implementer
 
 from vigo.identity import Identity
 from vigo.interfaces import IBolt, IPeerAction
+from vigo.interfaces.errors import ActionError, PeerUnreachable
+from vigo.interfaces.schema import Integer, Optional, String
 from vigo.plugins.vigo_ping import ping
-from vigo.spanner.peer_bolt import BoltFacade
-from vigo.spanner.peer_errors import ActionError, PeerUnreachable
-from vigo.spanner.peer_server import IPeerRoster
-from vigo.spanner.schema import Integer, Optional, String
+from vigo.spanner.bolt import BoltFacade
+from vigo.spanner.peer.server import IPeerRoster
 
 
 @implementer(IBolt)

@@ -7,9 +7,9 @@ import, from fixed seeds; Hypothesis then chooses among the pool.
 import attr
 
 from vigo.identity import Identity
-from vigo.spanner.records import ConsumedToken, Override, RemovalRecord
-from vigo.spanner.roster import Roster, RosterParts
-from vigo.spanner.rows import AdmissionRow
+from vigo.spanner.roster.crdt import Roster, RosterParts
+from vigo.spanner.roster.records import ConsumedToken, Override, RemovalRecord
+from vigo.spanner.roster.rows import AdmissionRow
 
 FED = "testfed"
 ADDRESSES = {"envoy": "10.0.0.1:1530", "api": "10.0.0.1:8443", "peer": "10.0.0.1:1533"}

@@ -13,8 +13,9 @@ from twisted.web.server import Site
 from twisted.web.static import Data
 
 from tests.test_api import FacadeServer, new_clock
-from vigo import cli, cli_output
 from vigo.api.app import AdminAPI
+from vigo.cli import main as cli
+from vigo.cli import output as cli_output
 from vigo.tls import API_CERT_FILE, api_server_options, ensure_api_certificate
 
 TOKEN = "vgot_" + "T" * 43

@@ -12,8 +12,10 @@ from twisted.trial import unittest
 from tests.spannerkit import GOOD_TOKEN, PEER_ID, SELF_ID, FakeSpanner, bolt_row
 from tests.test_api import FacadeServer, new_clock
 from tests.test_cli import TrackingSite, parse_failure, request_of
-from vigo import cli, cli_output, cli_output_spanner
 from vigo.api.app import AdminAPI
+from vigo.cli import main as cli
+from vigo.cli import output as cli_output
+from vigo.cli import spanner_output as cli_output_spanner
 from vigo.tls import api_server_options, ensure_api_certificate
 
 SPANNER_COMMANDS = {"spanner status", "spanner init", "spanner bolt list", "spanner bolt show",

@@ -17,11 +17,11 @@ from zope.interface.verify import verifyObject
 
 from vigo.config import GossipConfig
 from vigo.identity import Identity
-from vigo.spanner import datagram
-from vigo.spanner.bus import MulticastBus
-from vigo.spanner.datagram import Counters, DatagramError, decode, encode, verify
-from vigo.spanner.gossip import DROP_REASONS, Gossiper
-from vigo.spanner.views import IRosterView
+from vigo.interfaces.components import IRosterView
+from vigo.spanner.gossip import datagram
+from vigo.spanner.gossip.datagram import Counters, DatagramError, decode, encode, verify
+from vigo.spanner.gossip.gossiper import DROP_REASONS, Gossiper
+from vigo.testing.bus import MulticastBus
 
 FED = "fed-test"
 DIGEST = bytes(range(32))

@@ -12,11 +12,11 @@ from tests import test_spanner_membership as membership
 from tests.fleetkit import EnvoyKey
 from vigo.config import config_from_mapping
 from vigo.interfaces import IPeerAction
+from vigo.interfaces.errors import ActionError, NotAMember, PeerUnreachable
 from vigo.plugins.vigo_drain import Drain, DrainStatus
-from vigo.spanner.actions import load_actions, run_action
 from vigo.spanner.drain import DrainRefused, load_drain, save_drain
 from vigo.spanner.errors import SpannerRefusal
-from vigo.spanner.peer_errors import ActionError, NotAMember, PeerUnreachable
+from vigo.spanner.peer.actions import load_actions, run_action
 from vigo.spanner.routing import owner_of
 
 ACTIONS = {"drain": Drain(), "drain-status": DrainStatus()}

@@ -18,10 +18,10 @@ from vigo.envoy.state import EnvoyState
 from vigo.fleet.ownership import NoOwner, Owner
 from vigo.fleet.refusal import Redirected, Refusal, refusal_from_text, refusal_text
 from vigo.interfaces import IBolt, IBoltEnrollment, IOwnership, IPeerAction
+from vigo.interfaces.errors import ActionError, PeerNoAnswer, PeerUnreachable
 from vigo.plugins.vigo_enrollment import RedeemToken, RouteEnrollment
-from vigo.spanner.actions import load_actions, run_action
-from vigo.spanner.enrollment_router import EnrollmentRouter
-from vigo.spanner.peer_errors import ActionError, PeerNoAnswer, PeerUnreachable
+from vigo.spanner.enrollment_routing import EnrollmentRouter
+from vigo.spanner.peer.actions import load_actions, run_action
 from vigo.tokens import EnrollmentToken
 
 ACTIONS = {"route-enrollment": RouteEnrollment(), "redeem-token": RedeemToken()}

@@ -31,10 +31,10 @@ from vigo.envoy.answers import (
     canonical_document,
 )
 from vigo.envoy.cadence import next_seq
-from vigo.envoy.latency import LatencyHistogram
 from vigo.envoy.protocol import NO_VERSION, READY, EnvoyClientProtocol, IEnvoyListener
-from vigo.envoy.sim import Simulator
-from vigo.envoy.sim_envoy import SimEnvoy
+from vigo.envoy.sim.envoy import SimEnvoy
+from vigo.envoy.sim.latency import LatencyHistogram
+from vigo.envoy.sim.simulator import Simulator
 from vigo.envoy.state import EnvoyState, StateError
 from vigo.fleet import wire
 from vigo.identity import Identity, key_id, verify_signature

@@ -12,15 +12,15 @@ from zope.interface.verify import verifyObject
 
 from tests.fleetkit import EnvoyKey, FleetKit, RecordingConnection
 from tests.peerkit import StubBolt
-from vigo.fleet.bolt_fleet import BoltFleet
+from vigo.fleet.view import BoltFleet
 from vigo.interfaces import IBolt, IBoltFleet, IPeerAction
+from vigo.interfaces.errors import ActionError, BadArguments, PeerUnreachable
 from vigo.plugins import vigo_fleet
 from vigo.plugins.vigo_fleet import ForcePush, Query
-from vigo.spanner.actions import load_actions, run_action
 from vigo.spanner.errors import SpannerRefusal
-from vigo.spanner.fleet_reads import FleetReads
-from vigo.spanner.observability import CheckinRate
-from vigo.spanner.peer_errors import ActionError, BadArguments, PeerUnreachable
+from vigo.spanner.gossip.observability import CheckinRate
+from vigo.spanner.peer.actions import load_actions, run_action
+from vigo.spanner.reads import FleetReads
 
 CALLER = "c" * 20
 

@@ -20,12 +20,12 @@ from zope.interface.verify import verifyObject
 
 from vigo.config import GossipConfig
 from vigo.identity import Identity
-from vigo.spanner.bus import MulticastBus
-from vigo.spanner.datagram import MAX_DATAGRAM
-from vigo.spanner.detector import FailureDetector, thresholds
-from vigo.spanner.gossip import Gossiper, listener_for
-from vigo.spanner.gossip_sim import Simulation, StaticRoster
-from vigo.spanner.views import IRosterView
+from vigo.interfaces.components import IRosterView
+from vigo.spanner.gossip.datagram import MAX_DATAGRAM
+from vigo.spanner.gossip.detector import FailureDetector, thresholds
+from vigo.spanner.gossip.gossiper import Gossiper, listener_for
+from vigo.testing.bus import MulticastBus
+from vigo.testing.gossip import Simulation, StaticRoster
 
 
 def percentile(values, q):
@@ -178,7 +178,7 @@ class PullCostTests(unittest.TestCase):
 
         from twisted.internet.task import Clock
 
-        from vigo.spanner.gossip_pull import PullRequests
+        from vigo.spanner.gossip.pulls import PullRequests
 
         clock, asked, pulls = Clock(), [], []
 

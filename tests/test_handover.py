@@ -11,11 +11,11 @@ from twisted.trial import unittest
 from tests.test_reassign import ACTIONS, Federation
 from vigo.failpoints import Failpoints, parse
 from vigo.fleet.index import ACTIVE, MOVED
+from vigo.interfaces.errors import ActionError
 from vigo.plugins.vigo_fleet import Query
 from vigo.plugins.vigo_reassign import ACCEPT_FIELDS
-from vigo.spanner.actions import run_action
 from vigo.spanner.handover import SETTLED, HandoverRepair
-from vigo.spanner.peer_errors import ActionError
+from vigo.spanner.peer.actions import run_action
 
 ACTIONS.setdefault("query", Query())
 

@@ -2,12 +2,12 @@
 
 Real rosters (every row verified on merge), the real gossiper on the in-memory
 bus with loss and partitions, and real signed snapshot pulls
-(``vigo.spanner.join_sim``). Times are simulated seconds.
+(``vigo.testing.join``). Times are simulated seconds.
 """
 
 from twisted.trial import unittest
 
-from vigo.spanner.join_sim import JoinSimulation
+from vigo.testing.join import JoinSimulation
 
 
 def joined(n, seed=0, loss=0.0):

@@ -19,8 +19,7 @@ from zope.interface.verify import verifyObject
 from tests.peerkit import PeerSet, make_actions
 from vigo.identity import Identity
 from vigo.interfaces import IBolt
-from vigo.spanner.peer_client import PeerClient, PeerClients, _BrokerFactory
-from vigo.spanner.peer_errors import (
+from vigo.interfaces.errors import (
     ActionError,
     ActionFailed,
     BadArguments,
@@ -30,8 +29,9 @@ from vigo.spanner.peer_errors import (
     PeerUnreachable,
     UnknownAction,
 )
-from vigo.spanner.peer_server import PeerPortal, listen_peers, peer_server_factory
-from vigo.spanner.peer_tls import PeerKeyError, peer_key
+from vigo.spanner.peer.client import PeerClient, PeerClients, _BrokerFactory
+from vigo.spanner.peer.server import PeerPortal, listen_peers, peer_server_factory
+from vigo.spanner.peer.tls import PeerKeyError, peer_key
 from vigo.tls import PinnedKeyClientCreator, identity_certificate
 
 

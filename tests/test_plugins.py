@@ -14,9 +14,9 @@ import vigo
 import vigo.plugins
 from tests.peerkit import PeerSet
 from vigo.interfaces import IPeerAction
-from vigo.spanner import actions as actions_module
-from vigo.spanner.actions import load_actions, run_action
-from vigo.spanner.peer_errors import BadArguments
+from vigo.interfaces.errors import BadArguments
+from vigo.spanner.peer import actions as actions_module
+from vigo.spanner.peer.actions import load_actions, run_action
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(vigo.__file__)))
 
@@ -26,7 +26,7 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from vigo.interfaces import IPeerAction
-from vigo.spanner.schema import Integer, Optional, String
+from vigo.interfaces.schema import Integer, Optional, String
 
 
 @implementer(IPlugin, IPeerAction)
@@ -92,7 +92,7 @@ class BuiltinActionTests(unittest.TestCase):
     def test_ping_dropin_is_cheap_to_import(self):
         code = ("import sys, vigo.plugins.vigo_ping; "
                 "print(sorted(m for m in ('twisted.spread.pb', 'OpenSSL', 'cryptography', "
-                "'vigo.spanner.peer_server') if m in sys.modules))")
+                "'vigo.spanner.peer.server') if m in sys.modules))")
         out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                              text=True, timeout=60, check=True).stdout
         self.assertEqual(out.strip(), "[]")
@@ -144,7 +144,7 @@ class ThirdPartyDropinTests(unittest.TestCase):
     def test_found_in_a_fresh_process(self):
         """What a deployment relies on: the dropin tree merely on PYTHONPATH."""
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, self.root]))
-        code = "from vigo.spanner.actions import load_actions; print(sorted(load_actions()))"
+        code = "from vigo.spanner.peer.actions import load_actions; print(sorted(load_actions()))"
         out = subprocess.run([sys.executable, "-c", code], cwd=self.root, env=env,
                              capture_output=True, text=True, timeout=60, check=True).stdout
         self.assertEqual(out.strip(), str(sorted(self.built_in | {"echo"})))

@@ -11,14 +11,14 @@ from zope.interface.verify import verifyObject
 
 from tests.fleetkit import EnvoyConnections, EnvoyKey, FleetKit, RecordingConnection
 from tests.peerkit import StubBolt
-from vigo.fleet.bolt_fleet import BoltFleet
 from vigo.fleet.fleet import Fleet
 from vigo.fleet.index import ACTIVE, MOVED
 from vigo.fleet.refusal import Redirected
+from vigo.fleet.view import BoltFleet
 from vigo.interfaces import IBolt, IBoltFleet, IPeerAction
+from vigo.interfaces.errors import ActionError, PeerUnreachable
 from vigo.plugins.vigo_reassign import AcceptEnvoy, Reassign
-from vigo.spanner.actions import load_actions, run_action
-from vigo.spanner.peer_errors import ActionError, PeerUnreachable
+from vigo.spanner.peer.actions import load_actions, run_action
 
 ACTIONS = {"reassign": Reassign(), "accept-envoy": AcceptEnvoy()}
 

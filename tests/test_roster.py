@@ -38,10 +38,16 @@ from tests.rosterkit import (
 )
 from vigo.identity import key_id
 from vigo.spanner.canonical import canonical
-from vigo.spanner.hlc import HLC, ClockDriftError, Timestamp
-from vigo.spanner.records import ConsumedToken, Override, RemovalRecord, RosterError, derive_id
-from vigo.spanner.roster import Roster, new_federation_id
-from vigo.spanner.rows import ADMISSION_CONTEXT, AdmissionRow
+from vigo.spanner.roster.crdt import Roster, new_federation_id
+from vigo.spanner.roster.hlc import HLC, ClockDriftError, Timestamp
+from vigo.spanner.roster.records import (
+    ConsumedToken,
+    Override,
+    RemovalRecord,
+    RosterError,
+    derive_id,
+)
+from vigo.spanner.roster.rows import ADMISSION_CONTEXT, AdmissionRow
 
 deliveries = st.lists(st.sampled_from(ITEMS), max_size=30)
 FAST = settings(max_examples=60, deadline=None)
@@ -393,7 +399,7 @@ class ReportTests(unittest.SynchronousTestCase):
 
 class CostTests(unittest.SynchronousTestCase):
     def test_rows_already_held_are_not_verified_again(self):
-        from vigo.spanner import roster as roster_module
+        from vigo.spanner.roster import crdt as roster_module
 
         roster = delivered(ITEMS)
         decoded = Roster.from_data(roster.to_data()).parts()

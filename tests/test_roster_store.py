@@ -6,8 +6,8 @@ from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
 from tests.rosterkit import B0, B0_2, B1, B2, FED, FOUNDER, ITEMS, delivered
-from vigo.spanner.roster import Roster
-from vigo.spanner.roster_store import RosterStoreError, load_roster, save_roster
+from vigo.spanner.roster.crdt import Roster
+from vigo.spanner.roster.store import RosterStoreError, load_roster, save_roster
 from vigo.store import Store
 
 

@@ -18,10 +18,10 @@ from tests.rosterkit import (
 )
 from vigo.fleet.ownership import NoOwner as FleetNoOwner
 from vigo.hostnames import HostnameError
-from vigo.spanner.records import Override, RemovalRecord
-from vigo.spanner.roster import Roster
+from vigo.spanner.roster.crdt import Roster
+from vigo.spanner.roster.records import Override, RemovalRecord
+from vigo.spanner.roster.rows import AdmissionRow
 from vigo.spanner.routing import NoOwner, explain_owner, owner_of, specificity
-from vigo.spanner.rows import AdmissionRow
 
 PATTERN_POOL = [
     "*", "*.com", "*.example.com", "db*.example.com", "web?.eu.example.com", "[ab].*",

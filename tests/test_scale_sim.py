@@ -1,6 +1,6 @@
 """Federation scale, small: admissions and churn converge, every bolt routes alike.
 
-The scenario of bench/scale.py (``vigo.spanner.scale_sim``) at 6 bolts x 200
+The scenario of bench/scale.py (``vigo.testing.scale``) at 6 bolts x 200
 envoys: real signed rosters, the real gossiper on the in-memory bus, real
 signed snapshot pulls, one fake clock. Times are simulated seconds.
 """
@@ -9,8 +9,8 @@ import functools
 
 from twisted.trial import unittest
 
-from vigo.spanner.rows import ACTIVE, DRAINING, REMOVED
-from vigo.spanner.scale_sim import ScaleSimulation, envoy_id
+from vigo.spanner.roster.rows import ACTIVE, DRAINING, REMOVED
+from vigo.testing.scale import ScaleSimulation, envoy_id
 
 BOLTS, ENVOYS = 6, 200
 

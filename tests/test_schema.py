@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial import unittest
 
-from vigo.spanner.schema import (
+from vigo.interfaces.schema import (
     MAX_DEPTH,
     Boolean,
     Bytes,

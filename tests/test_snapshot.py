@@ -8,11 +8,16 @@ from hypothesis import strategies as st
 from twisted.trial import unittest
 
 from tests.rosterkit import B0, B1, FED, FOUNDER, ITEMS, OUTSIDER, delivered
-from vigo.spanner import roster_parts as roster_module
-from vigo.spanner import snapshot as snapshot_module
 from vigo.spanner.canonical import canonical
-from vigo.spanner.roster import Roster
-from vigo.spanner.snapshot import SnapshotError, encode_snapshot, open_snapshot, sign_snapshot
+from vigo.spanner.roster import parts as roster_module
+from vigo.spanner.roster import snapshot as snapshot_module
+from vigo.spanner.roster.crdt import Roster
+from vigo.spanner.roster.snapshot import (
+    SnapshotError,
+    encode_snapshot,
+    open_snapshot,
+    sign_snapshot,
+)
 
 ROSTER = delivered(ITEMS)
 SIGNED = sign_snapshot(ROSTER, B0, 123_456)

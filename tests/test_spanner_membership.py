@@ -114,7 +114,7 @@ class MembershipTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_announce_row_takes_only_the_callers_own_verified_row(self):
-        from vigo.spanner.peer_errors import ActionError
+        from vigo.interfaces.errors import ActionError
 
         a, b = yield federate(self, ("a", "b"))
         mine = b.spanner.roster.row(b.identity.id)

@@ -11,7 +11,7 @@ Every route needs the bearer token except the roster snapshot, which bolts and
 tools fetch with ``If-None-Match`` to learn whether the roster changed.
 
 A bolt's envoys and a push of all of them are asked of that bolt over peer
-RPC (``vigo.spanner.fleet_reads``); an envoy is moved to another bolt with
+RPC (``vigo.spanner.reads``); an envoy is moved to another bolt with
 ``POST /api/v1/envoys/{id}/reassign`` (``vigo.plugins.vigo_reassign``). A
 bolt is drained with ``POST .../bolts/{id}/drain`` (progress: ``GET``; it runs
 at that bolt, ``vigo.plugins.vigo_drain``) and removed with ``DELETE

@@ -15,9 +15,8 @@ This module holds the argument parser; ``vigo.envoy.main`` runs the commands.
 
 import argparse
 
-from vigo.config_values import parse_address, parse_duration
-
-from .sim import DEFAULT_HOSTNAME_TEMPLATE
+from vigo.config.values import parse_address, parse_duration
+from vigo.envoy.sim.simulator import DEFAULT_HOSTNAME_TEMPLATE
 
 
 def _duration(text):

@@ -1,7 +1,7 @@
 """When an envoy acts: check-in sequence numbers, jittered intervals, reconnect backoff.
 
 Shared by the real envoy (``vigo.envoy.main``) and the simulator
-(``vigo.envoy.sim``); ``random`` is anything with ``random()`` and ``uniform()``.
+(``vigo.envoy.sim.simulator``); ``random`` is anything with ``random()`` and ``uniform()``.
 """
 
 

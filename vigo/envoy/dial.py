@@ -9,10 +9,9 @@ import functools
 from twisted.internet import endpoints
 from twisted.internet.protocol import Factory
 
-from vigo.config_values import parse_address
+from vigo.config.values import parse_address
+from vigo.envoy.protocol import EnvoyClientProtocol
 from vigo.tls import PinnedKeyClientCreator
-
-from .protocol import EnvoyClientProtocol
 
 CONNECT_TIMEOUT = 10.0
 

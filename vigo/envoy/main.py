@@ -15,14 +15,14 @@ import sys
 from twisted.internet import defer, task
 from zope.interface import implementer
 
-from .answers import Redirected, Refused
-from .arguments import build_parser
-from .cadence import jittered, next_seq, reconnect_delay
-from .dial import connect
-from .protocol import IEnvoyListener
-from .sim import Simulator
-from .sim_figures import format_summary
-from .state import EnvoyState, StateError
+from vigo.envoy.answers import Redirected, Refused
+from vigo.envoy.arguments import build_parser
+from vigo.envoy.cadence import jittered, next_seq, reconnect_delay
+from vigo.envoy.dial import connect
+from vigo.envoy.protocol import IEnvoyListener
+from vigo.envoy.sim.figures import format_summary
+from vigo.envoy.sim.simulator import Simulator
+from vigo.envoy.state import EnvoyState, StateError
 
 MAX_HOPS = 5  # redirects followed in a row
 REQUEST_TIMEOUT = 30.0

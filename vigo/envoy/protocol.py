@@ -20,9 +20,7 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import Interface
 
-from vigo.fleet import wire
-
-from .answers import (
+from vigo.envoy.answers import (
     BundleRejected,
     EnvoyProtocolError,
     bundle_signed,
@@ -32,6 +30,7 @@ from .answers import (
     decode_refusal,
     decode_registered,
 )
+from vigo.fleet import wire
 
 NO_VERSION = bytes(32)  # the state fingerprint before the first bundle
 

@@ -16,9 +16,8 @@ import os
 
 import nacl.signing
 
+from vigo.envoy.protocol import NO_VERSION
 from vigo.identity import Identity, IdentityError, key_fingerprint, write_private_file
-
-from .protocol import NO_VERSION
 
 KEY_FILE = "envoy.key"
 STATE_FILE = "envoy.json"

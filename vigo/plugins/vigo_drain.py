@@ -17,13 +17,13 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from vigo.interfaces import IPeerAction
-from vigo.spanner.schema import Optional, String
+from vigo.interfaces.schema import Optional, String
 
 
 def _as_action_error(failure):
     from vigo.fleet.refusal import Refusal, refusal_text
+    from vigo.interfaces.errors import ActionError
     from vigo.spanner.drain import DrainRefused
-    from vigo.spanner.peer_errors import ActionError
 
     if failure.check(DrainRefused):
         raise ActionError(refusal_text(Refusal(failure.value.code, failure.value.reason)))

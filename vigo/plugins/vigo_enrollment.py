@@ -5,7 +5,7 @@ Any bolt takes an envoy's Register. One that does not own the hostname calls
 ownership, has the token's use counted by ``redeem-token`` at the bolt that
 minted it (or counts it itself), stores the envoy, and answers with its own
 Registered fields, which the first bolt hands to the envoy so it attaches at
-the owner. See ``vigo.spanner.enrollment_router`` for the calling side.
+the owner. See ``vigo.spanner.enrollment_routing`` for the calling side.
 
 Both take an enrollment token's text, which holds its secret: among admitted
 bolts over mutual TLS that is fine (see docs/security.md), but never log it.
@@ -19,7 +19,7 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from vigo.interfaces import IPeerAction
-from vigo.spanner.schema import Integer, String
+from vigo.interfaces.schema import Integer, String
 
 TOKEN = String(2048, min_length=1)  # no pattern: a schema error would quote the secret
 B64_KEY = String(64, min_length=1)
@@ -28,7 +28,7 @@ B64_SIGNATURE = String(128, min_length=1)
 
 def _as_action_error(failure):
     from vigo.fleet.refusal import Refusal, refusal_text
-    from vigo.spanner.peer_errors import ActionError
+    from vigo.interfaces.errors import ActionError
 
     if failure.check(Refusal):
         raise ActionError(refusal_text(failure.value))

@@ -2,7 +2,7 @@
 
 Any bolt answers an admin's ``envoys list``, ``envoys show`` or ``envoys
 push`` by calling these on every bolt (itself included) and merging the
-answers; see ``vigo.spanner.fleet_reads``. Each runs on the called bolt over
+answers; see ``vigo.spanner.reads``. Each runs on the called bolt over
 its ``IBolt.fleet()`` and reads or pushes only that bolt's own envoys.
 
 Answers are bounded: a peer action's result is at most 256 KiB of JSON, so a
@@ -17,8 +17,8 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from vigo.interfaces import IPeerAction
-from vigo.spanner.peer_errors import ActionError
-from vigo.spanner.schema import Boolean, Integer, Optional, String
+from vigo.interfaces.errors import ActionError
+from vigo.interfaces.schema import Boolean, Integer, Optional, String
 
 #: Rows in one ``query`` page, at most (and by default).
 MAX_LIMIT = 5000

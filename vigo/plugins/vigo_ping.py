@@ -24,12 +24,12 @@ class Ping:
 
     name = "ping"
     description = "This bolt's id, name, roster digest (hex) and wall-clock time."
-    # Argument name -> schema from vigo.spanner.schema, e.g.
+    # Argument name -> schema from vigo.interfaces.schema, e.g.
     # {"hostname": String(253), "limit": Optional(Integer(1, 1000))}. Ping takes none.
     argument_schema = {}
 
     def run(self, bolt, caller_id, args):
-        # A plain value or a Deferred; raise vigo.spanner.peer_errors.ActionError
+        # A plain value or a Deferred; raise vigo.interfaces.errors.ActionError
         # to refuse with a message the caller sees.
         return {
             "bolt_id": bolt.id,

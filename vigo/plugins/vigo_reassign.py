@@ -28,7 +28,7 @@ from zope.interface import implementer
 
 from vigo.failpoints import failpoint
 from vigo.interfaces import IPeerAction
-from vigo.spanner.schema import Float, Integer, Optional, String
+from vigo.interfaces.schema import Float, Integer, Optional, String
 
 ENVOY_ID = String(128, min_length=1)
 BOLT_ID = String(128, min_length=1)
@@ -67,14 +67,14 @@ def busy(bolt_id, envoy_id):
 
 def _refused(code, reason):
     from vigo.fleet.refusal import Refusal, refusal_text
-    from vigo.spanner.peer_errors import ActionError
+    from vigo.interfaces.errors import ActionError
 
     return ActionError(refusal_text(Refusal(code, reason)))
 
 
 def _as_action_error(failure):
     from vigo.fleet.refusal import Refusal, refusal_text
-    from vigo.spanner.peer_errors import ActionError
+    from vigo.interfaces.errors import ActionError
 
     if failure.check(Refusal):
         raise ActionError(refusal_text(failure.value))
@@ -145,7 +145,7 @@ class Reassign:
     async def _move(self, bolt, envoy_id, to):
         from vigo.fleet.index import ACTIVE, MOVED
         from vigo.fleet.refusal import refusal_from_text
-        from vigo.spanner.peer_errors import ActionError, PeerUnreachable
+        from vigo.interfaces.errors import ActionError, PeerUnreachable
 
         fleet = bolt.fleet()
         fields = await fleet.export(envoy_id)  # again, now that no other move runs

@@ -13,7 +13,7 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from vigo.interfaces import IPeerAction
-from vigo.spanner.schema import Json
+from vigo.interfaces.schema import Json
 
 
 @implementer(IPlugin, IPeerAction)

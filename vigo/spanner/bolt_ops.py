@@ -12,8 +12,8 @@ datagrams and peer logins. See docs/operations.md.
 """
 
 from vigo.spanner.errors import SpannerRefusal
-from vigo.spanner.fleet_reads import action_refusal
-from vigo.spanner.roster_store import save_roster
+from vigo.spanner.reads import action_refusal
+from vigo.spanner.roster.store import save_roster
 
 #: Seconds a bolt has to answer ``reassign``, ``drain`` or ``drain-status``
 #: (a reassign: two peer calls, three writes).
@@ -30,7 +30,7 @@ REFUSAL_STATUS = {"not_found": 404, "malformed": 400, "bad_answer": 502,
 def refusal_of(failure, bolt_id, action):
     """A failed reassign as a ``SpannerRefusal`` that keeps the refusal's code."""
     from vigo.fleet.refusal import refusal_from_text
-    from vigo.spanner.peer_errors import ActionError
+    from vigo.interfaces.errors import ActionError
 
     if failure.check(ActionError):
         refusal = refusal_from_text(failure.getErrorMessage(), "action_failed")
@@ -116,7 +116,7 @@ class BoltOps:
         (a port or address changed in its config), publish its row with the new
         addresses, so that peers, pulls and redirected envoys reach it. True if
         it did."""
-        from vigo.spanner.rows import Addresses
+        from vigo.spanner.roster.rows import Addresses
 
         service = self.service
         roster, me = service.roster, service.identity.id
@@ -183,10 +183,10 @@ class BoltOps:
 
     async def take_row(self, bolt_id, data):
         """Merge the row bolt ``bolt_id`` announces of itself; the seq now held."""
+        from vigo.interfaces.errors import ActionError
         from vigo.spanner.canonical import SpannerError
-        from vigo.spanner.peer_errors import ActionError
-        from vigo.spanner.roster_parts import RosterParts
-        from vigo.spanner.rows import AdmissionRow
+        from vigo.spanner.roster.parts import RosterParts
+        from vigo.spanner.roster.rows import AdmissionRow
 
         service = self.service
         roster = service.require_member()

@@ -22,7 +22,7 @@ from twisted.logger import Logger
 
 from vigo.failpoints import failpoint
 from vigo.fleet.index import ACTIVE as ENVOY_ACTIVE
-from vigo.spanner.rows import ACTIVE, DRAINING, REMOVED
+from vigo.spanner.roster.rows import ACTIVE, DRAINING, REMOVED
 
 #: At most this many envoys are being handed over at once.
 CONCURRENCY = 16

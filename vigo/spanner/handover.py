@@ -33,7 +33,7 @@ from twisted.logger import Logger
 
 from vigo.fleet.index import ACTIVE as ENVOY_ACTIVE
 from vigo.plugins.vigo_reassign import busy
-from vigo.spanner.rows import ACTIVE
+from vigo.spanner.roster.rows import ACTIVE
 
 #: Seconds between two repair rounds.
 INTERVAL = 30.0

@@ -13,16 +13,16 @@ from twisted.logger import Logger
 
 from vigo.hostnames import HostnameError
 from vigo.identity import key_id
+from vigo.interfaces.errors import JoinRefused, PeerError
 from vigo.spanner.canonical import SpannerError
 from vigo.spanner.errors import SpannerRefusal
 from vigo.spanner.invites import DEFAULT_LIFETIME, Invite, InviteError, insert_invite, redeem_invite
-from vigo.spanner.peer_client import PeerClient
-from vigo.spanner.peer_errors import JoinRefused, PeerError
-from vigo.spanner.peer_tls import peer_key
-from vigo.spanner.roster import Roster, new_federation_id
-from vigo.spanner.roster_store import save_roster
-from vigo.spanner.rows import AdmissionRow
-from vigo.spanner.snapshot import SnapshotError, open_snapshot, sign_snapshot
+from vigo.spanner.peer.client import PeerClient
+from vigo.spanner.peer.tls import peer_key
+from vigo.spanner.roster.crdt import Roster, new_federation_id
+from vigo.spanner.roster.rows import AdmissionRow
+from vigo.spanner.roster.snapshot import SnapshotError, open_snapshot, sign_snapshot
+from vigo.spanner.roster.store import save_roster
 
 JOIN_TIMEOUT = 15.0
 

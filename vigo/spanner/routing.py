@@ -19,7 +19,7 @@ import re
 
 from vigo.fleet.ownership import NoOwner as FleetNoOwner
 from vigo.hostnames import normalise_hostname
-from vigo.spanner.rows import ACTIVE
+from vigo.spanner.roster.rows import ACTIVE
 
 MAX_TABLES = 16
 MAX_ANSWERS = 200_000  # cached hostname answers per table

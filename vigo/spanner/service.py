@@ -15,28 +15,28 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from vigo.fleet.bolt_fleet import BoltFleet
+from vigo.fleet.view import BoltFleet
 from vigo.identity import key_fingerprint
-from vigo.spanner.actions import load_actions
+from vigo.interfaces.components import IRosterView
+from vigo.spanner.bolt import BoltFacade
 from vigo.spanner.bolt_ops import BoltOps
-from vigo.spanner.bolt_view import REMOVED_HINT, describe_bolt, federation_status
 from vigo.spanner.drain import Drainer
 from vigo.spanner.errors import SpannerRefusal
-from vigo.spanner.fleet_reads import FleetReads, action_refusal
-from vigo.spanner.gossip import Gossiper, listener_for
+from vigo.spanner.gossip.gossiper import Gossiper, listener_for
+from vigo.spanner.gossip.observability import CheckinRate
+from vigo.spanner.gossip.puller import SnapshotPuller
 from vigo.spanner.handover import HandoverRepair
-from vigo.spanner.hlc import HLC
 from vigo.spanner.membership import Membership
-from vigo.spanner.observability import CheckinRate
-from vigo.spanner.peer_bolt import BoltFacade
-from vigo.spanner.peer_client import PeerClients
-from vigo.spanner.peer_server import PeerPortal, listen_peers
-from vigo.spanner.puller import SnapshotPuller
-from vigo.spanner.records import Override
-from vigo.spanner.roster_parts import RosterParts
-from vigo.spanner.roster_store import load_roster, save_roster
-from vigo.spanner.snapshot import encode_snapshot, sign_snapshot
-from vigo.spanner.views import IRosterView
+from vigo.spanner.peer.actions import load_actions
+from vigo.spanner.peer.client import PeerClients
+from vigo.spanner.peer.server import PeerPortal, listen_peers
+from vigo.spanner.reads import FleetReads, action_refusal
+from vigo.spanner.roster.hlc import HLC
+from vigo.spanner.roster.parts import RosterParts
+from vigo.spanner.roster.records import Override
+from vigo.spanner.roster.snapshot import encode_snapshot, sign_snapshot
+from vigo.spanner.roster.store import load_roster, save_roster
+from vigo.spanner.status import REMOVED_HINT, describe_bolt, federation_status
 
 NO_DIGEST = b"\x00" * 32
 @implementer(IRosterView)
@@ -306,7 +306,7 @@ class SpannerService(service.MultiService):
         bolt_id = self.resolve(bolt_key)
         return self.facade.call(bolt_id, action, args).addErrback(action_refusal, bolt_id, action)
 
-    # -- envoys at any bolt (vigo.spanner.fleet_reads) ------------------------------
+    # -- envoys at any bolt (vigo.spanner.reads) ------------------------------
 
     def reachable_bolts(self):
         """``(bolt_id, name)`` of every bolt that owns envoys: the members that are

@@ -1,0 +1,189 @@
+"""How ``vigocli`` shows the spanner commands' answers: the federation, its
+bolts, drains and removals, invites, peer actions and hostname owners.
+
+The same conventions as ``vigo.cli.output`` (whose helpers it uses): what a
+script should capture goes to ``out``, notes for people to ``err``.
+"""
+
+import json
+
+from vigo.cli.output import bolt_label, fields, format_age, format_time, table, yes_no
+
+
+def bolt_pushed(answer, out, err):
+    """``vigocli spanner bolt push``."""
+    bolt_id = answer.get("bolt_id")
+    print(f"force-push of bolt {bolt_label(bolt_id, {bolt_id: answer.get('name')})}: "
+          f"{answer.get('envoys', 0)} envoys, {answer.get('now', 0)} sent now, "
+          f"{answer.get('next_attach', 0)} at their next attach", file=out)
+
+
+def bolt_drained(answer, out, err):
+    """``vigocli spanner bolt drain``: the final progress."""
+    bolt_id = answer.get("bolt_id")
+    label = bolt_label(bolt_id, {bolt_id: answer.get("name")})
+    to = answer.get("to") or "each envoy's owner"
+    print(f"bolt {label} {'drained' if answer.get('state') == 'done' else 'drain failed'}: "
+          f"{answer.get('moved', 0)} of {answer.get('total', 0)} envoys moved to {to}, "
+          f"{answer.get('failed', 0)} failed, {answer.get('remaining', 0)} still here",
+          file=out)
+    for error in answer.get("errors") or []:
+        print(f"  {error}", file=err)
+
+
+def bolt_removed(answer, out, err):
+    """``vigocli spanner bolt remove``."""
+    bolt_id = answer.get("bolt_id")
+    label = bolt_label(bolt_id, {bolt_id: answer.get("name")})
+    if not answer.get("changed"):
+        print(f"bolt {label} was already removed", file=out)
+        return
+    forced = " without draining (it could not be reached)" if answer.get("forced") else ""
+    print(f"bolt {label} removed from the federation{forced}", file=out)
+
+
+DIGEST_SHOWN = 12  # hex digits of the roster digest people see
+
+
+def _counts(counts, names):
+    counts = counts or {}
+    return ", ".join(f"{counts.get(name, 0)} {name}" for name in names)
+
+
+def spanner_status(answer, out, err):
+    """``vigocli spanner status``."""
+    if answer.get("mode") == "standalone":
+        fields([("state", "standalone"), ("bolt", answer.get("bolt_id")),
+                ("hint", answer.get("hint"))], out)
+        return
+    name = answer.get("name")
+    bolt = answer.get("bolt_id")
+    federation = answer.get("federation_id") or "-"
+    founder = answer.get("founder_id")
+    if founder:
+        federation += " (founded by this bolt)" if founder == bolt else f" (founded by {founder})"
+    pairs = [
+        ("state", answer.get("state")),
+        ("bolt", f"{bolt} ({name})" if name else bolt),
+        ("federation", federation),
+        ("digest", (answer.get("digest") or "-")[:DIGEST_SHOWN]),
+        ("bolts", _counts(answer.get("bolts"), ("total", "active", "draining", "removed"))),
+        ("peers", _counts(answer.get("peers"), ("alive", "suspect", "down", "unknown"))),
+    ]
+    pending = answer.get("moves_pending") or {}
+    if pending.get("count"):
+        moves = pending.get("moves") or []
+        pairs.append(("moves", "%d pending here (as of %s ago): %s" % (
+            pending["count"], format_age(pending.get("as_of_age")),
+            ", ".join("%s to %s" % (m["envoy_id"], m["to"]) for m in moves[:5])
+            + (", ..." if pending["count"] > 5 else ""))))
+    if answer.get("hint"):
+        pairs.append(("hint", answer["hint"]))
+    fields(pairs, out)
+
+
+def spanner_initialized(answer, out, err):
+    """``vigocli spanner init``: the new federation, then the status."""
+    print(f"founded federation {answer.get('federation_id')}; this server is its first "
+          f"bolt, {answer.get('bolt_id')}", file=out)
+    spanner_status(answer, out, err)
+
+
+def spanner_joined(answer, out, err):
+    """``vigocli spanner bolt join``: the federation joined, then the status."""
+    print(f"joined federation {answer.get('federation_id')} as bolt "
+          f"{answer.get('bolt_id')}", file=out)
+    spanner_status(answer, out, err)
+
+
+def _envoys(bolt, field, counter):
+    """One envoy figure of a bolt: its summary's ``field``, else its ``counter``."""
+    value = (bolt.get("envoys") or {}).get(field)
+    if value is None:
+        value = (bolt.get("counters") or {}).get(counter)
+    return "-" if value is None else str(value)
+
+
+def _liveness(bolt):
+    return (bolt.get("liveness") or {}).get("state") or "unknown"
+
+
+def bolt_table(answer, out, err):
+    """``vigocli spanner bolt list``."""
+    bolts = answer.get("bolts", [])
+    if not bolts:
+        print("no bolts", file=out)
+        return
+    rows = [[b["bolt_id"], b.get("name") or "-", b.get("status") or "-", _liveness(b),
+             format_age((b.get("liveness") or {}).get("last_heard_age")),
+             ",".join(b.get("patterns") or []) or "-", _envoys(b, "owned", "envoys_owned"),
+             _envoys(b, "online", "envoys_online")] for b in bolts]
+    table(rows, ["BOLT", "NAME", "STATUS", "LIVENESS", "HEARD", "PATTERNS", "ENVOYS", "ONLINE"],
+          out)
+
+
+def _ago(seconds):
+    return "never" if seconds is None else f"{format_age(seconds)} ago"
+
+
+def bolt_details(answer, out, err):
+    """``vigocli spanner bolt show``."""
+    addresses = answer.get("addresses") or {}
+    liveness = answer.get("liveness") or {}
+    counters = answer.get("counters")
+    pairs = [
+        ("bolt", answer["bolt_id"]),
+        ("name", answer.get("name") or "-"),
+        ("status", answer.get("status")),
+        ("this bolt", yes_no(answer.get("self"))),
+        ("patterns", ", ".join(answer.get("patterns") or []) or "-"),
+        ("api", addresses.get("api") or "-"),
+        ("envoy address", addresses.get("envoy") or "-"),
+        ("peer address", addresses.get("peer") or "-"),
+        ("seq", answer.get("seq")),
+        ("admitted by", answer.get("admitted_by") or "-"),
+        ("liveness", liveness.get("state") or "unknown"),
+        ("last heard", _ago(liveness.get("last_heard_age"))),
+        ("evidence", _ago(liveness.get("evidence_age"))),
+    ]
+    summary = answer.get("envoys")
+    if summary:
+        rate = summary.get("checkin_rate")
+        pairs.append(("envoys", f"{summary.get('owned')} owned, {summary.get('online')} online"))
+        pairs.append(("check-ins", "-" if rate is None else f"{rate:g}/s"))
+        pairs.append(("envoys as of", _ago(summary.get("as_of"))))
+    if counters:
+        pairs.append(("counters", ", ".join(f"{k} {v}" for k, v in sorted(counters.items()))))
+        pairs.append(("counters from", _ago(answer.get("counters_age"))))
+    else:
+        pairs.append(("counters", "-"))
+    fields(pairs, out)
+
+
+def invite_created(answer, out, err):
+    """``vigocli spanner bolt invite``: the token alone on ``out``, the note on ``err``."""
+    print(answer["token"], file=out)
+    print(f"This invite token is one-shot: it admits one bolt, once, and expires at "
+          f"{format_time(answer.get('expires_at'))}. On the joining server run: "
+          "vigocli spanner bolt join TOKEN", file=err)
+
+
+def action_result(answer, out, err):
+    """``vigocli spanner bolt act``: the action's result as indented JSON."""
+    print(json.dumps(answer.get("result"), indent=2, sort_keys=True), file=out)
+
+
+def owner_explained(answer, out, err):
+    """``vigocli spanner owner``: the owner of a hostname, and why."""
+    if answer.get("by") == "override":
+        why = "its envoy's override (a reassign or a drain gave it to this bolt)"
+    else:
+        why = "the most specific matching pattern, %s" % (answer.get("pattern"),)
+    print("%s is owned by bolt %s (%s): %s" % (
+        answer["hostname"], answer["bolt_id"], answer.get("name"), why), file=out)
+    candidates = answer.get("candidates") or []
+    if len(candidates) > 1 or answer.get("by") == "override":
+        rows = [[c["bolt_id"], c.get("name") or "-", c["pattern"]] for c in candidates]
+        if rows:
+            print("matching patterns of active bolts, most specific first:", file=out)
+            table(rows, ["BOLT", "NAME", "PATTERN"], out)
