@@ -28,6 +28,12 @@ install: $(DEPS)
 test: install
 	$(BIN)/python scripts/trial_summary.py --jobs $(JOBS) tests
 
+# ruff (style, imports) and the import contracts of pyproject.toml.
+lint: $(DEPS)
+	$(BIN)/pip install -q '.[lint]'
+	$(BIN)/ruff check vigo tests bench scripts twisted
+	$(BIN)/lint-imports --no-cache
+
 run: install
 	mkdir -p var
 	$(BIN)/twistd -n --pidfile= vigo --data-dir var/vigo

@@ -1,7 +1,8 @@
 """Benchmark: peer action round trip over PB and mutual TLS on loopback.
 
 Two bolts in one process (one reactor): bolt "beta" holds a long-lived,
-logged-in ``PeerClient`` to bolt "alpha"'s peer port and calls the built-in
+logged-in ``PeerClient`` (from its ``PeerClients`` pool, as a bolt holds one
+per peer) to bolt "alpha"'s peer port and calls the built-in
 ``ping`` action one call at a time, as a fan-out to one peer would. Each round
 trip therefore includes both ends' CPU: argument checks, the plugin, the result
 check, PB framing and TLS, both ways. For reference it also times the bare
@@ -29,8 +30,8 @@ from twisted.python.failure import Failure  # noqa: E402
 
 from vigo.identity import Identity  # noqa: E402
 from vigo.plugins.vigo_ping import ping  # noqa: E402
-from vigo.spanner.bolt import BoltFacade  # noqa: E402
-from vigo.spanner.peer.client import PeerClient  # noqa: E402
+from vigo.spanner.bolt import Bolt  # noqa: E402
+from vigo.spanner.peer.pool import PeerClients  # noqa: E402
 from vigo.spanner.peer.server import PeerPortal, listen_peers  # noqa: E402
 
 WARMUP = 200
@@ -73,19 +74,23 @@ async def measure(reactor, n=2000):
     identities = {"alpha": Identity.generate(), "beta": Identity.generate()}
     roster = _Roster(identities)
     actions = {ping.name: ping}
-    alpha = BoltFacade(identities["alpha"], "alpha", roster, actions, None, lambda _: None, reactor)
+    # Alpha answers; its own pool reaches no other bolt (ping calls none).
+    alpha_peers = PeerClients(reactor, identities["alpha"], lambda bolt_id: None)
+    alpha = Bolt(identities["alpha"], lambda: "alpha", reactor, roster, actions, alpha_peers)
     port = await listen_peers(reactor, identities["alpha"], "127.0.0.1:0",
                               PeerPortal(roster, alpha, actions))
-    client = PeerClient(reactor, identities["beta"], "127.0.0.1:%d" % (port.getHost().port,),
-                        identities["alpha"].fingerprint)
-    client.start()
+    where = {alpha.id: ("127.0.0.1:%d" % (port.getHost().port,), identities["alpha"].fingerprint)}
+    beta_peers = PeerClients(reactor, identities["beta"], where.get)
+    beta_peers.startService()
+    client = beta_peers.client_for(alpha.id, *where[alpha.id])  # started: it dials now
     try:
         await client.when_connected(fail_after_failures=1)
         await _time_calls(WARMUP, lambda: client.call("ping", {}))
         action = await _time_calls(n, lambda: client.call("ping", {}))
         bare = await _time_calls(n, client.ping)
     finally:
-        await client.stop()
+        await beta_peers.stopService()
+        await alpha_peers.stopService()
         await port.stopListening()
     return {"action": action, "bare": bare}
 

@@ -12,11 +12,12 @@ from vigo.config import Address
 from vigo.envoy.protocol import IEnvoyListener
 from vigo.fleet import wire
 from vigo.fleet.enrollment import Enrollment
+from vigo.fleet.enrollment_tokens import EnrollmentTokens
 from vigo.fleet.fleet import Fleet
 from vigo.fleet.hostcrates import Hostcrates
 from vigo.fleet.ownership import StandaloneOwnership
 from vigo.identity import Identity, key_id
-from vigo.interfaces import IEnvoyConnection
+from vigo.interfaces.components import IEnvoyConnection
 from vigo.store import Store
 
 HOSTCRATES = [
@@ -68,16 +69,18 @@ class FleetKit:
         self.hostcrates = Hostcrates.from_data(hostcrates)
         self.address = Address("127.0.0.1", 1530)
         self.fleet = Fleet(self.store, self.identity, self.hostcrates, self.clock, 15.0, 3)
-        self.ownership = StandaloneOwnership(self.identity, self.address)
-        self.enrollment = Enrollment(self.fleet, self.store, self.identity,
-                                     self.ownership, self.clock, self.address)
+        self.ownership = StandaloneOwnership(self.identity, lambda: self.address)
+        self.tokens = EnrollmentTokens(self.store, self.identity, self.clock,
+                                       lambda: self.address)
+        self.enrollment = Enrollment(self.fleet, self.store, self.identity, self.ownership,
+                                     self.clock, lambda: self.address, self.tokens)
 
     def now_ms(self):
         return int(self.clock.seconds() * 1000)
 
     async def enroll(self, key=None, **token_args):
         key = key or EnvoyKey()
-        token = await self.enrollment.create_token(**token_args)
+        token = await self.tokens.create(**token_args)
         await self.enrollment.register(*key.register_fields(token, self.now_ms()))
         return key, self.fleet.index.get(key.id)
 

@@ -8,12 +8,21 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from vigo.identity import Identity
-from vigo.interfaces import IBolt, IPeerAction
-from vigo.interfaces.errors import ActionError, PeerUnreachable
-from vigo.interfaces.schema import Integer, Optional, String
+from vigo.interfaces import (
+    ActionError,
+    IBolt,
+    Integer,
+    IPeerAction,
+    IPeerCaller,
+    Optional,
+    PeerUnreachable,
+    Refusal,
+    String,
+)
+from vigo.interfaces.components import IPeerRoster
 from vigo.plugins.vigo_ping import ping
-from vigo.spanner.bolt import BoltFacade
-from vigo.spanner.peer.server import IPeerRoster
+from vigo.spanner.bolt import Bolt
+from vigo.spanner.peer.pool import PeerClients
 
 
 @implementer(IBolt)
@@ -41,14 +50,20 @@ class StubBolt:
     def enrollment(self):
         raise ActionError("this fake bolt does not enroll envoys")
 
-    def drainer(self):
-        raise NotImplementedError("no drain here")
+    def reassign(self, envoy, to):
+        return defer.fail(ActionError("no hand-overs in this test"))
+
+    def accept_envoy(self, caller_id, fields):
+        return defer.fail(ActionError("no hand-overs in this test"))
+
+    def drain(self, to):
+        return defer.fail(ActionError("no drain here"))
+
+    def drain_status(self):
+        raise ActionError("no drain here")
 
     def take_row(self, bolt_id, data):
-        raise NotImplementedError("no roster here")
-
-    def write_override(self, envoy_id, bolt_id):
-        return defer.succeed(None)
+        return defer.fail(ActionError("no roster here"))
 
     def call(self, bolt_id, action_name, args):
         return defer.fail(PeerUnreachable("no peers in this test"))
@@ -129,6 +144,8 @@ def make_actions():
         RecordAction(),
         ScriptedAction("broken", _raise(ValueError("the widget is missing"))),
         ScriptedAction("refuse", _raise(ActionError("no such envoy: web9"))),
+        ScriptedAction("refuse-coded", _raise(Refusal("not_found", "no envoy web9 on this bolt",
+                                                      retryable=True))),
         ScriptedAction("bad-result", lambda: {"set": {1, 2}}),
         ScriptedAction("huge-result", lambda: "x" * (300 * 1024)),
         ScriptedAction("later", lambda: defer.succeed(["done"])),
@@ -157,6 +174,19 @@ class PeerSet:
                 return self.addresses[name], identity.fingerprint
         return None
 
+    def clients(self, name, reactor, **options):
+        """A ``PeerClients`` pool for bolt ``name`` that finds the others here."""
+        return PeerClients(reactor, self.identities[name], self.locate, **options)
+
     def facade(self, name, actions, clients=None, peer_states=None):
-        return BoltFacade(self.identities[name], name, self.roster, actions, clients,
-                          self.locate, self.clock, peer_states=peer_states)
+        """Bolt ``name``'s ``IBolt``; without ``clients``, no other bolt answers."""
+        return Bolt(self.identities[name], lambda: name, self.clock, self.roster, actions,
+                    clients or NoPeers(), peer_states=peer_states)
+
+
+@implementer(IPeerCaller)
+class NoPeers:
+    """A pool that reaches no other bolt."""
+
+    def call(self, bolt_id, action_name, args, timeout=None):
+        return defer.fail(PeerUnreachable("no peers in this test"))

@@ -10,89 +10,100 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from treq.testing import StubTreq
 from twisted.internet import defer, reactor, task
-from twisted.python.failure import Failure
 from twisted.trial import unittest
-from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from tests.fleetkit import RecordingConnection
-from vigo.api.app import MAX_BODY, AdminAPI
+from vigo.api.app import AdminAPI
 from vigo.api.auth import ADMIN_TOKEN_FILE, ApiTokens
-from vigo.config import Address, config_from_mapping
+from vigo.api.envoys import LocalEnvoys
+from vigo.api.site import MAX_BODY
+from vigo.api.spanner import NoFederation
+from vigo.config import config_from_mapping
 from vigo.fleet import wire
-from vigo.fleet.enrollment import MAX_TOKEN_USES, Enrollment
+from vigo.fleet.enrollment import Enrollment
+from vigo.fleet.enrollment_tokens import MAX_TOKEN_USES, EnrollmentTokens
 from vigo.fleet.fleet import Fleet
 from vigo.fleet.hostcrates import Hostcrates
 from vigo.fleet.ownership import StandaloneOwnership
-from vigo.fleet.refusal import Refusal
 from vigo.identity import load_or_create_identity
-from vigo.interfaces import IEnvoyConnection, IStore
-from vigo.metrics import fleet_registry
-from vigo.server import VigoServer
-from vigo.store import Store, connect, migrate
+from vigo.interfaces.components import (
+    IEnvoyConnection,
+    IEnvoyOperations,
+    IFederationAdmin,
+    IOwnership,
+    IStore,
+)
+from vigo.interfaces.errors import Refusal
+from vigo.metrics import FleetCollector, metrics_registry
+from vigo.server.ports import Advertised
+from vigo.server.status import ServerStatus
+from vigo.store import Store
+from vigo.testing.store import ImmediateStore
 from vigo.tokens import API_PREFIX, hash_secret
 
 START = 1_700_000_000.0
 
 
-@implementer(IStore)
-class ImmediateStore:
-    """A store that runs each job at once on a real, migrated SQLite database,
-    so a whole request completes synchronously (for Hypothesis)."""
-
-    def __init__(self, path):
-        self.connection = connect(path)
-        migrate(self.connection)
-
-    def run(self, job, *args):
-        cursor = self.connection.cursor()
-        cursor.execute("BEGIN IMMEDIATE")
-
-        def end(result):
-            cursor.execute("ROLLBACK" if isinstance(result, Failure) else "COMMIT")
-            return result
-
-        return defer.maybeDeferred(job, cursor, *args).addBoth(end)
-
-    def close(self):
-        self.connection.close()
-        return defer.succeed(None)
-
-
 class FacadeServer:
-    """The parts of a ``VigoServer`` the admin API uses: real, but not listening.
+    """The parts of a standalone server, wired as ``vigo.server.standalone``
+    wires them (``vigo.server.wiring.fleet_parts``), real but not listening.
 
-    ``status`` is ``VigoServer``'s own, so the API is tested against it.
+    ``api`` is the ``AdminAPI`` built from them; ``admin_api(**parts)`` builds
+    another with some of its parts replaced (a ``federation`` and ``envoys``
+    of a fake bolt, a broken ``status``). ``store`` is a real ``Store`` on
+    ``data_dir`` unless one is given (an ``ImmediateStore`` answers at once).
     """
-
-    status = VigoServer.status
 
     def __init__(self, data_dir, clock, store=None):
         os.makedirs(data_dir, exist_ok=True)
         self.data_dir = data_dir
         self.clock = clock
-        self.spanner = None  # standalone
         self.config = config_from_mapping(
             {"server": {"data_dir": data_dir, "hostname": "vigo.test"}}
         )
+        server = self.config.server
         self.identity = load_or_create_identity(data_dir)
         self.store = store if store is not None else Store.in_directory(data_dir, reactor)
-        self.fleet = Fleet(self.store, self.identity, Hostcrates(), clock, 15.0, 3)
-        self.envoy_address = Address("127.0.0.1", 1530)
-        self.ownership = StandaloneOwnership(self.identity, self.envoy_address)
-        self.enrollment = Enrollment(
-            self.fleet, self.store, self.identity, self.ownership, clock, self.envoy_address
-        )
+        self.fleet = Fleet(self.store, self.identity, Hostcrates(), clock,
+                           self.config.checkin.interval, self.config.checkin.offline_after)
+        self.advertised = Advertised(server.hostname, {
+            "envoy": server.envoy_listen, "api": server.api_listen,
+            "peer": self.config.spanner.peer_listen})
+        envoy_address = self.advertised.envoy
+        self.enrollment_tokens = EnrollmentTokens(self.store, self.identity, clock,
+                                                  envoy_address)
         self.api_tokens = ApiTokens(self.store, clock)
-        self.registry = fleet_registry(self.fleet)
-        self.started_at = clock.seconds()
+        self.ownership = StandaloneOwnership(self.identity, envoy_address)
+        self.enrollment = Enrollment(self.fleet, self.store, self.identity, self.ownership,
+                                     clock, envoy_address, self.enrollment_tokens)
+        self.status = ServerStatus(self.identity, self.config, clock, self.fleet,
+                                   envoy_address)
+        self.envoys = LocalEnvoys(self.fleet, clock, self.identity.id)
+        self.federation = NoFederation(self.identity.id)
+        self.registry = metrics_registry(FleetCollector(self.fleet))
+        self.api = self.admin_api()
         self.keys = {}
 
+    def admin_api(self, **parts):
+        """An ``AdminAPI`` of this server's parts, those named in ``parts`` replaced."""
+        wired = {"tokens": self.api_tokens, "server_id": self.identity.id,
+                 "status": self.status, "enrollment_tokens": self.enrollment_tokens,
+                 "envoys": self.envoys, "federation": self.federation,
+                 "registry": self.registry, "clock": self.clock}
+        unknown = set(parts) - set(wired)
+        if unknown:
+            raise TypeError("AdminAPI has no part %s" % (", ".join(sorted(unknown)),))
+        wired.update(parts)
+        return AdminAPI(**wired)
+
     async def start(self):
-        if isinstance(self.store, Store):
-            self.store.open()
+        """Load as ``VigoServer`` does before it listens (the store, the fleet
+        index, the API tokens); uptime counts from now."""
+        self.store.open()
         await self.fleet.load()
         await self.api_tokens.load(self.data_dir)
+        self.status.started()
         return self
 
     def admin_token(self):
@@ -101,7 +112,7 @@ class FacadeServer:
 
     async def enroll(self, hostname):
         """Enroll an envoy with a real token and key; its id."""
-        token = await self.enrollment.create_token(1)
+        token = await self.enrollment_tokens.create(1)
         key = nacl.signing.SigningKey.generate()
         public = bytes(key.verify_key)
         now_ms = int(self.clock.seconds() * 1000)
@@ -146,20 +157,21 @@ def new_clock():
 
 
 class ApiClient:
-    """StubTreq around an ``AdminAPI``, pumped until each answer is complete."""
+    """StubTreq around an ``AdminAPI`` whose parts answer at once (an
+    ``ImmediateStore``, fakes): every answer is complete once the in-memory
+    connection is flushed, with no waiting on the reactor."""
 
     def __init__(self, api, token):
         self.stub = StubTreq(api.resource())
         self.token = token
 
-    async def _settle(self, d):
-        done = []
-        d.addBoth(lambda result: done.append(True) or result)
-        while not done:
-            self.stub.flush()
-            if not done:
-                await task.deferLater(reactor, 0.001, lambda: None)
-        return await d
+    def settled(self, d):
+        """``d`` once the connection is flushed; it must have fired by then."""
+        self.stub.flush()
+        if not d.called:
+            raise AssertionError("the API did not answer in memory: something it called "
+                                 "waits on the reactor")
+        return d
 
     async def request(self, method, path, body=None, token=True, data=None, headers=None):
         """``(response, parsed JSON or raw bytes)``."""
@@ -173,10 +185,10 @@ class ApiClient:
         kwargs = {"headers": headers}
         if data is not None:
             kwargs["data"] = data
-        response = await self._settle(
+        response = await self.settled(
             self.stub.request(method, "http://vigo.test" + path, **kwargs)
         )
-        content = await self._settle(self.stub.content(response))
+        content = await self.settled(self.stub.content(response))
         if response.headers.getRawHeaders(b"content-type", [b""])[0] == b"application/json":
             return response, json.loads(content)
         return response, content
@@ -279,16 +291,21 @@ class ApiTokensTests(unittest.TestCase):
 
 
 class ApiTestCase(unittest.TestCase):
-    """A started facade server, its API, and a client holding the admin token."""
+    """A started facade server on an ``ImmediateStore``, its API, and a client
+    holding the admin token."""
 
     @defer.inlineCallbacks
     def setUp(self):
         self.clock = new_clock()
-        self.server = FacadeServer(self.mktemp(), self.clock)
+        self.server = FacadeServer(self.mktemp(), self.clock, ImmediateStore())
         self.addCleanup(self.server.store.close)
         yield defer.ensureDeferred(self.server.start())
-        self.api = AdminAPI(self.server)
-        self.client = ApiClient(self.api, self.server.admin_token())
+        self.serve(self.server.api)
+
+    def serve(self, api):
+        """Send the requests from now on to ``api`` (an ``AdminAPI``)."""
+        self.api = api
+        self.client = ApiClient(api, self.server.admin_token())
 
     def call(self, method, path, **kwargs):
         return defer.ensureDeferred(self.client.request(method, path, **kwargs))
@@ -355,7 +372,7 @@ class OpenRouteTests(ApiTestCase):
     def test_an_exception_is_logged_and_answered_json_500(self):
         def broken():
             raise ZeroDivisionError("bug")
-        self.server.status = broken
+        self.serve(self.server.admin_api(status=broken))
         response, body = yield self.call("GET", "/api/v1/status")
         self.assertJSONError(response, body, 500, "internal_error")
         self.assertNotIn("ZeroDivisionError", json.dumps(body))
@@ -436,6 +453,9 @@ class StatusTests(ApiTestCase):
         self.assertEqual(response.code, 200)
         self.assertEqual(body["server_id"], self.server.identity.id)
         self.assertEqual(body["mode"], "standalone")
+        self.assertEqual((body["hostname"], body["envoy_address"]), ("vigo.test",
+                                                                     "127.0.0.1:1530"))
+        self.assertIsNone(body["spanner"])  # no federation to show
         self.assertEqual(body["uptime"], 60.0)
         self.assertEqual(body["envoys"], {"total": 1, "active": 1, "online": 0, "connected": 0})
         self.assertEqual(response.headers.getRawHeaders(b"cache-control"), [b"no-store"])
@@ -685,9 +705,25 @@ class EnvoyTests(ApiTestCase):
         response, body = yield self.call("DELETE", "/api/v1/envoys/nosuch")
         self.assertJSONError(response, body, 404, "not_found")
 
-    def test_fakes_match_their_interfaces(self):
+
+
+class InterfaceTests(unittest.SynchronousTestCase):
+    """The standalone parts the API is built from, and the test doubles, provide
+    the interfaces they are wired through."""
+
+    def test_standalone_parts(self):
+        server = FacadeServer(self.mktemp(), new_clock(), ImmediateStore())
+        self.addCleanup(server.store.close)
+        verifyObject(IEnvoyOperations, server.envoys)
+        verifyObject(IFederationAdmin, server.federation)
+        verifyObject(IOwnership, server.ownership)
+        verifyObject(IStore, server.store)
+
+    def test_doubles(self):
         verifyObject(IEnvoyConnection, RecordingConnection())
-        verifyObject(IStore, ImmediateStore(self.mktemp()))
+        store = ImmediateStore()
+        self.addCleanup(store.close)
+        verifyObject(IStore, store)
 
 
 json_values = st.recursive(
@@ -712,11 +748,10 @@ class TokenFuzzTests(unittest.SynchronousTestCase):
     def setUp(self):
         data_dir = self.mktemp()
         os.makedirs(data_dir)
-        self.server = FacadeServer(data_dir, new_clock(),
-                                   ImmediateStore(os.path.join(data_dir, "db")))
+        self.server = FacadeServer(data_dir, new_clock(), ImmediateStore())
         self.addCleanup(self.server.store.close)
         self.successResultOf(defer.ensureDeferred(self.server.start()))
-        self.stub = StubTreq(AdminAPI(self.server).resource())
+        self.stub = StubTreq(self.server.api.resource())
         self.headers = {b"authorization": [b"Bearer " + self.server.admin_token().encode()]}
 
     def post(self, data):

@@ -1,11 +1,21 @@
-"""``GET /spanner``: the federation at a glance, as HTML, over StubTreq."""
+"""``GET /spanner``: the federation at a glance, as HTML.
+
+The page is ``FederationPage.render(request)`` over the server's
+``IFederationAdmin``; ``AdminAPI`` hands it ``GET /spanner``. Driven through
+AdminAPI over StubTreq (a ``FakeSpanner`` bolt, a standalone server), and
+once on its own.
+"""
 
 import base64
 
 from twisted.internet import defer
+from twisted.trial import unittest
+from twisted.web.test.requesthelper import DummyRequest
 
+from tests.spannerkit import FakeSpanner
 from tests.test_api import ApiTestCase
 from tests.test_api_spanner import SpannerApiTestCase
+from vigo.api.page import FederationPage
 
 
 def basic(password, user="admin"):
@@ -18,10 +28,12 @@ class PageTests(SpannerApiTestCase):
 
     @defer.inlineCallbacks
     def test_the_federation_at_a_glance(self):
+        del self.spanner.calls[:]
         response, body = yield self.page()
         self.assertEqual(response.code, 200)
         self.assertEqual(response.headers.getRawHeaders(b"content-type"),
                          [b"text/html; charset=utf-8"])
+        self.assertEqual(response.headers.getRawHeaders(b"cache-control"), [b"no-store"])
         html = body.decode("utf-8")
         self.assertTrue(html.startswith("<!DOCTYPE html>"))
         self.assertIn('<meta http-equiv="refresh" content="5"', html)
@@ -34,12 +46,15 @@ class PageTests(SpannerApiTestCase):
         self.assertIn('class="down">down<', html)
         self.assertIn("*.dc2.example.com", html)
         self.assertIn('class="num">12<', html)  # dc1's envoys, from its counters
+        # Built from the status and the roster alone: no peer is asked.
+        self.assertEqual(self.spanner.calls, [("status",), ("bolts",)])
 
     @defer.inlineCallbacks
     def test_a_browser_gives_the_token_as_a_basic_password(self):
         token = self.server.admin_token()
         response, _ = yield self.page(token=None, headers={b"authorization": basic(token)})
         self.assertEqual(response.code, 200)
+        del self.spanner.calls[:]
         for headers in ({}, {b"authorization": basic("vgot_wrong")},
                         {b"authorization": [b"Basic !!notbase64"]},
                         {b"authorization": basic("", user=token)}):
@@ -48,6 +63,7 @@ class PageTests(SpannerApiTestCase):
             self.assertEqual(response.headers.getRawHeaders(b"www-authenticate"),
                              [b'Basic realm="vigo", charset="UTF-8"'])
             self.assertIn(b"needs an API token", body)
+        self.assertEqual(self.spanner.calls, [])
 
     @defer.inlineCallbacks
     def test_names_and_patterns_are_escaped(self):
@@ -61,14 +77,14 @@ class PageTests(SpannerApiTestCase):
 
     @defer.inlineCallbacks
     def test_unfederated(self):
-        self.spanner.federation_id = None
-        self.spanner.rows = []
+        self.use(FakeSpanner())
         response, body = yield self.page()
         self.assertEqual(response.code, 200)
         html = body.decode("utf-8")
         self.assertIn("unfederated", html)
         self.assertIn("vigocli spanner init", html)
         self.assertNotIn("<table", html)
+        self.assertNotIn(("bolts",), self.spanner.calls)  # it would refuse: not a member
 
 
 class StandalonePageTests(ApiTestCase):
@@ -77,3 +93,40 @@ class StandalonePageTests(ApiTestCase):
         response, body = yield self.call("GET", "/spanner")
         self.assertEqual(response.code, 404)
         self.assertIn(b"--mode=spanner", body)
+
+
+class Tokens:
+    """``ApiTokens`` that accept one password, for the page on its own."""
+
+    def __init__(self, token):
+        self.token = token
+
+    def check_browser(self, authorization):
+        return authorization == b"Bearer " + self.token
+
+
+class RenderTests(unittest.SynchronousTestCase):
+    """``FederationPage.render`` on its own, on a bare request."""
+
+    def render(self, spanner, authorization=b"Bearer t0ken"):
+        request = DummyRequest([b"spanner"])
+        if authorization is not None:
+            request.requestHeaders.setRawHeaders(b"authorization", [authorization])
+        page = FederationPage(spanner, Tokens(b"t0ken"))
+        body = self.successResultOf(defer.ensureDeferred(page.render(request)))
+        return request, body
+
+    def test_renders_the_federation(self):
+        request, body = self.render(FakeSpanner().found())
+        self.assertIn(request.responseCode, (None, 200))  # None: the default, 200
+        self.assertEqual(request.responseHeaders.getRawHeaders(b"content-type"),
+                         [b"text/html; charset=utf-8"])
+        self.assertIn(b"Vigo spanner: bolt dc1", body)
+
+    def test_refuses_without_the_token(self):
+        spanner = FakeSpanner().found()
+        for authorization in (None, b"Bearer wrong"):
+            request, body = self.render(spanner, authorization)
+            self.assertEqual(request.responseCode, 401)
+            self.assertIn(b"needs an API token", body)
+        self.assertEqual(spanner.calls, [])

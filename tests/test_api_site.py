@@ -1,8 +1,15 @@
-"""Request bodies over the cap are refused before they are read."""
+"""Request bodies over the cap are refused before they are read.
+
+The API's ``Site`` (``api_site``) is driven in memory: bytes go into one HTTP
+channel over a ``StringTransport``, and what it writes back is read there,
+so a test sees exactly when the answer was written and the connection closed.
+"""
 
 import json
 
-from twisted.internet import defer, protocol, reactor
+from twisted.internet import address, error, task
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.trial import unittest
 from twisted.web.resource import Resource
 
@@ -16,56 +23,46 @@ class Echo(Resource):
         return b"%d" % (len(request.content.read()),)
 
 
-class Client(protocol.Protocol):
-    def __init__(self, request):
-        self.request = request
-        self.data = b""
-        self.done = defer.Deferred()
-
-    def connectionMade(self):
-        self.transport.write(self.request)
-
-    def dataReceived(self, data):
-        self.data += data
-
-    def connectionLost(self, reason):
-        self.done.callback(self.data)
-
-
-class BoundedRequestTests(unittest.TestCase):
+class BoundedRequestTests(unittest.SynchronousTestCase):
     def setUp(self):
-        self.port = reactor.listenTCP(0, api_site(Echo()), interface="127.0.0.1")
-        self.addCleanup(self.port.stopListening)
+        site = api_site(Echo())
+        site.reactor = task.Clock()  # the channel's idle timeout runs on it
+        self.channel = site.buildProtocol(address.IPv4Address("TCP", "127.0.0.1", 40000))
+        self.transport = StringTransport()
+        self.channel.makeConnection(self.transport)
+        self.addCleanup(self.channel.connectionLost, Failure(error.ConnectionDone()))
 
-    @defer.inlineCallbacks
-    def exchange(self, request):
-        client = Client(request)
-        yield protocol.ClientCreator(reactor, lambda: client).connectTCP(
-            "127.0.0.1", self.port.getHost().port)
-        response = yield client.done
-        return response
+    def send(self, data, chunk=65536):
+        """Feed ``data`` to the channel, ``chunk`` bytes at a time, as long as it
+        keeps the connection open; what it wrote back."""
+        for i in range(0, len(data), chunk):
+            if self.transport.disconnecting:
+                break
+            self.channel.dataReceived(data[i:i + chunk])
+        return self.transport.value()
 
-    @defer.inlineCallbacks
     def test_declared_length_over_cap_refused_at_once(self):
         # Claims 100 MB but sends a few bytes: the answer must not wait for the rest.
-        response = yield self.exchange(
+        response = self.send(
             b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\nabc")
         head, body = response.split(b"\r\n\r\n", 1)
         self.assertTrue(head.startswith(b"HTTP/1.1 413"))
         self.assertEqual(json.loads(body)["error"], "body_too_large")
+        self.assertTrue(self.transport.disconnecting)
 
-    @defer.inlineCallbacks
     def test_chunked_body_over_cap_refused(self):
         chunk = b"x" * 4096
         body = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(MAX_BODY // 4096 + 2))
-        response = yield self.exchange(
-            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + body + b"0\r\n\r\n")
+        response = self.send(
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + body
+            + b"0\r\n\r\n", chunk=4096)
         self.assertTrue(response.startswith(b"HTTP/1.1 413"))
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(response.count(b"HTTP/1.1"), 1)  # the resource never answered
 
-    @defer.inlineCallbacks
     def test_body_under_cap_served(self):
         payload = b"y" * MAX_BODY
-        response = yield self.exchange(
+        response = self.send(
             b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
             % (len(payload), payload))
         self.assertTrue(response.startswith(b"HTTP/1.1 200"))

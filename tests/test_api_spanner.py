@@ -1,7 +1,12 @@
-"""The admin API's spanner routes, over StubTreq, against ``FakeSpanner``."""
+"""The admin API's spanner routes and a bolt's envoy routes, over StubTreq.
 
-import importlib
-import inspect
+``AdminAPI`` is driven with ``FakeSpanner`` as its ``federation`` and the
+fake's ``FakeEnvoys`` as its ``envoys``; ``RealBoltTests`` drive it with a
+real one-bolt ``BoltAdmin`` and ``FederatedEnvoys`` instead, and
+``StandaloneTests`` with a standalone server's ``NoFederation`` and
+``LocalEnvoys``.
+"""
+
 import json
 import os
 
@@ -10,20 +15,36 @@ from hypothesis import strategies as st
 from treq.testing import StubTreq
 from twisted.internet import defer
 from twisted.trial import unittest
+from zope.interface.verify import verifyClass, verifyObject
 
 from tests.spannerkit import (
     DOWN_ID,
     GOOD_TOKEN,
-    INTERFACE,
     PEER_ID,
     SELF_ID,
     UNREACHABLE_TOKEN,
+    FakeEnvoys,
     FakeSpanner,
+    bolt_row,
 )
-from tests.test_api import ApiTestCase, FacadeServer, ImmediateStore, new_clock
+from tests.test_api import ApiTestCase, FacadeServer, new_clock
 from vigo.api import spanner as spanner_api
-from vigo.api.app import AdminAPI
-from vigo.spanner.errors import SpannerRefusal
+from vigo.api.envoys import LocalEnvoys
+from vigo.api.responses import REFUSAL_STATUS, status_of
+from vigo.api.spanner import NOT_SPANNER, NoFederation
+from vigo.fleet.moves import EnvoyMoves
+from vigo.fleet.view import BoltFleet
+from vigo.interfaces.components import IEnvoyOperations, IFederationAdmin
+from vigo.interfaces.errors import Refusal
+from vigo.spanner.admin import BoltAdmin, FederatedEnvoys
+from vigo.spanner.bolt import Bolt
+from vigo.spanner.invites import Invites
+from vigo.spanner.membership import Membership
+from vigo.spanner.peer.actions import load_actions
+from vigo.spanner.reads import FleetReads
+from vigo.spanner.roster.local import LocalRoster
+from vigo.spanner.status import FederationStatus, OwnFigures
+from vigo.testing.store import ImmediateStore
 from vigo.tokens import API_PREFIX
 
 #: Every spanner route with a body that would be accepted, but the roster.
@@ -34,6 +55,7 @@ AUTHORIZED_ROUTES = (
     ("POST", "/api/v1/spanner/join", {"token": GOOD_TOKEN}),
     ("GET", "/api/v1/spanner/bolts", None),
     ("GET", "/api/v1/spanner/bolts/dc2", None),
+    ("GET", "/api/v1/spanner/owner?hostname=web1.dc2.example.com", None),
     ("POST", "/api/v1/spanner/bolts/dc2/actions/echo", {"x": 1}),
     ("GET", "/api/v1/spanner/bolts/dc2/envoys", None),
     ("POST", "/api/v1/spanner/bolts/dc2/push", {}),
@@ -44,20 +66,35 @@ DRAIN_ROUTES = (
     ("DELETE", "/api/v1/spanner/bolts/dc2"),
 )
 REASSIGN = ("POST", "/api/v1/envoys/web1.dc1.example.com/reassign")
+#: The envoy routes, which a bolt answers through its ``IEnvoyOperations``.
+ENVOY_ROUTES = (
+    ("GET", "/api/v1/envoys"),
+    ("GET", "/api/v1/envoys/web1.dc1.example.com"),
+    ("POST", "/api/v1/envoys/web1.dc1.example.com/push"),
+    ("DELETE", "/api/v1/envoys/web1.dc1.example.com"),
+)
 
 
 class SpannerApiTestCase(ApiTestCase):
-    """A facade server whose ``spanner`` is a ``FakeSpanner``."""
+    """A facade server's API with a ``FakeSpanner`` bolt as its federation and
+    envoy operations."""
 
     member = True
 
     @defer.inlineCallbacks
     def setUp(self):
         yield ApiTestCase.setUp(self)
-        self.spanner = FakeSpanner()
+        spanner = FakeSpanner()
         if self.member:
-            self.spanner.found()
-        self.server.spanner = self.spanner
+            spanner.found()
+        self.use(spanner)
+
+    def use(self, spanner):
+        """Serve ``spanner`` (a ``FakeSpanner``) and its envoys from now on."""
+        self.spanner = spanner
+        self.envoys = spanner.envoy_operations()
+        self.serve(self.server.admin_api(federation=spanner, envoys=self.envoys))
+        return spanner
 
     def assertNothingChanged(self, before):
         self.assertEqual(self.spanner.mutations(), [])
@@ -65,41 +102,36 @@ class SpannerApiTestCase(ApiTestCase):
 
 
 class StandaloneTests(ApiTestCase):
-    """No spanner service: 404 ``not_spanner`` everywhere but ``status``."""
+    """A standalone server's spanner routes answer through ``NoFederation``:
+    ``status`` says standalone, everything else is 404 ``not_spanner``."""
 
     @defer.inlineCallbacks
-    def check_standalone(self):
+    def test_spanner_routes_answer_through_no_federation(self):
+        self.assertIsInstance(self.server.federation, NoFederation)
         response, body = yield self.call("GET", "/api/v1/spanner/status")
         self.assertEqual(response.code, 200)
-        self.assertEqual(body["mode"], "standalone")
-        self.assertEqual(body["state"], "standalone")
-        self.assertEqual(body["bolt_id"], self.server.identity.id)
+        self.assertEqual(body, self.server.federation.status())
+        self.assertEqual((body["mode"], body["state"], body["bolt_id"]),
+                         ("standalone", "standalone", self.server.identity.id))
         self.assertIn("--mode=spanner", body["hint"])
         routes = [(m, p, b) for m, p, b in AUTHORIZED_ROUTES if not p.endswith("/status")]
         routes += [(m, p, None) for m, p in DRAIN_ROUTES]
+        routes += [(*REASSIGN, {"to": "dc2"})]
         for method, path, data in routes:
             response, body = yield self.call(method, path, body=data)
             self.assertJSONError(response, body, 404, "not_spanner")
-            self.assertEqual(body["detail"],
-                             "this server runs standalone; start it with --mode=spanner")
+            self.assertEqual(body["detail"], NOT_SPANNER, path)
+        self.assertEqual(NOT_SPANNER, "this server runs standalone; start it with --mode=spanner")
         response, body = yield self.call("GET", "/api/v1/spanner/roster", token=None)
         self.assertJSONError(response, body, 404, "not_spanner")
-        response, body = yield self.call(*REASSIGN, body={"to": "dc2"})
-        self.assertJSONError(response, body, 404, "not_spanner")
-
-    def test_a_server_without_the_attribute(self):
-        vars(self.server).pop("spanner", None)
-        return self.check_standalone()
-
-    def test_a_server_whose_spanner_is_none(self):
-        self.server.spanner = None
-        return self.check_standalone()
 
     @defer.inlineCallbacks
     def test_standalone_still_wants_a_token(self):
         response, body = yield self.call("GET", "/api/v1/spanner/status", token=None)
         self.assertJSONError(response, body, 401, "unauthorized")
         response, body = yield self.call("POST", "/api/v1/spanner/init", token=None)
+        self.assertJSONError(response, body, 401, "unauthorized")
+        response, body = yield self.call(*REASSIGN, token=None, body={"to": "dc2"})
         self.assertJSONError(response, body, 401, "unauthorized")
 
 
@@ -111,7 +143,8 @@ class AuthTests(SpannerApiTestCase):
         before = self.spanner.status()
         del self.spanner.calls[:]
         wrong = API_PREFIX + "A" * 43
-        routes = list(AUTHORIZED_ROUTES) + [(m, p, None) for m, p in DRAIN_ROUTES + (REASSIGN,)]
+        routes = list(AUTHORIZED_ROUTES) + [(m, p, None) for m, p in
+                                            DRAIN_ROUTES + (REASSIGN,) + ENVOY_ROUTES]
         for method, path, data in routes:
             for token, headers in ((None, None), (wrong, None),
                                    (None, {b"authorization": [b"Basic dmlnbzp2aWdv"]})):
@@ -184,8 +217,7 @@ class InitTests(SpannerApiTestCase):
     @defer.inlineCallbacks
     def test_empty_body_and_nulls_mean_defaults(self):
         for data in (b"", b"{}", b'{"name": null, "patterns": null}'):
-            self.spanner = FakeSpanner()
-            self.server.spanner = self.spanner
+            self.use(FakeSpanner())
             response, body = yield self.call("POST", "/api/v1/spanner/init", data=data)
             self.assertEqual(response.code, 201, body)
             self.assertEqual(self.spanner.mutations(), [("init", None, None)])
@@ -246,7 +278,7 @@ class InviteTests(SpannerApiTestCase):
 
     @defer.inlineCallbacks
     def test_not_a_member_is_409(self):
-        self.server.spanner = self.spanner = FakeSpanner()
+        self.use(FakeSpanner())
         response, body = yield self.call("POST", "/api/v1/spanner/invite", body={})
         self.assertJSONError(response, body, 409, "not_member")
 
@@ -301,11 +333,11 @@ class RosterTests(SpannerApiTestCase):
         self.assertEqual(body, json.loads(self.spanner.snapshot_body()))
 
     @defer.inlineCallbacks
-    def test_the_body_is_the_services_bytes_exactly(self):
+    def test_the_body_is_the_federations_bytes_exactly(self):
         self.spanner.snapshot = lambda: ('"abc"', b'{"b": 1,  "a": 2}')
         response, _ = yield self.call("GET", "/api/v1/spanner/roster", token=None)
         self.assertEqual(response.headers.getRawHeaders(b"etag"), [b'"abc"'])
-        content = yield self.client._settle(self.client.stub.content(response))
+        content = yield self.client.settled(self.client.stub.content(response))
         self.assertEqual(content, b'{"b": 1,  "a": 2}')
 
     @defer.inlineCallbacks
@@ -329,7 +361,7 @@ class RosterTests(SpannerApiTestCase):
 
     @defer.inlineCallbacks
     def test_an_unfederated_bolt_has_no_roster(self):
-        self.server.spanner = FakeSpanner()
+        self.use(FakeSpanner())
         response, body = yield self.get()
         self.assertJSONError(response, body, 409, "not_member")
 
@@ -354,7 +386,7 @@ class BoltTests(SpannerApiTestCase):
 
     @defer.inlineCallbacks
     def test_unfederated(self):
-        self.server.spanner = FakeSpanner()
+        self.use(FakeSpanner())
         for path in ("/api/v1/spanner/bolts", "/api/v1/spanner/bolts/dc1"):
             response, body = yield self.call("GET", path)
             self.assertJSONError(response, body, 409, "not_member")
@@ -397,9 +429,9 @@ class ActionTests(SpannerApiTestCase):
             self.assertJSONError(response, body, code, error)
 
     @defer.inlineCallbacks
-    def test_a_refusal_raised_at_once_or_with_any_status(self):
+    def test_a_refusal_raised_at_once(self):
         def refuse(*args):
-            raise SpannerRefusal("bad_request", "argument 'n' must be a number", 400)
+            raise Refusal("bad_request", "argument 'n' must be a number")
 
         self.spanner.act = refuse
         response, body = yield self.call("POST", "/api/v1/spanner/bolts/dc2/actions/echo",
@@ -445,7 +477,7 @@ class DrainAndRemoveTests(SpannerApiTestCase):
 
 
 class EnvoysAtAnyBoltTests(SpannerApiTestCase):
-    """``/api/v1/envoys...`` and a bolt's envoys and push, asked of the spanner service."""
+    """``/api/v1/envoys...`` and a bolt's envoys and push, asked of every bolt."""
 
     @defer.inlineCallbacks
     def test_list_names_the_bolts_that_did_not_answer(self):
@@ -552,22 +584,346 @@ class ErrorTests(SpannerApiTestCase):
         self.assertFalse(match([b" , "], "ab"))
 
 
-class FakeInterfaceTests(unittest.SynchronousTestCase):
-    """``FakeSpanner`` takes the arguments the real service does."""
+class OwnerTests(SpannerApiTestCase):
+    """``GET /api/v1/spanner/owner``: which bolt owns a hostname, and why."""
 
-    def test_fake_matches_the_service(self):
-        try:
-            module = importlib.import_module("vigo.spanner.service")
-        except ImportError as e:
-            raise unittest.SkipTest(f"vigo.spanner.service does not import yet: {e}") from None
-        services = [value for value in vars(module).values()
-                    if inspect.isclass(value) and all(hasattr(value, n) for n in INTERFACE)]
-        if not services:
-            raise unittest.SkipTest("no class in vigo.spanner.service has the whole interface")
-        for name in INTERFACE:
-            real = list(inspect.signature(getattr(services[0], name)).parameters)[1:]
-            fake = list(inspect.signature(getattr(FakeSpanner, name)).parameters)[1:]
-            self.assertEqual(len(real), len(fake), name)
+    @defer.inlineCallbacks
+    def test_by_pattern_and_by_override(self):
+        response, body = yield self.call(
+            "GET", "/api/v1/spanner/owner?hostname=Web1.DC2.example.com.")
+        self.assertEqual(response.code, 200, body)
+        self.assertEqual(body, {"hostname": "web1.dc2.example.com", "bolt_id": PEER_ID,
+                                "name": "dc2", "by": "pattern", "pattern": "*.dc2.example.com",
+                                "candidates": [{"bolt_id": PEER_ID, "name": "dc2",
+                                                "pattern": "*.dc2.example.com"}]})
+        self.spanner.overrides["e9" * 10] = SELF_ID
+        response, body = yield self.call(
+            "GET", "/api/v1/spanner/owner?hostname=web1.dc2.example.com&envoy=" + "e9" * 10)
+        self.assertEqual((body["bolt_id"], body["by"], body["pattern"]),
+                         (SELF_ID, "override", None))
+        self.assertIn(("owner", "web1.dc2.example.com", "e9" * 10), self.spanner.calls)
+
+    @defer.inlineCallbacks
+    def test_refusals(self):
+        response, body = yield self.call("GET", "/api/v1/spanner/owner")
+        self.assertJSONError(response, body, 400, "bad_request")
+        self.assertIn("?hostname=", body["detail"])
+        response, body = yield self.call("GET", "/api/v1/spanner/owner?hostname=a..b")
+        self.assertJSONError(response, body, 400, "bad_request")
+        response, body = yield self.call("GET", "/api/v1/spanner/owner?hostname=db.elsewhere")
+        self.assertJSONError(response, body, 404, "no_owner")
+        self.assertIn("db.elsewhere", body["detail"])
+        self.use(FakeSpanner())
+        response, body = yield self.call("GET", "/api/v1/spanner/owner?hostname=a.example")
+        self.assertJSONError(response, body, 409, "not_member")
+
+
+class RevokeTests(SpannerApiTestCase):
+    """``DELETE /api/v1/envoys/{id}`` at a bolt revokes an envoy of its own only."""
+
+    @defer.inlineCallbacks
+    def test_revoke_an_envoy_of_this_bolt(self):
+        response, body = yield self.call("DELETE", "/api/v1/envoys/web1.dc1.example.com")
+        self.assertEqual((response.code, body), (200, {"envoy_id": "e1" * 10,
+                                                       "state": "revoked"}))
+        # Its revoked copy is shown once every bolt answered: dc3 may hold it active.
+        response, body = yield self.call("GET", "/api/v1/envoys/" + "e1" * 10)
+        self.assertJSONError(response, body, 503, "unreachable")
+        self.assertIn("no active envoy", body["detail"])
+        self.spanner.rows = self.spanner.rows[:2]
+        response, body = yield self.call("GET", "/api/v1/envoys/" + "e1" * 10)
+        self.assertEqual((response.code, body["state"]), (200, "revoked"))
+        response, body = yield self.call("POST", "/api/v1/envoys/%s/push" % ("e1" * 10,))
+        self.assertJSONError(response, body, 409, "not_active")
+        self.assertEqual(self.spanner.pushed, [])
+
+    @defer.inlineCallbacks
+    def test_another_bolts_envoy_is_not_found_here(self):
+        response, body = yield self.call("DELETE", "/api/v1/envoys/web2.dc2.example.com")
+        self.assertJSONError(response, body, 404, "not_found")
+        self.assertEqual(self.spanner.envoy_rows[PEER_ID][0]["state"], "active")
+
+
+class UnfederatedEnvoysTests(SpannerApiTestCase):
+    """Before a bolt founds or joins a federation, it lists its own envoys."""
+
+    member = False
+
+    @defer.inlineCallbacks
+    def test_only_this_bolt(self):
+        for query in ("", "?bolt=dc1", "?bolt=" + SELF_ID):
+            response, body = yield self.call("GET", "/api/v1/envoys" + query)
+            self.assertEqual(response.code, 200, body)
+            self.assertEqual(body["bolts"], {SELF_ID: "ok"})
+            self.assertEqual([e["id"] for e in body["envoys"]], ["e1" * 10])
+        response, body = yield self.call("GET", "/api/v1/envoys?bolt=dc2")
+        self.assertJSONError(response, body, 409, "not_member")
+
+
+class ReassignTests(SpannerApiTestCase):
+    """``POST /api/v1/envoys/{id}/reassign``, asked of the bolt's envoy operations."""
+
+    @defer.inlineCallbacks
+    def test_the_api_hands_key_and_destination_over(self):
+        asked = []
+        answer = {"envoy_id": "e1" * 10, "hostname": "web1.dc1.example.com", "from": SELF_ID,
+                  "from_name": "dc1", "to": PEER_ID, "to_name": "dc2", "changed": True,
+                  "delivered": "now"}
+
+        def reassign(key, to):
+            asked.append((key, to))
+            return defer.succeed(answer)
+
+        self.envoys.reassign = reassign
+        response, body = yield self.call(*REASSIGN, body={"to": " dc2 "})
+        self.assertEqual((response.code, body), (200, answer))
+        self.assertEqual(asked, [("web1.dc1.example.com", "dc2")])
+
+    @defer.inlineCallbacks
+    def test_reassign_moves_the_envoy(self):
+        response, body = yield self.call(*REASSIGN, body={"to": "dc2"})
+        self.assertEqual((response.code, body), (200, {
+            "envoy_id": "e1" * 10, "hostname": "web1.dc1.example.com", "from": SELF_ID,
+            "from_name": "dc1", "to": PEER_ID, "to_name": "dc2", "changed": True,
+            "delivered": "now"}))
+        response, body = yield self.call("GET", "/api/v1/envoys/web1.dc1.example.com")
+        self.assertEqual((body["bolt_id"], body["state"]), (PEER_ID, "active"))
+        response, body = yield self.call(*REASSIGN, body={"to": PEER_ID})
+        self.assertEqual((response.code, body["changed"], body["from"]), (200, False, None))
+        self.assertEqual(self.spanner.mutations(), [
+            ("reassign", "web1.dc1.example.com", "dc2"),
+            ("reassign", "web1.dc1.example.com", PEER_ID)])
+
+    @defer.inlineCallbacks
+    def test_reassign_refusals(self):
+        for data in ({}, {"to": ""}, {"to": 5}, {"to": "dc2", "x": 1}):
+            response, body = yield self.call(*REASSIGN, body=data)
+            self.assertJSONError(response, body, 400, "bad_request")
+        self.assertEqual(self.spanner.mutations(), [])
+        for path, to, code, error in (
+            (REASSIGN[1], "nowhere", 404, "not_found"),
+            (REASSIGN[1], "dc3", 409, "bolt_not_active"),
+            ("/api/v1/envoys/web9.dc1.example.com/reassign", "dc2", 503, "unreachable"),
+        ):
+            response, body = yield self.call("POST", path, body={"to": to})
+            self.assertJSONError(response, body, code, error)
+        self.assertEqual(body["detail"].count(DOWN_ID), 1)
+        self.spanner.rows = self.spanner.rows[:2]  # every bolt answers now
+        response, body = yield self.call("POST", "/api/v1/envoys/web9.dc1.example.com/reassign",
+                                         body={"to": "dc2"})
+        self.assertJSONError(response, body, 404, "not_found")
+        self.assertEqual(self.spanner.envoy_rows[SELF_ID][0]["state"], "active")
+        self.use(FakeSpanner())
+        response, body = yield self.call(*REASSIGN, body={"to": "dc2"})
+        self.assertJSONError(response, body, 409, "not_member")
+
+
+#: The status of each refusal code, as ``vigo.api.responses`` documents it.
+DOCUMENTED_STATUS = {
+    "not_found": 404, "no_owner": 404, "unknown_action": 404, "not_spanner": 404,
+    "bolt_not_found": 404,
+    "bad_request": 400, "malformed": 400, "bad_arguments": 400,
+    "action_failed": 502, "bad_answer": 502,
+    "unreachable": 503,
+}
+
+
+class Refusing:
+    """A federation and envoy operations in one, whose every call refuses with
+    ``refusal``: raised at once, or (``later``) as a failed Deferred."""
+
+    def __init__(self, refusal, later):
+        self.refusal = refusal
+        self.later = later
+
+    def __getattr__(self, name):
+        def refuse(*args, **kwargs):
+            if self.later:
+                return defer.fail(self.refusal)
+            raise self.refusal
+
+        return refuse
+
+
+class RefusalStatusTests(ApiTestCase):
+    """A refusal from below is answered with the status its code calls for."""
+
+    def test_the_table_is_the_documented_one(self):
+        self.assertEqual(REFUSAL_STATUS, DOCUMENTED_STATUS)
+
+    @defer.inlineCallbacks
+    def test_each_code_through_the_spanner_and_envoy_routes(self):
+        codes = sorted(DOCUMENTED_STATUS) + ["already_member", "conflict", "not_member"]
+        for code in codes:
+            expected = DOCUMENTED_STATUS.get(code, 409)
+            for later in (False, True):
+                refusal = Refusal(code, "refused with %s" % (code,))
+                self.assertEqual(status_of(refusal), expected)
+                below = Refusing(refusal, later)
+                self.serve(self.server.admin_api(federation=below, envoys=below))
+                for method, path in (("GET", "/api/v1/spanner/bolts"),
+                                     ("GET", "/api/v1/spanner/roster"),
+                                     ("GET", "/api/v1/envoys/web1.dc1.example.com"),
+                                     ("POST", "/api/v1/envoys/web1.dc1.example.com/push")):
+                    response, body = yield self.call(method, path)
+                    self.assertJSONError(response, body, expected, code)
+                    self.assertEqual(body["detail"], refusal.reason, (code, later, path))
+
+
+# -- a real bolt --------------------------------------------------------------------
+
+
+class NoRepair:
+    """A ``HandoverRepair`` that has run no round yet."""
+
+    pending = None
+    pending_at = None
+
+
+class RealBolt:
+    """The federation half of a spanner bolt around a ``FacadeServer``'s fleet,
+    wired as ``vigo.server.spanner`` wires it, with no peer to call: a real
+    ``LocalRoster``, ``Membership``, ``Invites``, ``FederationStatus``,
+    ``Bolt`` (with the loaded peer actions), ``FleetReads``, ``BoltAdmin`` and
+    ``FederatedEnvoys``, all answering at once over the server's store."""
+
+    def __init__(self, server, name="dc1", patterns=("*.dc1.example.com",)):
+        identity, clock, fleet = server.identity, server.clock, server.fleet
+        self.roster = LocalRoster(server.store, identity, clock)
+        moves = EnvoyMoves(fleet, server.store, clock, server.advertised.envoy)
+        bolt = Bolt(identity, lambda: name, clock, self.roster, load_actions(), None,
+                    fleet=BoltFleet(fleet, clock, moves.endpoint))
+        membership = Membership(identity, self.roster, clock, server.advertised.row, name,
+                                list(patterns), None, None)
+        invites = Invites(identity, self.roster, server.store, clock,
+                          lambda: server.advertised.row()["peer"])
+        status = FederationStatus(identity.id, name, self.roster, dict,
+                                  OwnFigures(fleet, clock), NoRepair(), clock)
+        reads = FleetReads(bolt, clock, status.reachable_bolts)
+        self.admin = BoltAdmin(identity, self.roster, status, membership, invites, reads, bolt,
+                               clock)
+        self.envoys = FederatedEnvoys(self.admin, reads, fleet)
+
+
+class InterfaceTests(unittest.SynchronousTestCase):
+    """The fakes and the real parts provide the interfaces the API is wired with."""
+
+    def test_federations(self):
+        verifyObject(IFederationAdmin, FakeSpanner())
+        verifyObject(IFederationAdmin, FakeSpanner().found())
+        verifyObject(IFederationAdmin, NoFederation("a" * 20))
+        verifyClass(IFederationAdmin, BoltAdmin)
+        verifyClass(IFederationAdmin, FakeSpanner)
+
+    def test_envoy_operations(self):
+        verifyObject(IEnvoyOperations, FakeSpanner().envoy_operations())
+        verifyClass(IEnvoyOperations, FakeEnvoys)
+        verifyClass(IEnvoyOperations, LocalEnvoys)
+        verifyClass(IEnvoyOperations, FederatedEnvoys)
+
+    def test_a_real_bolt(self):
+        server = FacadeServer(self.mktemp(), new_clock(), ImmediateStore())
+        self.addCleanup(server.store.close)
+        bolt = RealBolt(server)
+        verifyObject(IFederationAdmin, bolt.admin)
+        verifyObject(IEnvoyOperations, bolt.envoys)
+        verifyObject(IEnvoyOperations, server.envoys)
+
+
+class RealBoltTests(ApiTestCase):
+    """``AdminAPI`` over a real one-bolt ``BoltAdmin`` and ``FederatedEnvoys``:
+    the routes work with them, and their answers have the shape of the fake's."""
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        yield ApiTestCase.setUp(self)
+        self.bolt = RealBolt(self.server)
+        self.serve(self.server.admin_api(federation=self.bolt.admin, envoys=self.bolt.envoys))
+        self.me = self.server.identity.id
+
+    @defer.inlineCallbacks
+    def test_found_then_read(self):
+        response, body = yield self.call("GET", "/api/v1/spanner/status")
+        self.assertEqual((response.code, body["state"]), (200, "unfederated"))
+        self.assertEqual(set(body), set(FakeSpanner().status()))
+        for path in ("/api/v1/spanner/bolts", "/api/v1/spanner/roster",
+                     "/api/v1/spanner/owner?hostname=web1.dc1.example.com"):
+            response, body = yield self.call("GET", path)
+            self.assertJSONError(response, body, 409, "not_member")
+        response, body = yield self.call("POST", "/api/v1/spanner/init", body={"name": "dc1"})
+        self.assertEqual((response.code, body["state"], body["founder_id"]),
+                         (201, "member", self.me))
+        self.assertEqual(set(body), set(FakeSpanner().found().status()))
+        response, body = yield self.call("POST", "/api/v1/spanner/init", body={})
+        self.assertJSONError(response, body, 409, "already_member")
+
+        response, body = yield self.call("GET", "/api/v1/spanner/bolts")
+        self.assertEqual((response.code, body["count"]), (200, 1))
+        self.assertEqual(set(body["bolts"][0]), set(bolt_row(SELF_ID, "dc1", me=True)))
+        self.assertEqual((body["bolts"][0]["bolt_id"], body["bolts"][0]["self"]), (self.me, True))
+        for key in (self.me, "dc1"):
+            response, body = yield self.call("GET", "/api/v1/spanner/bolts/" + key)
+            self.assertEqual((response.code, body["bolt_id"]), (200, self.me))
+        response, body = yield self.call("GET", "/api/v1/spanner/bolts/dc9")
+        self.assertJSONError(response, body, 404, "not_found")
+
+        response, body = yield self.call(
+            "GET", "/api/v1/spanner/owner?hostname=web1.dc1.example.com")
+        self.assertEqual((response.code, body["bolt_id"], body["by"]), (200, self.me, "pattern"))
+        self.assertEqual(set(body), set(FakeSpanner().found().owner("web1.dc1.example.com")))
+        response, body = yield self.call("GET", "/api/v1/spanner/owner?hostname=db.elsewhere")
+        self.assertJSONError(response, body, 404, "no_owner")
+
+        response, body = yield self.call("POST", "/api/v1/spanner/invite", body={})
+        self.assertEqual(response.code, 201, body)
+        self.assertEqual(set(body), {"token", "token_id", "expires_at", "minter_id"})
+        self.assertEqual(body["minter_id"], self.me)
+
+        response, _ = yield self.call("GET", "/api/v1/spanner/roster", token=None)
+        self.assertEqual(response.code, 200)
+        digest = self.bolt.roster.digest().hex()
+        self.assertEqual(response.headers.getRawHeaders(b"etag"), [b'"%s"' % digest.encode()])
+
+        response, body = yield self.call("GET", "/spanner")
+        self.assertEqual(response.code, 200)
+        self.assertIn(b"Vigo spanner: bolt dc1", body)
+
+    @defer.inlineCallbacks
+    def test_envoys_at_a_bolt(self):
+        yield self.call("POST", "/api/v1/spanner/init", body={})
+        envoy = yield self.enroll("web1.dc1.example.com")
+        response, body = yield self.call("GET", "/api/v1/envoys")
+        self.assertEqual(response.code, 200, body)
+        fake = yield FakeSpanner().found().envoy_operations().list()
+        self.assertEqual(set(body), set(fake))
+        self.assertEqual(body["bolts"], {self.me: "ok"})
+        self.assertEqual([(e["id"], e["bolt_id"]) for e in body["envoys"]], [(envoy, self.me)])
+        self.assertEqual(set(body["envoys"][0]), set(fake["envoys"][0]))
+        response, body = yield self.call("GET", "/api/v1/envoys?bolt=dc9")
+        self.assertJSONError(response, body, 404, "not_found")
+
+        response, body = yield self.call("GET", "/api/v1/envoys/web1.dc1.example.com")
+        self.assertEqual((response.code, body["id"], body["bolt_name"]), (200, envoy, "dc1"))
+        fake = yield FakeSpanner().found().envoy_operations().show("web1.dc1.example.com")
+        self.assertEqual(set(body), set(fake))
+        response, body = yield self.call("GET", "/api/v1/envoys/web9.dc1.example.com")
+        self.assertJSONError(response, body, 404, "not_found")
+        response, body = yield self.call("POST", "/api/v1/envoys/web1.dc1.example.com/push")
+        self.assertEqual((response.code, body), (202, {
+            "envoy_id": envoy, "delivered": "next_attach", "bolt_id": self.me,
+            "bolt_name": "dc1"}))
+        response, body = yield self.call("GET", "/api/v1/spanner/bolts/dc1/envoys")
+        self.assertEqual((response.code, body["count"], body["name"]), (200, 1, "dc1"))
+
+        response, body = yield self.call(*REASSIGN, body={"to": "dc1"})
+        self.assertEqual((response.code, body["changed"]), (200, False))
+        response, body = yield self.call(*REASSIGN, body={"to": "dc9"})
+        self.assertJSONError(response, body, 404, "not_found")
+
+        response, body = yield self.call("DELETE", "/api/v1/envoys/web1.dc1.example.com")
+        self.assertEqual((response.code, body), (200, {"envoy_id": envoy, "state": "revoked"}))
+        response, body = yield self.call("POST", f"/api/v1/envoys/{envoy}/push")
+        self.assertJSONError(response, body, 409, "not_active")
 
 
 json_values = st.recursive(
@@ -590,30 +946,30 @@ class BodyFuzzTests(unittest.SynchronousTestCase):
     def setUp(self):
         data_dir = self.mktemp()
         os.makedirs(data_dir)
-        self.server = FacadeServer(data_dir, new_clock(),
-                                   ImmediateStore(os.path.join(data_dir, "db")))
+        self.server = FacadeServer(data_dir, new_clock(), ImmediateStore())
         self.addCleanup(self.server.store.close)
         self.successResultOf(defer.ensureDeferred(self.server.start()))
-        self.stub = StubTreq(AdminAPI(self.server).resource())
         self.headers = {b"authorization": [b"Bearer " + self.server.admin_token().encode()]}
 
-    def post(self, path, body):
-        d = self.stub.post("http://vigo.test" + path, data=json.dumps(body).encode(),
-                           headers=self.headers)
-        self.stub.flush()
+    def post(self, spanner, path, body):
+        api = self.server.admin_api(federation=spanner, envoys=spanner.envoy_operations())
+        stub = StubTreq(api.resource())
+        d = stub.post("http://vigo.test" + path, data=json.dumps(body).encode(),
+                      headers=self.headers)
+        stub.flush()
         response = self.successResultOf(d)
-        d = self.stub.content(response)
-        self.stub.flush()
+        d = stub.content(response)
+        stub.flush()
         return response, json.loads(self.successResultOf(d))
 
     @settings(max_examples=200, deadline=None)
     @given(route=st.sampled_from(["init", "invite", "join"]), member=st.booleans(),
            body=json_values | bodies)
     def test_any_json_is_answered_and_a_400_reaches_nothing(self, route, member, body):
-        self.server.spanner = spanner = FakeSpanner()
+        spanner = FakeSpanner()
         if member:
             spanner.found()
-        response, answer = self.post("/api/v1/spanner/" + route, body)
+        response, answer = self.post(spanner, "/api/v1/spanner/" + route, body)
         self.assertIn(response.code, (200, 201, 400, 409, 503), (body, answer))
         if response.code == 400:
             self.assertEqual(set(answer), {"error", "detail"})
@@ -622,36 +978,3 @@ class BodyFuzzTests(unittest.SynchronousTestCase):
             self.assertEqual(len(spanner.mutations()), 1)
 
 
-class ReassignTests(SpannerApiTestCase):
-    """``POST /api/v1/envoys/{id}/reassign``, asked of the spanner service."""
-
-    @defer.inlineCallbacks
-    def test_reassign_answers_the_services_answer(self):
-        asked = []
-        answer = {"envoy_id": "e1" * 10, "hostname": "web1.dc1.example.com", "from": SELF_ID,
-                  "from_name": "dc1", "to": PEER_ID, "to_name": "dc2", "changed": True,
-                  "delivered": "now"}
-
-        def reassign(key, to):
-            asked.append((key, to))
-            return defer.succeed(answer)
-
-        self.spanner.reassign = reassign
-        response, body = yield self.call(*REASSIGN, body={"to": " dc2 "})
-        self.assertEqual((response.code, body), (200, answer))
-        self.assertEqual(asked, [("web1.dc1.example.com", "dc2")])
-
-    @defer.inlineCallbacks
-    def test_reassign_refusals(self):
-        from vigo.spanner.errors import SpannerRefusal
-
-        self.spanner.reassign = lambda key, to: defer.fail(
-            SpannerRefusal("not_found", "no bolt %r in the roster" % (to,), 404))
-        for data in ({}, {"to": ""}, {"to": 5}):
-            response, body = yield self.call(*REASSIGN, body=data)
-            self.assertJSONError(response, body, 400, "bad_request")
-        response, body = yield self.call(*REASSIGN, body={"to": "dc2", "x": 1})
-        self.assertJSONError(response, body, 400, "bad_request")
-        response, body = yield self.call(*REASSIGN, body={"to": "nowhere"})
-        self.assertJSONError(response, body, 404, "not_found")
-        self.assertEqual(body["detail"], "no bolt 'nowhere' in the roster")

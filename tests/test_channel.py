@@ -58,7 +58,7 @@ class ChannelTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_register_attach_checkin(self):
         key = EnvoyKey()
-        token = yield self.kit.enrollment.create_token()
+        token = yield self.kit.tokens.create()
         hostname, public_key, token_text, ts, signature = key.register_fields(token, self.kit.now_ms())
         self.send_json(wire.REGISTER, {"hostname": hostname, "public_key": wire.b64(public_key),
                                        "token": token_text, "ts": ts, "signature": wire.b64(signature)})

@@ -13,9 +13,14 @@ from twisted.web.server import Site
 from twisted.web.static import Data
 
 from tests.test_api import FacadeServer, new_clock
-from vigo.api.app import AdminAPI
+from vigo.cli import arguments as cli_arguments
+from vigo.cli import commands as cli_commands
+from vigo.cli import envoys as cli_envoys
+from vigo.cli import format as cli_format
 from vigo.cli import main as cli
-from vigo.cli import output as cli_output
+from vigo.cli import server as cli_server
+from vigo.cli import target as cli_target
+from vigo.cli import tokens as cli_tokens
 from vigo.tls import API_CERT_FILE, api_server_options, ensure_api_certificate
 
 TOKEN = "vgot_" + "T" * 43
@@ -26,7 +31,7 @@ def parse_failure(argv):
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         try:
-            cli.parse(argv)
+            cli_arguments.parse(argv)
         except SystemExit as e:
             return e.code, err.getvalue()
     raise AssertionError(f"{argv} parsed")
@@ -34,8 +39,8 @@ def parse_failure(argv):
 
 def request_of(argv):
     """``(method, path, body)`` the command in ``argv`` would send."""
-    options = cli.parse(argv)
-    command = cli.COMMANDS[options.command]
+    options = cli_arguments.parse(argv)
+    command = cli_commands.COMMANDS[options.command]
     body = None if command.body is None else command.body(options)
     return command.method, command.path(options), body
 
@@ -65,21 +70,23 @@ class ParseTests(unittest.SynchronousTestCase):
         for argv, expected in cases:
             self.assertEqual(request_of(argv), expected, argv)
         # The spanner commands are covered in tests/test_cli_spanner.py.
-        self.assertEqual({key for key in cli.COMMANDS if not key.startswith("spanner ")},
+        self.assertEqual({key for key in cli_commands.COMMANDS if not key.startswith("spanner ")},
                          {"status", "token create", "token list", "token withdraw",
                           "api-token create", "api-token list", "api-token withdraw",
                           "envoys list", "envoys show", "envoys push", "envoys revoke"})
 
     def test_global_options_before_or_after_the_command(self):
-        before = cli.parse(["--json", "--api", "https://a:1", "--token", "t", "envoys", "list"])
-        after = cli.parse(["envoys", "list", "--json", "--api", "https://a:1", "--token", "t"])
+        before = cli_arguments.parse(
+            ["--json", "--api", "https://a:1", "--token", "t", "envoys", "list"])
+        after = cli_arguments.parse(
+            ["envoys", "list", "--json", "--api", "https://a:1", "--token", "t"])
         for options in (before, after):
             self.assertEqual((options.json, options.api, options.token),
                              (True, "https://a:1", "t"))
-        plain = cli.parse(["status"])
+        plain = cli_arguments.parse(["status"])
         self.assertEqual((plain.json, plain.api, plain.token, plain.data_dir, plain.ca_file),
                          (False, None, None, None, None))
-        mixed = cli.parse(["--api", "https://a:1", "status", "--data-dir", "/d"])
+        mixed = cli_arguments.parse(["--api", "https://a:1", "status", "--data-dir", "/d"])
         self.assertEqual((mixed.api, mixed.data_dir), ("https://a:1", "/d"))
 
     def test_usage_errors_exit_2(self):
@@ -116,7 +123,7 @@ class ParseTests(unittest.SynchronousTestCase):
         self.assertIn("no API token", err.getvalue())
 
     def test_help_names_every_group(self):
-        text = cli.build_parser().format_help()
+        text = cli_arguments.build_parser().format_help()
         for name in ("status", "token", "envoys", "--data-dir", "--ca-file", "--json"):
             self.assertIn(name, text)
 
@@ -133,12 +140,12 @@ class ResolveTests(unittest.SynchronousTestCase):
             f.write(text)
 
     def resolve(self, argv, environ=None):
-        return cli.resolve_target(cli.parse(argv + ["status"]), environ or {})
+        return cli_target.resolve_target(cli_arguments.parse(argv + ["status"]), environ or {})
 
     def test_defaults_and_environment(self):
         target = self.resolve([], {"VIGO_TOKEN": TOKEN})
         self.assertEqual((target.url, target.token, target.trust),
-                         (cli.DEFAULT_API, TOKEN, None))
+                         (cli_arguments.DEFAULT_API, TOKEN, None))
         target = self.resolve([], {"VIGO_TOKEN": TOKEN, "VIGO_API": "https://h:9/"})
         self.assertEqual(target.url, "https://h:9")
         target = self.resolve(["--api", "http://x:1", "--token", "t"],
@@ -146,13 +153,13 @@ class ResolveTests(unittest.SynchronousTestCase):
         self.assertEqual((target.url, target.token), ("http://x:1", "t"))
 
     def test_no_token_says_how_to_give_one(self):
-        error = self.assertRaises(cli.UsageError, self.resolve, [])
+        error = self.assertRaises(cli_target.UsageError, self.resolve, [])
         for hint in ("--token", "$VIGO_TOKEN", "--data-dir"):
             self.assertIn(hint, str(error))
 
     def test_bad_url(self):
         for url in ("localhost:8443", "ftp://h", "https://"):
-            error = self.assertRaises(cli.UsageError, self.resolve,
+            error = self.assertRaises(cli_target.UsageError, self.resolve,
                                       ["--api", url, "--token", "t"])
             self.assertIn(repr(url), str(error))
 
@@ -178,15 +185,15 @@ class ResolveTests(unittest.SynchronousTestCase):
     def test_data_dir_without_files_falls_back(self):
         target = self.resolve(["--data-dir", self.data_dir], {"VIGO_TOKEN": TOKEN})
         self.assertEqual((target.url, target.token, target.trust),
-                         (cli.DEFAULT_API, TOKEN, None))
-        self.assertRaises(cli.UsageError, self.resolve, ["--data-dir", self.data_dir])
+                         (cli_arguments.DEFAULT_API, TOKEN, None))
+        self.assertRaises(cli_target.UsageError, self.resolve, ["--data-dir", self.data_dir])
 
     def test_broken_data_dir(self):
-        error = self.assertRaises(cli.UsageError, self.resolve,
+        error = self.assertRaises(cli_target.UsageError, self.resolve,
                                   ["--data-dir", self.data_dir + "-nope", "--token", "t"])
         self.assertIn("no such directory", str(error))
         self.write("run.json", "{not json")
-        error = self.assertRaises(cli.UsageError, self.resolve,
+        error = self.assertRaises(cli_target.UsageError, self.resolve,
                                   ["--data-dir", self.data_dir, "--token", "t"])
         self.assertIn("api_url", str(error))
 
@@ -195,13 +202,16 @@ class ResolveTests(unittest.SynchronousTestCase):
             raise unittest.SkipTest("root reads any file")
         self.write("admin-token", TOKEN)
         os.chmod(os.path.join(self.data_dir, "admin-token"), 0)
-        error = self.assertRaises(cli.UsageError, self.resolve, ["--data-dir", self.data_dir])
+        error = self.assertRaises(cli_target.UsageError, self.resolve,
+                                  ["--data-dir", self.data_dir])
         self.assertIn("server's user", str(error))
 
     def test_certificate_file_without_a_certificate(self):
         self.write("ca.pem", "nothing here")
-        self.assertRaises(cli.UsageError, cli.trust_root, os.path.join(self.data_dir, "ca.pem"))
-        self.assertRaises(cli.UsageError, cli.trust_root, os.path.join(self.data_dir, "no.pem"))
+        self.assertRaises(cli_target.UsageError, cli_target.trust_root,
+                          os.path.join(self.data_dir, "ca.pem"))
+        self.assertRaises(cli_target.UsageError, cli_target.trust_root,
+                          os.path.join(self.data_dir, "no.pem"))
 
 
 class OutputTests(unittest.SynchronousTestCase):
@@ -216,12 +226,12 @@ class OutputTests(unittest.SynchronousTestCase):
         for seconds, text in ((None, "-"), (0, "0s"), (59.9, "59s"), (60, "1m00s"),
                               (3599, "59m59s"), (3600, "1h00m"), (86399, "23h59m"),
                               (90000, "1d01h")):
-            self.assertEqual(cli_output.format_age(seconds), text)
-        self.assertEqual(cli_output.format_time(0), "1970-01-01T00:00:00Z")
-        self.assertEqual(cli_output.format_time(None), "-")
+            self.assertEqual(cli_format.format_age(seconds), text)
+        self.assertEqual(cli_format.format_time(0), "1970-01-01T00:00:00Z")
+        self.assertEqual(cli_format.format_time(None), "-")
 
     def test_envoy_table(self):
-        out, _ = self.show(cli_output.envoy_table, {"count": 2, "envoys": [
+        out, _ = self.show(cli_envoys.envoy_table, {"count": 2, "envoys": [
             {"id": "aaaa", "hostname": "db1.example.com", "state": "active",
              "online": True, "last_seen_age": 5.2},
             {"id": "bbbbbbbb", "hostname": "w.example.com", "state": "revoked",
@@ -232,11 +242,11 @@ class OutputTests(unittest.SynchronousTestCase):
             "aaaa      db1.example.com  active   yes     5s",
             "bbbbbbbb  w.example.com    revoked  no      -",
         ])
-        self.assertEqual(self.show(cli_output.envoy_table, {"envoys": [], "count": 0})[0],
+        self.assertEqual(self.show(cli_envoys.envoy_table, {"envoys": [], "count": 0})[0],
                          "no envoys\n")
 
     def test_token_alone_on_stdout(self):
-        out, err = self.show(cli_output.token_created, {
+        out, err = self.show(cli_tokens.token_created, {
             "token": "vgoe_abc", "token_id": "t", "uses": 2, "expires_at": 3600.0})
         self.assertEqual(out, "vgoe_abc\n")
         self.assertIn("shown once", err)
@@ -244,7 +254,7 @@ class OutputTests(unittest.SynchronousTestCase):
         self.assertIn("1970-01-01T01:00:00Z", err)
 
     def test_status_push_and_revoke(self):
-        out, _ = self.show(cli_output.status, {
+        out, _ = self.show(cli_server.status, {
             "server_id": "s1", "hostname": "h", "mode": "standalone", "version": "0.1.0",
             "uptime": 3700.0, "envoy_address": "127.0.0.1:1530", "checkin_interval": 15.0,
             "envoys": {"total": 3, "active": 2, "online": 1, "connected": 1},
@@ -253,11 +263,11 @@ class OutputTests(unittest.SynchronousTestCase):
         self.assertIn("uptime             1h01m\n", out)
         self.assertIn("3 total, 2 active, 1 online, 1 connected", out)
         self.assertIn("bundle 1, no_change 7", out)
-        out, _ = self.show(cli_output.envoy_pushed, {"envoy_id": "e", "delivered": "now"})
+        out, _ = self.show(cli_envoys.envoy_pushed, {"envoy_id": "e", "delivered": "now"})
         self.assertEqual(out, "force-push sent to envoy e\n")
-        out, _ = self.show(cli_output.envoy_pushed, {"envoy_id": "e", "delivered": "next_attach"})
+        out, _ = self.show(cli_envoys.envoy_pushed, {"envoy_id": "e", "delivered": "next_attach"})
         self.assertIn("next attaches", out)
-        out, _ = self.show(cli_output.envoy_revoked, {"envoy_id": "e", "state": "revoked"})
+        out, _ = self.show(cli_envoys.envoy_revoked, {"envoy_id": "e", "state": "revoked"})
         self.assertEqual(out, "envoy e revoked\n")
 
 
@@ -295,7 +305,7 @@ class EndToEndTests(unittest.TestCase):
         yield defer.ensureDeferred(self.server.start())
         self.data_dir = self.server.data_dir
         cert, key = ensure_api_certificate(self.data_dir, "vigo.test", "127.0.0.1")
-        self.url = yield self.listen(AdminAPI(self.server).resource(),
+        self.url = yield self.listen(self.server.api.resource(),
                                      api_server_options(cert, key))
         with open(os.path.join(self.data_dir, "run.json"), "w") as f:
             json.dump({"api_url": self.url, "server_id": self.server.identity.id}, f)
@@ -319,7 +329,7 @@ class EndToEndTests(unittest.TestCase):
         """``(exit status, stdout, stderr)`` of one command."""
         out, err = io.StringIO(), io.StringIO()
         status = yield defer.ensureDeferred(
-            cli.run(reactor, cli.parse(list(argv)), out, err, environ or {}))
+            cli.run(reactor, cli_arguments.parse(list(argv)), out, err, environ or {}))
         return status, out.getvalue(), err.getvalue()
 
     def local(self, *argv):

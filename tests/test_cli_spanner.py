@@ -8,14 +8,16 @@ import os
 
 from twisted.internet import defer, endpoints, reactor
 from twisted.trial import unittest
+from twisted.web import resource
 
 from tests.spannerkit import GOOD_TOKEN, PEER_ID, SELF_ID, FakeSpanner, bolt_row
 from tests.test_api import FacadeServer, new_clock
 from tests.test_cli import TrackingSite, parse_failure, request_of
-from vigo.api.app import AdminAPI
+from vigo.cli import arguments as cli_arguments
+from vigo.cli import commands as cli_commands
+from vigo.cli import envoys as cli_envoys
 from vigo.cli import main as cli
-from vigo.cli import output as cli_output
-from vigo.cli import spanner_output as cli_output_spanner
+from vigo.cli import spanner as cli_spanner
 from vigo.tls import api_server_options, ensure_api_certificate
 
 SPANNER_COMMANDS = {"spanner status", "spanner init", "spanner bolt list", "spanner bolt show",
@@ -64,16 +66,16 @@ class ParseTests(unittest.SynchronousTestCase):
         ]
         for argv, expected in cases:
             self.assertEqual(request_of(argv), expected, argv)
-        self.assertEqual({key for key in cli.COMMANDS if key.startswith("spanner ")},
+        self.assertEqual({key for key in cli_commands.COMMANDS if key.startswith("spanner ")},
                          SPANNER_COMMANDS)
 
     def test_global_options_anywhere(self):
         for argv in (["--json", "--token", "t", "spanner", "bolt", "list"],
                      ["spanner", "bolt", "list", "--json", "--token", "t"]):
-            options = cli.parse(argv)
+            options = cli_arguments.parse(argv)
             self.assertEqual((options.json, options.token, options.command),
                              (True, "t", "spanner bolt list"))
-        options = cli.parse(["--token", "t", "spanner", "bolt", "join", "vgoi_x"])
+        options = cli_arguments.parse(["--token", "t", "spanner", "bolt", "join", "vgoi_x"])
         self.assertEqual((options.token, options.token_text), ("t", "vgoi_x"))
 
     def test_usage_errors_exit_2(self):
@@ -104,13 +106,13 @@ class ParseTests(unittest.SynchronousTestCase):
         for text, value in (("5", 5), ("1.5", 1.5), ("true", True), ("null", None),
                             ("dc1", "dc1"), ('"007"', "007"), ("007", "007"), ("", ""),
                             ("Infinity", "Infinity"), ("[1", "[1")):
-            self.assertEqual(cli.argument_value(text), value, text)
+            self.assertEqual(cli_arguments.argument_value(text), value, text)
 
     def test_help_names_the_commands(self):
-        parser = cli.build_parser()
+        parser = cli_arguments.build_parser()
         self.assertIn("spanner", parser.format_help())
         with contextlib.redirect_stdout(io.StringIO()) as out:
-            self.assertRaises(SystemExit, cli.parse, ["spanner", "bolt", "--help"])
+            self.assertRaises(SystemExit, cli_arguments.parse, ["spanner", "bolt", "--help"])
         for name in ("list", "show", "invite", "join", "act"):
             self.assertIn(name, out.getvalue())
 
@@ -127,20 +129,20 @@ class OutputTests(unittest.SynchronousTestCase):
         answer = {"envoy_id": "e1", "hostname": "web1.dc1.example.com", "from": "a1",
                   "from_name": "dc1", "to": "b2", "to_name": "dc2", "changed": True,
                   "delivered": "now"}
-        out, err = self.show(cli_output.envoy_reassigned, answer)
+        out, err = self.show(cli_envoys.envoy_reassigned, answer)
         self.assertEqual((out.splitlines(), err), ([
             "envoy e1 (web1.dc1.example.com) moved from bolt a1 (dc1) to bolt b2 (dc2)",
             "it was connected and was sent to its new bolt now"], ""))
-        out, _ = self.show(cli_output.envoy_reassigned, dict(answer, delivered="next_attach"))
+        out, _ = self.show(cli_envoys.envoy_reassigned, dict(answer, delivered="next_attach"))
         self.assertIn("when it next attaches", out)
-        out, _ = self.show(cli_output.envoy_reassigned,
+        out, _ = self.show(cli_envoys.envoy_reassigned,
                            dict(answer, changed=False, **{"from": None}))
         self.assertEqual(out, "envoy e1 (web1.dc1.example.com) is already on bolt b2 (dc2): "
                               "nothing to do\n")
 
     def test_status_of_a_member(self):
         status = FakeSpanner().found().status()
-        out, err = self.show(cli_output_spanner.spanner_status, status)
+        out, err = self.show(cli_spanner.spanner_status, status)
         self.assertEqual(err, "")
         self.assertEqual(out.splitlines(), [
             "state       member",
@@ -151,11 +153,11 @@ class OutputTests(unittest.SynchronousTestCase):
             "peers       1 alive, 0 suspect, 1 down, 0 unknown",
         ])
         status["founder_id"] = PEER_ID
-        out, _ = self.show(cli_output_spanner.spanner_status, status)
+        out, _ = self.show(cli_spanner.spanner_status, status)
         self.assertIn(f"(founded by {PEER_ID})", out)
         status["moves_pending"] = {"count": 7, "as_of_age": 12.0, "moves": [
             {"envoy_id": "e%d" % n, "to": PEER_ID} for n in range(7)]}
-        out, _ = self.show(cli_output_spanner.spanner_status, status)
+        out, _ = self.show(cli_spanner.spanner_status, status)
         self.assertIn(f"moves       7 pending here (as of 12s ago): e0 to {PEER_ID}, ", out)
         self.assertIn(f"e4 to {PEER_ID}, ...\n", out)
 
@@ -164,28 +166,28 @@ class OutputTests(unittest.SynchronousTestCase):
                   "pattern": "db*.a.example.com",
                   "candidates": [{"bolt_id": "b2", "name": "b", "pattern": "db*.a.example.com"},
                                  {"bolt_id": "a1", "name": "a", "pattern": "*.a.example.com"}]}
-        out, _ = self.show(cli_output_spanner.owner_explained, answer)
+        out, _ = self.show(cli_spanner.owner_explained, answer)
         lines = out.splitlines()
         self.assertEqual(lines[0], "db1.a.example.com is owned by bolt b2 (b): the most "
                                    "specific matching pattern, db*.a.example.com")
         self.assertEqual(lines[1], "matching patterns of active bolts, most specific first:")
         self.assertEqual(lines[3].split(), ["b2", "b", "db*.a.example.com"])
-        out, _ = self.show(cli_output_spanner.owner_explained, dict(
+        out, _ = self.show(cli_spanner.owner_explained, dict(
             answer, by="override", pattern=None, bolt_id="c3", name="c"))
         self.assertIn("owned by bolt c3 (c): its envoy's override", out)
-        out, _ = self.show(cli_output_spanner.owner_explained, dict(answer, candidates=answer[
+        out, _ = self.show(cli_spanner.owner_explained, dict(answer, candidates=answer[
             "candidates"][:1]))
         self.assertEqual(len(out.splitlines()), 1)
 
     def test_status_of_an_unfederated_bolt_gives_the_hint(self):
-        out, _ = self.show(cli_output_spanner.spanner_status, FakeSpanner(name=None).status())
+        out, _ = self.show(cli_spanner.spanner_status, FakeSpanner(name=None).status())
         lines = out.splitlines()
         self.assertEqual(lines[:4], ["state       unfederated", f"bolt        {SELF_ID}",
                                      "federation  -", "digest      -"])
         self.assertTrue(lines[-1].startswith("hint        not in a federation yet"))
 
     def test_status_of_a_standalone_server(self):
-        out, _ = self.show(cli_output_spanner.spanner_status, {
+        out, _ = self.show(cli_spanner.spanner_status, {
             "mode": "standalone", "state": "standalone", "bolt_id": "s1",
             "hint": "this server runs standalone; start it with --mode=spanner"})
         self.assertEqual(out.splitlines(), [
@@ -194,10 +196,10 @@ class OutputTests(unittest.SynchronousTestCase):
 
     def test_init_and_join_say_what_happened(self):
         status = FakeSpanner().found().status()
-        out, _ = self.show(cli_output_spanner.spanner_initialized, status)
+        out, _ = self.show(cli_spanner.spanner_initialized, status)
         self.assertTrue(out.startswith(f"founded federation {status['federation_id']}; "))
         self.assertIn("state       member", out)
-        out, _ = self.show(cli_output_spanner.spanner_joined, status)
+        out, _ = self.show(cli_spanner.spanner_joined, status)
         self.assertTrue(out.startswith(
             f"joined federation {status['federation_id']} as bolt {SELF_ID}\n"))
 
@@ -205,7 +207,7 @@ class OutputTests(unittest.SynchronousTestCase):
         rows = FakeSpanner().found().rows
         rows[0]["envoys"] = {"owned": 12, "online": 10, "as_of": 0.0, "last_heard_age": 0.0,
                              "checkin_rate": 0.8}
-        out, _ = self.show(cli_output_spanner.bolt_table, {"bolts": rows, "count": 3})
+        out, _ = self.show(cli_spanner.bolt_table, {"bolts": rows, "count": 3})
         self.assertEqual(out.splitlines(), [
             "BOLT                  NAME  STATUS    LIVENESS  HEARD  PATTERNS           ENVOYS"
             "  ONLINE",
@@ -213,13 +215,13 @@ class OutputTests(unittest.SynchronousTestCase):
             f"{PEER_ID}  dc2   active    alive     3s     *.dc2.example.com  7       -",
             f"{'d' * 20}  dc3   draining  down      -      -                  -       -",
         ])
-        self.assertEqual(self.show(cli_output_spanner.bolt_table, {"bolts": [], "count": 0})[0],
+        self.assertEqual(self.show(cli_spanner.bolt_table, {"bolts": [], "count": 0})[0],
                          "no bolts\n")
 
     def test_bolt_details(self):
         row = bolt_row(PEER_ID, "dc2", patterns=["*.a", "*.b"], heard=75,
                        counters={"envoys_owned": 7, "checkins": 3})
-        out, _ = self.show(cli_output_spanner.bolt_details, row)
+        out, _ = self.show(cli_spanner.bolt_details, row)
         for line in (f"bolt           {PEER_ID}", "name           dc2", "this bolt      no",
                      "patterns       *.a, *.b", "api            https://dc2.test:8443",
                      "peer address   dc2.test:1533", "liveness       alive",
@@ -228,19 +230,19 @@ class OutputTests(unittest.SynchronousTestCase):
             self.assertIn(line + "\n", out)
         row["envoys"] = {"owned": 7, "online": 5, "as_of": 1.5, "last_heard_age": 75,
                          "checkin_rate": 0.47}
-        out, _ = self.show(cli_output_spanner.bolt_details, row)
+        out, _ = self.show(cli_spanner.bolt_details, row)
         for line in ("envoys         7 owned, 5 online", "check-ins      0.47/s",
                      "envoys as of   1s ago"):
             self.assertIn(line + "\n", out)
         del row["envoys"]["checkin_rate"]
-        out, _ = self.show(cli_output_spanner.bolt_details, row)
+        out, _ = self.show(cli_spanner.bolt_details, row)
         self.assertIn("check-ins      -\n", out)
-        out, _ = self.show(cli_output_spanner.bolt_details, bolt_row("d" * 20, "dc3", liveness="down"))
+        out, _ = self.show(cli_spanner.bolt_details, bolt_row("d" * 20, "dc3", liveness="down"))
         self.assertIn("last heard     never\n", out)
         self.assertIn("counters       -\n", out)
 
     def test_invite_alone_on_stdout(self):
-        out, err = self.show(cli_output_spanner.invite_created, {
+        out, err = self.show(cli_spanner.invite_created, {
             "token": "vgoi_abc", "token_id": "t", "expires_at": 3600.0, "minter_id": "m"})
         self.assertEqual(out, "vgoi_abc\n")
         self.assertIn("one-shot", err)
@@ -248,11 +250,24 @@ class OutputTests(unittest.SynchronousTestCase):
         self.assertIn("vigocli spanner bolt join TOKEN", err)
 
     def test_action_result_is_indented_json(self):
-        out, _ = self.show(cli_output_spanner.action_result,
+        out, _ = self.show(cli_spanner.action_result,
                            {"bolt_id": "b", "action": "x", "result": {"b": [1], "a": None}})
         self.assertEqual(out, '{\n  "a": null,\n  "b": [\n    1\n  ]\n}\n')
-        out, _ = self.show(cli_output_spanner.action_result, {"result": "pong"})
+        out, _ = self.show(cli_spanner.action_result, {"result": "pong"})
         self.assertEqual(out, '"pong"\n')
+
+
+class Serving(resource.Resource):
+    """The API resource the site serves now (a test may swap it)."""
+
+    isLeaf = True
+
+    def __init__(self, target):
+        resource.Resource.__init__(self)
+        self.target = target
+
+    def render(self, request):
+        return self.target.render(request)
 
 
 class EndToEndTests(unittest.TestCase):
@@ -263,10 +278,12 @@ class EndToEndTests(unittest.TestCase):
         self.server = FacadeServer(self.mktemp(), new_clock())
         self.addCleanup(self.server.store.close)
         yield defer.ensureDeferred(self.server.start())
-        self.spanner = self.server.spanner = FakeSpanner()
+        self.spanner = FakeSpanner()
         self.data_dir = self.server.data_dir
         cert, key = ensure_api_certificate(self.data_dir, "vigo.test", "127.0.0.1")
-        site = TrackingSite(AdminAPI(self.server).resource())
+        self.serving = Serving(self.server.admin_api(
+            federation=self.spanner, envoys=self.spanner.envoy_operations()).resource())
+        site = TrackingSite(self.serving)
         endpoint = endpoints.SSL4ServerEndpoint(reactor, 0, api_server_options(cert, key),
                                                 interface="127.0.0.1")
         port = yield endpoint.listen(site)
@@ -280,7 +297,7 @@ class EndToEndTests(unittest.TestCase):
     def vigocli(self, *argv):
         """``(exit status, stdout, stderr)`` of one command on the server host."""
         out, err = io.StringIO(), io.StringIO()
-        options = cli.parse(["--data-dir", self.data_dir] + list(argv))
+        options = cli_arguments.parse(["--data-dir", self.data_dir] + list(argv))
         status = yield defer.ensureDeferred(cli.run(reactor, options, out, err, {}))
         return status, out.getvalue(), err.getvalue()
 
@@ -363,7 +380,7 @@ class EndToEndTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_a_standalone_server(self):
-        self.server.spanner = None
+        self.serving.target = self.server.api.resource()  # its own: standalone
         status, out, err = yield self.vigocli("spanner", "status")
         self.assertEqual((status, err), (0, ""))
         self.assertIn("state  standalone\n", out)
@@ -376,7 +393,7 @@ class EndToEndTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_no_token_exits_2(self):
         out, err = io.StringIO(), io.StringIO()
-        options = cli.parse(["--api", self.url, "spanner", "status"])
+        options = cli_arguments.parse(["--api", self.url, "spanner", "status"])
         status = yield defer.ensureDeferred(cli.run(reactor, options, out, err, {}))
         self.assertEqual((status, out.getvalue()), (2, ""))
         self.assertIn("no API token", err.getvalue())

@@ -6,7 +6,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from vigo import config
 from vigo.config import (
     MIGRATION_DOC,
     RETIRED_KEYS,
@@ -25,6 +24,7 @@ from vigo.config import (
     load_config,
     parse_address,
     parse_duration,
+    schema,
 )
 
 EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "etc", "server.yaml")
@@ -44,7 +44,7 @@ class FixedHostnameMixin:
 
     def setUp(self):
         super().setUp()
-        self.patch(config.socket, "gethostname", lambda: "Bolt9.Example.COM")
+        self.patch(schema.socket, "gethostname", lambda: "Bolt9.Example.COM")
 
 
 class DurationTests(SynchronousTestCase):
@@ -247,7 +247,7 @@ class DefaultTests(FixedHostnameMixin, SynchronousTestCase):
 
     def test_bad_machine_hostname(self):
         """A machine hostname that is not a valid hostname is reported as server.hostname."""
-        self.patch(config.socket, "gethostname", lambda: "my_host")
+        self.patch(schema.socket, "gethostname", lambda: "my_host")
         error = self.assertRaises(ConfigError, config_from_mapping, {})
         self.assertIn("server.hostname: 'my_host'", str(error))
         cfg = config_from_mapping({"server": {"hostname": "ok.example.com"}})
@@ -398,11 +398,11 @@ class ExampleFileTests(FixedHostnameMixin, SynchronousTestCase):
         with open(EXAMPLE, encoding="utf-8") as f:
             data = yaml.safe_load(f)
         self.assertEqual(set(data), {"server", "checkin", "hostcrates", "spanner", "dbus"})
-        self.assertEqual(set(data["server"]), config._SERVER_KEYS)
+        self.assertEqual(set(data["server"]), schema._SERVER_KEYS)
         self.assertEqual(set(data["server"]["tls"]), {"cert_file", "key_file"})
         self.assertEqual(set(data["checkin"]), {"interval", "offline_after"})
-        self.assertEqual(set(data["spanner"]), config._SPANNER_KEYS)
-        self.assertEqual(set(data["spanner"]["gossip"]), config._GOSSIP_KEYS)
+        self.assertEqual(set(data["spanner"]), schema._SPANNER_KEYS)
+        self.assertEqual(set(data["spanner"]["gossip"]), schema._GOSSIP_KEYS)
         self.assertEqual(set(data["spanner"]["snapshot"]), {"anti_entropy"})
         self.assertEqual(set(data["dbus"]), {"bus"})
 
@@ -863,7 +863,7 @@ class OverrideTests(FixedHostnameMixin, SynchronousTestCase):
 _KNOWN_KEYS = sorted(
     {"server", "checkin", "hostcrates", "spanner", "dbus", "tls", "cert_file", "key_file",
      "interval", "offline_after", "anti_entropy", "bus"}
-    | config._SERVER_KEYS | config._SPANNER_KEYS | config._GOSSIP_KEYS | RETIRED_KEYS
+    | schema._SERVER_KEYS | schema._SPANNER_KEYS | schema._GOSSIP_KEYS | RETIRED_KEYS
 )
 _PLAUSIBLE = [
     "", " ", ".", "none", "session", "system", "unix:path=/x", "standalone", "spanner",
@@ -897,14 +897,14 @@ def section(names, values):
 shaped = st.fixed_dictionaries(
     {},
     optional={
-        "server": section(config._SERVER_KEYS, scalars | section({"cert_file", "key_file"}, scalars)),
+        "server": section(schema._SERVER_KEYS, scalars | section({"cert_file", "key_file"}, scalars)),
         "checkin": section({"interval", "offline_after"}, scalars),
         "hostcrates": scalars,
         "spanner": section(
-            config._SPANNER_KEYS,
+            schema._SPANNER_KEYS,
             scalars
             | st.lists(scalars, max_size=3)
-            | section(config._GOSSIP_KEYS, scalars | st.lists(scalars, max_size=3))
+            | section(schema._GOSSIP_KEYS, scalars | st.lists(scalars, max_size=3))
             | section({"anti_entropy"}, scalars),
         ),
         "dbus": section({"bus"}, scalars),

@@ -1,8 +1,9 @@
 """Local control over D-Bus with a real ``dbus-daemon`` of the test's own.
 
 Each test starts a private bus (``dbus-daemon --config-file``, listening on a
-unix socket it names itself) and stops it by the PID it printed; a real server (``VigoServer``, loopback ports) connects to it with
-``dbus.bus`` set to that address, and a txdbus client calls it there.
+unix socket it names itself) and stops it by the PID it printed; a real
+server (``build_server``, loopback ports) connects to it with ``dbus.bus`` set
+to that address, and a txdbus client calls it there.
 """
 
 import json
@@ -11,11 +12,12 @@ import shutil
 import tempfile
 import uuid
 
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor
 from twisted.trial import unittest
 from txdbus import client
 from txdbus.error import RemoteError
 
+from tests.events import first_call
 from tests.fleetkit import EnvoyKey
 from tests.processes import ToolProcess
 from vigo.config import config_from_mapping
@@ -89,12 +91,12 @@ class DbusControlTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def server(self, bus):
-        from vigo.server import VigoServer
+        from vigo.server import build_server
 
         config = config_from_mapping({"server": {
             "data_dir": os.path.join(self.directory, "data"), "hostname": "localhost",
             "envoy_listen": "127.0.0.1:0", "api_listen": "127.0.0.1:0"}, "dbus": {"bus": bus}})
-        server = VigoServer(config, reactor)
+        server = build_server(config, reactor)
         server.startService()
         self.addCleanup(lambda: server.stopService() if server.running else None)
         yield server.ready
@@ -113,16 +115,14 @@ class DbusControlTests(unittest.TestCase):
         self.assertEqual(status["server_id"], server.identity.id)
 
         signals = []
-        yield remote.notifyOnSignal("EnvoyEnrolled", lambda *args: signals.append(args))
+        signalled, first_signal = first_call("the EnvoyEnrolled signal", deadline=10)
+        yield remote.notifyOnSignal("EnvoyEnrolled",
+                                    lambda *args: (signals.append(args), first_signal(*args)))
         key = EnvoyKey("web1.example.com")
-        token = yield server.enrollment.create_token()
+        token = yield server.enrollment_tokens.create()
         registered = yield server.enrollment.register(
-            *key.register_fields(token, int(server.clock.seconds() * 1000)))
-        for _ in range(50):
-            if signals:
-                break
-            yield task.deferLater(reactor, 0.02, lambda: None)
-        self.assertEqual(signals, [(registered["envoy_id"], "web1.example.com")])
+            *key.register_fields(token, int(server.reactor.seconds() * 1000)))
+        self.assertEqual((yield signalled), (registered["envoy_id"], "web1.example.com"))
 
         delivered = yield remote.callRemote("ForcePush", "web1.example.com")
         self.assertEqual(delivered, "next_attach")
@@ -130,6 +130,9 @@ class DbusControlTests(unittest.TestCase):
         error = yield self.assertFailure(remote.callRemote("ForcePush", "nosuch"), RemoteError)
         self.assertEqual(error.errName, "org.vigo.Server1.Refused")
         self.assertTrue(error.message.startswith("not_found: "), error.message)
+        # Signalled once: a second signal would have come before these answers
+        # (the bus keeps a connection's messages in order).
+        self.assertEqual(signals, [(registered["envoy_id"], "web1.example.com")])
 
     @defer.inlineCallbacks
     def test_a_bus_that_cannot_be_reached_leaves_the_server_running(self):

@@ -8,7 +8,7 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from tests.fleetkit import EnvoyKey, FleetKit
-from vigo.fleet.refusal import Refusal
+from vigo.interfaces.errors import Refusal
 from vigo.tokens import EnrollmentToken, TokenError
 
 
@@ -33,7 +33,7 @@ class EnrollmentTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_register_stores_envoy_and_counts_use(self):
         key = EnvoyKey()
-        token = yield self.kit.enrollment.create_token(uses=2)
+        token = yield self.kit.tokens.create(uses=2)
         registered = yield self.kit.enrollment.register(*key.register_fields(token, self.kit.now_ms()))
         self.assertEqual(registered["envoy_id"], key.id)
         self.assertEqual(registered["fingerprint"], self.kit.identity.fingerprint)
@@ -43,7 +43,7 @@ class EnrollmentTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_reregister_same_key_is_idempotent(self):
         key = EnvoyKey()
-        token = yield self.kit.enrollment.create_token(uses=1)
+        token = yield self.kit.tokens.create(uses=1)
         first = yield self.kit.enrollment.register(*key.register_fields(token, self.kit.now_ms()))
         again = yield self.kit.enrollment.register(*key.register_fields(token, self.kit.now_ms()))
         self.assertEqual(first, again)
@@ -51,21 +51,21 @@ class EnrollmentTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_one_time_token_used_once(self):
-        token = yield self.kit.enrollment.create_token()
+        token = yield self.kit.tokens.create()
         yield self.kit.enrollment.register(*EnvoyKey("a.example.com").register_fields(token, self.kit.now_ms()))
         yield defer.ensureDeferred(self.refused("token_used", EnvoyKey("b.example.com"), token))
         self.assertEqual(len(self.rows("SELECT id FROM envoys")), 1)
 
     @defer.inlineCallbacks
     def test_expired_token(self):
-        token = yield self.kit.enrollment.create_token(expires_in=60)
+        token = yield self.kit.tokens.create(expires_in=60)
         self.kit.clock.advance(61)
         yield defer.ensureDeferred(self.refused("token_expired", EnvoyKey(), token))
         self.assertEqual(self.rows("SELECT used FROM enrollment_tokens"), [(0,)])
 
     @defer.inlineCallbacks
     def test_wrong_secret_and_unknown_token(self):
-        token = yield self.kit.enrollment.create_token()
+        token = yield self.kit.tokens.create()
         wrong = EnrollmentToken(token.token_id, "x" * 43, token.server_id, token.address, token.fingerprint)
         yield defer.ensureDeferred(self.refused("bad_token", EnvoyKey(), wrong))
         unknown = EnrollmentToken("nope", token.secret, token.server_id, token.address, token.fingerprint)
@@ -74,13 +74,13 @@ class EnrollmentTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_foreign_token(self):
-        token = yield self.kit.enrollment.create_token()
+        token = yield self.kit.tokens.create()
         foreign = EnrollmentToken(token.token_id, token.secret, "someoneelse", token.address, token.fingerprint)
         yield defer.ensureDeferred(self.refused("foreign_token", EnvoyKey(), foreign))
 
     @defer.inlineCallbacks
     def test_bad_signature_stale_and_bad_hostname(self):
-        token = yield self.kit.enrollment.create_token()
+        token = yield self.kit.tokens.create()
         key = EnvoyKey()
         yield defer.ensureDeferred(self.refused("bad_signature", key, token, f4=b"\x01" * 64))
         yield defer.ensureDeferred(self.refused("stale", key, token, ts=self.kit.now_ms() - 400_000))
@@ -91,7 +91,7 @@ class EnrollmentTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_hostname_taken_then_free_after_revoke(self):
-        token = yield self.kit.enrollment.create_token(uses=3)
+        token = yield self.kit.tokens.create(uses=3)
         first = EnvoyKey("web1.dc1.example.com")
         yield self.kit.enrollment.register(*first.register_fields(token, self.kit.now_ms()))
         refusal = yield defer.ensureDeferred(self.refused("hostname_taken", EnvoyKey("WEB1.dc1.example.com."), token))
@@ -104,7 +104,7 @@ class EnrollmentTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_concurrent_redemptions_of_one_time_token(self):
-        token = yield self.kit.enrollment.create_token()
+        token = yield self.kit.tokens.create()
         results = yield defer.DeferredList(
             [defer.maybeDeferred(self.kit.enrollment.register,
                                  *EnvoyKey("h%d.example.com" % i).register_fields(token, self.kit.now_ms()))
@@ -115,7 +115,7 @@ class EnrollmentTests(unittest.TestCase):
     def test_create_token_arguments_checked(self):
         for kwargs in [{"uses": 0}, {"uses": True}, {"uses": "3"}, {"expires_in": 0},
                        {"expires_in": 400 * 86400}]:
-            self.assertRaises(ValueError, self.kit.enrollment.create_token, **kwargs)
+            self.assertRaises(ValueError, self.kit.tokens.create, **kwargs)
 
 
 class TokenCodecTests(unittest.SynchronousTestCase):

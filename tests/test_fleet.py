@@ -10,9 +10,9 @@ from tests.fleetkit import EnvoyKey, FleetKit, RecordingConnection, decode_frame
 from vigo.fleet import wire
 from vigo.fleet.fleet import Fleet
 from vigo.fleet.index import REVOKED
-from vigo.fleet.refusal import Refusal
 from vigo.identity import verify_signature
-from vigo.interfaces import IEnvoyConnection
+from vigo.interfaces.components import IEnvoyConnection
+from vigo.interfaces.errors import Refusal
 
 
 class FleetTests(unittest.TestCase):

@@ -3,6 +3,8 @@
 The actions run through ``run_action`` (the checks every call gets) on a fake
 bolt whose fleet is a real ``BoltFleet`` over a real fleet on a Clock; the
 fan-out (``FleetReads``) runs over a fake bolt whose calls the test answers.
+Each fake is checked against the interface it stands in for, and so is the real
+class it replaces.
 """
 
 from twisted.internet import defer
@@ -11,13 +13,15 @@ from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
 from tests.fleetkit import EnvoyKey, FleetKit, RecordingConnection
-from tests.peerkit import StubBolt
+from tests.peerkit import NoPeers, PeerSet, StubBolt
+from vigo.api.responses import status_of
+from vigo.fleet.moves import EnvoyMoves
 from vigo.fleet.view import BoltFleet
-from vigo.interfaces import IBolt, IBoltFleet, IPeerAction
+from vigo.interfaces import IBolt, IBoltFleet, IPeerAction, IPeerCaller, Refusal
 from vigo.interfaces.errors import ActionError, BadArguments, PeerUnreachable
 from vigo.plugins import vigo_fleet
 from vigo.plugins.vigo_fleet import ForcePush, Query
-from vigo.spanner.errors import SpannerRefusal
+from vigo.spanner.bolt import Bolt
 from vigo.spanner.gossip.observability import CheckinRate
 from vigo.spanner.peer.actions import load_actions, run_action
 from vigo.spanner.reads import FleetReads
@@ -39,7 +43,8 @@ class ActionTests(unittest.TestCase):
     @defer.inlineCallbacks
     def setUp(self):
         self.kit = FleetKit(self)
-        self.bolt = FakeBolt(BoltFleet(self.kit.fleet, self.kit.clock))
+        moves = EnvoyMoves(self.kit.fleet, self.kit.store, self.kit.clock, lambda: self.kit.address)
+        self.bolt = FakeBolt(BoltFleet(self.kit.fleet, self.kit.clock, moves.endpoint))
         self.actions = {"query": Query(), "force-push": ForcePush()}
         self.keys = []
         for hostname in ("web2.dc1.example.com", "web1.dc1.example.com", "db1.dc1.example.com"):
@@ -54,6 +59,16 @@ class ActionTests(unittest.TestCase):
         verifyObject(IPeerAction, self.actions["force-push"])
         verifyObject(IBolt, self.bolt)
         verifyObject(IBoltFleet, self.bolt.fleet())
+        # The real bolt, with the same fleet, is what the fake stands in for.
+        real = Bolt(self.kit.identity, lambda: "dc1", self.kit.clock, PeerSet().roster,
+                    self.actions, NoPeers(), fleet=self.bolt.fleet())
+        verifyObject(IBolt, real)
+        self.assertIs(real.fleet(), self.bolt.fleet())
+
+    def test_endpoint(self):
+        self.assertEqual(self.bolt.fleet().endpoint(),
+                         {"address": str(self.kit.address), "server_id": self.kit.identity.id,
+                          "fingerprint": self.kit.identity.fingerprint})
 
     def test_discovered_as_dropins(self):
         actions = load_actions()
@@ -144,12 +159,13 @@ class ActionTests(unittest.TestCase):
     def test_push_needs_one_of_envoy_or_all(self):
         for args in ({}, {"all": False}, {"all": True, "envoy": "x"}):
             error = yield self.assertFailure(self.call("force-push", args), ActionError)
-            self.assertIn("either envoy", str(error))
+            self.assertEqual(error.code, "refused")
+            self.assertIn("either envoy", error.reason)
 
 
-class ScriptedBolt:
-    """An ``IBolt.call`` the test answers: ``answers[(bolt_id, kind)]`` is a value,
-    an exception, or ``None`` (never answers)."""
+class ScriptedBolt(StubBolt):
+    """An ``IBolt`` whose ``call`` the test answers: ``answers[(bolt_id, kind)]``
+    is a value, an exception, or ``None`` (never answers)."""
 
     def __init__(self, answers):
         self.answers = answers
@@ -190,6 +206,11 @@ class FleetReadsTests(unittest.TestCase):
         }
         self.bolt = ScriptedBolt(self.answers)
         self.reads = FleetReads(self.bolt, self.clock, lambda: BOLTS, timeout=5.0)
+
+    def test_the_fake_is_an_ibolt(self):
+        verifyObject(IBolt, self.bolt)
+        verifyObject(IPeerCaller, self.bolt)
+        verifyObject(IBolt, PeerSet().facade("alpha", {}))
 
     def test_list_merges_and_names_the_silent(self):
         d = self.reads.list_all()
@@ -245,12 +266,12 @@ class FleetReadsTests(unittest.TestCase):
         self.assertEqual((answer["bolt_id"], answer["state"]), (A, "moved"))
 
     def test_show_not_found_and_unreachable(self):
-        failure = self.failureResultOf(self.reads.show("nosuch"), SpannerRefusal)
-        self.assertEqual((failure.value.code, failure.value.status), ("unreachable", 503))
-        self.assertIn(C + " (dc3): unreachable: bolt c is not connected", failure.value.message)
+        failure = self.failureResultOf(self.reads.show("nosuch"), Refusal)
+        self.assertEqual((failure.value.code, status_of(failure.value)), ("unreachable", 503))
+        self.assertIn(C + " (dc3): unreachable: bolt c is not connected", failure.value.reason)
         self.answers[(C, "show")] = {"envoy": None}
-        failure = self.failureResultOf(self.reads.show("nosuch"), SpannerRefusal)
-        self.assertEqual((failure.value.code, failure.value.status), ("not_found", 404))
+        failure = self.failureResultOf(self.reads.show("nosuch"), Refusal)
+        self.assertEqual((failure.value.code, status_of(failure.value)), ("not_found", 404))
 
     def test_push_finds_the_owner(self):
         answer = self.successResultOf(self.reads.push("web1.dc2"))
@@ -261,17 +282,18 @@ class FleetReadsTests(unittest.TestCase):
     def test_push_refused_by_the_owner(self):
         self.answers[(B, "force-push")] = {"envoy_id": "e1", "refused": "not_active",
                                            "detail": "envoy e1 is revoked"}
-        failure = self.failureResultOf(self.reads.push("e1"), SpannerRefusal)
-        self.assertEqual((failure.value.code, failure.value.status), ("not_active", 409))
+        failure = self.failureResultOf(self.reads.push("e1"), Refusal)
+        self.assertEqual((failure.value.code, status_of(failure.value)), ("not_active", 409))
+        self.assertEqual(failure.value.reason, "envoy e1 is revoked (on bolt %s)" % (B,))
 
     def test_bolt_envoys_and_push_of_a_silent_bolt(self):
         d = self.reads.bolt_envoys(C, "dc3")
         self.clock.advance(5.0)
-        failure = self.failureResultOf(d, SpannerRefusal)
-        self.assertEqual((failure.value.code, failure.value.status), ("unreachable", 503))
+        failure = self.failureResultOf(d, Refusal)
+        self.assertEqual((failure.value.code, status_of(failure.value)), ("unreachable", 503))
         self.answers[(C, "force-push")] = PeerUnreachable("gone")
-        failure = self.failureResultOf(self.reads.push_bolt(C), SpannerRefusal)
-        self.assertEqual(failure.value.status, 503)
+        failure = self.failureResultOf(self.reads.push_bolt(C), Refusal)
+        self.assertEqual((failure.value.code, status_of(failure.value)), ("unreachable", 503))
         answer = self.successResultOf(self.reads.bolt_envoys(B, "dc2"))
         self.assertEqual((answer["count"], answer["envoys"][0]["bolt_id"]), (1, B))
 

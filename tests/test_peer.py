@@ -11,14 +11,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from OpenSSL import crypto
 from twisted.internet import defer, endpoints, reactor
+from twisted.internet.task import Clock
 from twisted.spread import pb
 from twisted.test import iosim
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
-from tests.peerkit import PeerSet, make_actions
+from tests.peerkit import FakeRoster, NoPeers, PeerSet, StubBolt, make_actions
 from vigo.identity import Identity
-from vigo.interfaces import IBolt
+from vigo.interfaces import IBolt, IPeerCaller
+from vigo.interfaces.components import IPeerRoster
 from vigo.interfaces.errors import (
     ActionError,
     ActionFailed,
@@ -26,12 +28,21 @@ from vigo.interfaces.errors import (
     JoinRefused,
     NotAMember,
     PeerError,
+    PeerNoAnswer,
     PeerUnreachable,
     UnknownAction,
 )
-from vigo.spanner.peer.client import PeerClient, PeerClients, _BrokerFactory
-from vigo.spanner.peer.server import PeerPortal, listen_peers, peer_server_factory
+from vigo.spanner.peer.client import PeerClient, _BrokerFactory
+from vigo.spanner.peer.server import (
+    LoginRefused,
+    PeerPerspective,
+    PeerPortal,
+    listen_peers,
+    peer_server_factory,
+)
 from vigo.spanner.peer.tls import PeerKeyError, peer_key
+from vigo.spanner.roster.local import LocalRoster
+from vigo.testing.store import ImmediateStore
 from vigo.tls import PinnedKeyClientCreator, identity_certificate
 
 
@@ -74,6 +85,18 @@ class InMemoryWire:
         return self.done(self.root.callRemote("login"))
 
 
+def refusal_in(testcase, answer, error_type, text):
+    """The error of a peer answer envelope, checked: ``error_type``'s kind and
+    code, not retryable, and ``text`` in its reason."""
+    testcase.assertEqual(list(answer), ["error"], answer)
+    error = answer["error"]
+    testcase.assertEqual(sorted(error), ["code", "kind", "reason", "retryable"])
+    testcase.assertEqual((error["kind"], error["code"], error["retryable"]),
+                         (error_type.__name__, error_type.code, False), error)
+    testcase.assertIn(text, error["reason"])
+    return error
+
+
 class PortalTests(unittest.TestCase):
     """The portal, checker, realm and perspectives, with no sockets."""
 
@@ -96,26 +119,42 @@ class PortalTests(unittest.TestCase):
         return wire, wire.login()
 
     def refused(self, wire, d, error_type, text):
-        failure = wire.failed(d, error_type)
-        self.assertIn(text, str(failure.value))
+        """A call answered with an error envelope (the refusal as data)."""
+        return refusal_in(self, wire.done(d), error_type, text)
+
+    def login_refused(self, wire, d, text):
+        """A login refused before there is a perspective to answer with: a PB error."""
+        failure = wire.failed(d, LoginRefused)
+        self.assertIn(text, failure.getErrorMessage())
         return failure
 
     def test_facade_provides_ibolt(self):
         verifyObject(IBolt, self.alpha)
 
+    def test_fakes_and_real_parts_provide_their_interfaces(self):
+        verifyObject(IBolt, StubBolt())
+        verifyObject(IPeerCaller, NoPeers())
+        verifyObject(IPeerCaller, self.alpha)
+        verifyObject(IPeerCaller, self.peers.clients("alpha", self.peers.clock))
+        verifyObject(IPeerRoster, FakeRoster())
+        store = ImmediateStore(self.mktemp())
+        self.addCleanup(store.close)
+        verifyObject(IPeerRoster, LocalRoster(store, self.peers.identities["alpha"], Clock()))
+
     def test_member_calls_ping(self):
         self.peers.clock.advance(1234.5)
         wire, beta = self.member()
         answer = wire.done(beta.callRemote("act", "ping", {}))
-        self.assertEqual(answer, {"bolt_id": self.alpha.id, "name": "alpha",
-                                  "digest": "5a" * 32, "time": 1234.5})
+        self.assertEqual(answer, {"ok": {"bolt_id": self.alpha.id, "name": "alpha",
+                                         "digest": "5a" * 32, "time": 1234.5}})
         self.assertEqual(wire.done(beta.callRemote("ping")),
-                         {"bolt_id": self.alpha.id, "digest": "5a" * 32})
+                         {"ok": {"bolt_id": self.alpha.id, "digest": "5a" * 32}})
 
     def test_action_sees_authenticated_caller(self):
         wire, beta = self.member()
         answer = wire.done(beta.callRemote("act", "record", {"text": "hi", "count": 2}))
-        self.assertEqual(answer, {"echo": {"text": "hi", "count": 2}, "by": self.alpha.id})
+        self.assertEqual(answer, {"ok": {"echo": {"text": "hi", "count": 2},
+                                         "by": self.alpha.id}})
         self.assertEqual(self.actions["record"].calls,
                          [(self.peers.identities["beta"].id, {"text": "hi", "count": 2})])
 
@@ -125,7 +164,7 @@ class PortalTests(unittest.TestCase):
         self.patch(self.portal.realm, "requestAvatar", lambda *a: avatars.append(a) or request(*a))
         wire, beta = self.member()
         again = wire.login()
-        self.assertEqual(wire.done(again.callRemote("act", "ping", {}))["name"], "alpha")
+        self.assertEqual(wire.done(again.callRemote("act", "ping", {}))["ok"]["name"], "alpha")
         self.assertEqual(len(avatars), 1)
 
     def test_bad_arguments_never_run(self):
@@ -164,12 +203,16 @@ class PortalTests(unittest.TestCase):
     def test_action_failures(self):
         wire, beta = self.member()
         self.refused(wire, beta.callRemote("act", "refuse", {}), ActionError, "no such envoy: web9")
+        # A refusal with a code of its own keeps it, and its retryable, as data.
+        self.assertEqual(wire.done(beta.callRemote("act", "refuse-coded", {})),
+                         {"error": {"kind": "ActionError", "code": "not_found",
+                                    "reason": "no envoy web9 on this bolt", "retryable": True}})
         self.refused(wire, beta.callRemote("act", "broken", {}), ActionFailed,
                      "ValueError: the widget is missing")
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
         self.refused(wire, beta.callRemote("act", "bad-result", {}), ActionFailed, "got set")
         self.refused(wire, beta.callRemote("act", "huge-result", {}), ActionFailed, "larger than")
-        self.assertEqual(wire.done(beta.callRemote("act", "later", {})), ["done"])
+        self.assertEqual(wire.done(beta.callRemote("act", "later", {})), {"ok": ["done"]})
 
     def test_unknown_key_is_an_applicant(self):
         stranger = Identity.generate()
@@ -180,7 +223,7 @@ class PortalTests(unittest.TestCase):
         self.refused(wire, applicant.callRemote("ping"), NotAMember, "can only join")
         row = {"bolt_id": stranger.id, "addresses": {"peer": "10.0.0.9:1533"}}
         self.assertEqual(wire.done(applicant.callRemote("join", "vigo-join-abc", row)),
-                         {"admitted": True})
+                         {"ok": {"admitted": True}})
         self.assertEqual(self.joins, [(stranger.public_key, "vigo-join-abc", row)])
 
     def test_join_arguments_checked(self):
@@ -201,7 +244,7 @@ class PortalTests(unittest.TestCase):
     def test_removed_bolt_refused_at_login(self):
         self.peers.roster.set_status(self.peers.identities["beta"], "removed")
         wire = self.wire(self.peers.identities["beta"])
-        self.refused(wire, wire.root.callRemote("login"), NotAMember, "is removed in the roster")
+        self.login_refused(wire, wire.root.callRemote("login"), "is removed in the roster")
 
     def test_removal_applies_to_open_connections(self):
         wire, beta = self.member()
@@ -211,14 +254,14 @@ class PortalTests(unittest.TestCase):
     def test_draining_bolt_still_calls(self):
         self.peers.roster.set_status(self.peers.identities["beta"], "draining")
         wire, beta = self.member()
-        self.assertEqual(wire.done(beta.callRemote("act", "ping", {}))["name"], "alpha")
+        self.assertEqual(wire.done(beta.callRemote("act", "ping", {}))["ok"]["name"], "alpha")
 
     def test_no_certificate_no_login(self):
         wire = self.wire(None)
-        self.refused(wire, wire.root.callRemote("login"), NotAMember, "presented no TLS certificate")
-        self.refused(wire, wire.root.callRemote("login", "admin"), BadArguments,
-                     "login takes 0 arguments (), got 1")
-        self.refused(wire, wire.root.callRemote("loginAnonymous"), NotAMember, "only offers login")
+        self.login_refused(wire, wire.root.callRemote("login"), "presented no TLS certificate")
+        self.login_refused(wire, wire.root.callRemote("login", "admin"),
+                           "login takes 0 arguments (), got 1")
+        self.login_refused(wire, wire.root.callRemote("loginAnonymous"), "only offers login")
 
     def test_local_call_through_the_facade(self):
         self.assertEqual(self.successResultOf(self.alpha.call(self.alpha.id, "record", {"text": "a"})),
@@ -332,10 +375,11 @@ class MutualTLSTests(unittest.TestCase):
         self.assertEqual((answer["bolt_id"], answer["name"], answer["digest"]),
                          (self.alpha.id, "alpha", "5a" * 32))
         self.assertEqual((yield client.ping())["bolt_id"], self.alpha.id)
+        self.assertEqual(client.peer_key(), self.peers.identities["alpha"].public_key)
 
     @defer.inlineCallbacks
     def test_facade_calls_any_bolt_by_id(self):
-        clients = PeerClients(reactor, self.peers.identities["beta"], retry_policy=lambda n: 0.01)
+        clients = self.peers.clients("beta", reactor, retry_policy=lambda n: 0.01)
         self.addCleanup(clients.stopService)
         beta = self.peers.facade("beta", self.actions, clients)
         # The first call to a bolt waits for the connection instead of failing.
@@ -351,9 +395,9 @@ class MutualTLSTests(unittest.TestCase):
         port_number = self.port.getHost().port
         yield self.stop_server()
         backoffs = []
-        clients = PeerClients(reactor, self.peers.identities["beta"],
-                              retry_policy=lambda n: backoffs.append(n) or (
-                                  0.01 if n < 3 else 3600.0))
+        clients = self.peers.clients("beta", reactor,
+                                     retry_policy=lambda n: backoffs.append(n) or (
+                                         0.01 if n < 3 else 3600.0))
         self.addCleanup(clients.stopService)
         fingerprint = self.peers.identities["alpha"].fingerprint
         waiting = clients.client_for(self.alpha.id, self.address, fingerprint)
@@ -379,9 +423,15 @@ class MutualTLSTests(unittest.TestCase):
         stranger = Identity.generate()
         client = yield self.client(stranger).when_connected()
         error = yield self.assertFailure(client.call("ping", {}), NotAMember)
-        self.assertIn(stranger.fingerprint, str(error))
+        self.assertEqual(error.code, "not_member")
+        self.assertIn(stranger.fingerprint, error.reason)
         answer = yield client.perspective.callRemote("join", "vigo-join-x", {"bolt_id": stranger.id})
-        self.assertEqual((answer, self.joins), ({"roster": "snapshot"}, [stranger.public_key]))
+        self.assertEqual((answer, self.joins),
+                         ({"ok": {"roster": "snapshot"}}, [stranger.public_key]))
+        # PeerClient.join unwraps the same envelope.
+        answer = yield client.join("vigo-join-y", {"bolt_id": stranger.id})
+        self.assertEqual((answer, self.joins),
+                         ({"roster": "snapshot"}, [stranger.public_key] * 2))
 
     @defer.inlineCallbacks
     def test_wrong_pin_fails_the_handshake(self):
@@ -392,7 +442,8 @@ class MutualTLSTests(unittest.TestCase):
         self.assertEqual(attempts[:2], [1, 2])  # refused attempts back off like failed ones
         self.assertIn("TLS handshake failed", client.last_error)
         error = yield self.assertFailure(client.call("ping", {}), PeerUnreachable)
-        self.assertIn("is not connected; last error: TLS handshake failed", str(error))
+        self.assertEqual((error.code, error.retryable), ("unreachable", True))
+        self.assertIn("is not connected; last error: TLS handshake failed", error.reason)
         self.assertEqual(self.actions["record"].calls, [])
 
     @defer.inlineCallbacks
@@ -405,12 +456,13 @@ class MutualTLSTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_bad_arguments_refused_action_not_run(self):
         client = yield self.client().when_connected()
-        yield self.assertFailure(client.perspective.callRemote("act", "record", {"text": "x" * 70000}),
-                                 BadArguments)
-        yield self.assertFailure(client.perspective.callRemote("act", "record", {"text": 7}),
-                                 BadArguments)
+        answer = yield client.perspective.callRemote("act", "record", {"text": "x" * 70000})
+        refusal_in(self, answer, BadArguments, "args: larger than 65536 bytes")
+        answer = yield client.perspective.callRemote("act", "record", {"text": 7})
+        refusal_in(self, answer, BadArguments, "args.text: expected str, got int")
         error = yield self.assertFailure(client.call("record", {"text": 7}), BadArguments)
-        self.assertEqual(str(error), "args.text: expected str, got int")
+        self.assertEqual((error.code, error.reason, error.retryable),
+                         ("bad_arguments", "args.text: expected str, got int", False))
         self.assertEqual(self.actions["record"].calls, [])
         # The client refuses what no action could take before sending; the
         # action's own schema is the callee's to check.
@@ -422,21 +474,51 @@ class MutualTLSTests(unittest.TestCase):
     def test_unknown_action(self):
         client = yield self.client().when_connected()
         error = yield self.assertFailure(client.call("reboot", {}), UnknownAction)
-        self.assertIn("has no action 'reboot'", str(error))
+        self.assertEqual(error.code, "unknown_action")
+        self.assertIn("has no action 'reboot'", error.reason)
+
+    @defer.inlineCallbacks
+    def test_an_actions_refusal_arrives_as_it_was_raised(self):
+        client = yield self.client().when_connected()
+        error = yield self.assertFailure(client.call("refuse-coded", {}), ActionError)
+        self.assertEqual((error.code, error.reason, error.retryable),
+                         ("not_found", "no envoy web9 on this bolt", True))
+        error = yield self.assertFailure(client.call("refuse", {}), ActionError)
+        self.assertEqual((error.code, error.reason, error.retryable),
+                         ("refused", "no such envoy: web9", False))
+        error = yield self.assertFailure(client.call("broken", {}), ActionFailed)
+        self.assertEqual(error.code, "action_failed")
+        self.assertIn("ValueError: the widget is missing", error.reason)
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+
+    @defer.inlineCallbacks
+    def test_an_answer_that_is_not_an_envelope_is_action_failed(self):
+        client = yield self.client().when_connected()
+        # An error as text (as peers sent them before): not data the client trusts.
+        self.patch(PeerPerspective, "_refused",
+                   lambda avatar, failure: {"error": "not_found: " + failure.getErrorMessage()})
+        error = yield self.assertFailure(client.call("refuse-coded", {}), ActionFailed)
+        self.assertEqual(error.code, "action_failed")
+        self.assertIn("answered with a malformed error", error.reason)
+        # A bare result, with no envelope around it.
+        self.patch(PeerPerspective, "_ok", lambda avatar, result: result)
+        error = yield self.assertFailure(client.call("later", {}), ActionFailed)
+        self.assertIn("not an answer envelope", error.reason)
 
     @defer.inlineCallbacks
     def test_removed_caller_refused(self):
         self.peers.roster.set_status(self.peers.identities["beta"], "removed")
         client = self.client()
-        yield self.assertFailure(client.when_connected(fail_after_failures=1), NotAMember)
+        yield self.assertFailure(client.when_connected(fail_after_failures=1), LoginRefused)
         self.assertIn("login refused: bolt %s (beta) is removed" % (self.peers.identities["beta"].id,),
                       client.last_error)
 
     @defer.inlineCallbacks
     def test_no_answer_in_time(self):
         client = yield self.client().when_connected()
-        error = yield self.assertFailure(client.call("never", {}, timeout=0.05), PeerUnreachable)
-        self.assertIn("no answer to action 'never'", str(error))
+        error = yield self.assertFailure(client.call("never", {}, timeout=0.05), PeerNoAnswer)
+        self.assertEqual((error.code, error.retryable), ("no_answer", True))
+        self.assertIn("no answer to action 'never'", error.reason)
 
     @defer.inlineCallbacks
     def test_reconnects_after_server_restart(self):

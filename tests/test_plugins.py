@@ -25,8 +25,7 @@ ECHO = '''
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from vigo.interfaces import IPeerAction
-from vigo.interfaces.schema import Integer, Optional, String
+from vigo.interfaces import Integer, IPeerAction, Optional, String
 
 
 @implementer(IPlugin, IPeerAction)

@@ -30,7 +30,7 @@ from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionP
 
 from tests.processes import write_config
 from tests.test_integration import IntegrationTestCase, free_ports
-from vigo.cli.main import trust_root
+from vigo.cli.target import trust_root
 from vigo.store import DB_FILE
 
 POLL = 0.2  # seconds between two looks at a condition gossip brings about

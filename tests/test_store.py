@@ -6,6 +6,7 @@ from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
 from vigo.store import SCHEMA_VERSION, Store, StoreError, connect, migrate
+from vigo.store.migrations import NewerSchema
 
 
 def insert_token(cursor, token_id):
@@ -40,7 +41,11 @@ class MigrationTests(unittest.SynchronousTestCase):
         path = self.mktemp()
         connection = connect(path)
         connection.execute("PRAGMA user_version = %d" % (SCHEMA_VERSION + 1,))
-        error = self.assertRaises(StoreError, migrate, connect(path))
+        error = self.assertRaises(NewerSchema, migrate, connect(path))
+        self.assertIn("newer", str(error))
+        # The store says so as a StoreError, which stops the server with one line.
+        store = Store(path, reactor)
+        error = self.assertRaises(StoreError, store.open)
         self.assertIn("newer", str(error))
 
 

@@ -20,13 +20,14 @@ server does not wait for the bus to become ready.
 
 import json
 
+from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
 from txdbus import client, objects
 from txdbus.error import RemoteError
 from txdbus.interface import DBusInterface, Method, Signal
 
-from vigo.fleet.refusal import Refusal
+from vigo.interfaces.errors import Refusal
 
 BUS_NAME = "org.vigo.Server"
 OBJECT_PATH = "/org/vigo/Server"
@@ -40,7 +41,7 @@ class Refused(RemoteError):
 
 
 class ServerObject(objects.DBusObject):
-    """``/org/vigo/Server``: the server's status and force-push."""
+    """``/org/vigo/Server``: the server's ``status()`` and ``force_push(envoy)``."""
 
     dbusInterfaces = [DBusInterface(
         INTERFACE,
@@ -49,15 +50,16 @@ class ServerObject(objects.DBusObject):
         Signal("EnvoyEnrolled", "ss"),
     )]
 
-    def __init__(self, server):
+    def __init__(self, status, force_push):
         objects.DBusObject.__init__(self, OBJECT_PATH)
-        self.server = server
+        self._status = status
+        self._force_push = force_push
 
     def dbus_Status(self):
-        return json.dumps(self.server.status(), sort_keys=True)
+        return json.dumps(self._status(), sort_keys=True)
 
     def dbus_ForcePush(self, envoy):
-        d = defer.maybeDeferred(self.server.fleet.force_push, envoy)
+        d = defer.maybeDeferred(self._force_push, envoy)
 
         def refused(failure):
             failure.trap(Refusal)
@@ -86,21 +88,37 @@ class _Factory(client.DBusClientFactory):
         return protocol
 
 
-class DbusControl:
-    """The server's D-Bus presence: connect, export, own the name; ``stop``.
+class DbusControl(service.Service):
+    """The server's D-Bus presence, a service: connect, export, own the name.
     The server does not wait for it: ``started`` fires with True once the name
-    is owned, False when the bus could not be used (logged)."""
+    is owned, False when the bus could not be used (logged).
+
+    ``bus`` is ``dbus.bus``; ``status()`` the server at a glance;
+    ``force_push(envoy)`` a Deferred of ``now`` or ``next_attach`` (or a
+    ``Refusal``); ``enrolled`` the list of listeners enrollment calls with
+    ``(envoy_id, hostname)``, which the signal joins while connected.
+    """
 
     log = Logger()
 
-    def __init__(self, reactor, server, bus):
+    name = "dbus"
+
+    def __init__(self, reactor, bus, status, force_push, enrolled):
         self.reactor = reactor
-        self.server = server
         self.bus = bus
         self.connection = None
-        self.object = ServerObject(server)
+        self.object = ServerObject(status, force_push)
+        self._enrolled = enrolled
         self.started = defer.Deferred()
         self._stopped = False
+
+    def startService(self):
+        service.Service.startService(self)
+        self.start()
+
+    def stopService(self):
+        service.Service.stopService(self)
+        self.stop()
 
     def start(self):
         """Connect and own ``org.vigo.Server`` in the background; ``started``."""
@@ -145,7 +163,7 @@ class DbusControl:
             return self._give_up(e)
         if self._stopped:
             return self._give_up("the server stopped meanwhile")
-        self.server.enrollment.listeners.append(self.object.enrolled)
+        self._enrolled.append(self.object.enrolled)
         self.log.info("D-Bus control on bus {bus!r} as {name}", bus=self.bus, name=BUS_NAME)
         return True
 
@@ -160,9 +178,8 @@ class DbusControl:
         self._disconnect()
 
     def _disconnect(self):
-        listeners = self.server.enrollment.listeners
-        if self.object.enrolled in listeners:
-            listeners.remove(self.object.enrolled)
+        if self.object.enrolled in self._enrolled:
+            self._enrolled.remove(self.object.enrolled)
         if self.connection is not None:
             self.connection.disconnect()
             self.connection = None

@@ -7,7 +7,9 @@ SIGKILL, as ``kill -9`` would (nothing flushed, no shutdown), when it reaches
 step ``name`` (the Nth time with ``@N``). Unset, which is always so outside the
 tests, ``failpoint()`` is one set lookup. The same idea as etcd's gofail.
 
-Steps (``vigo.plugins.vigo_reassign``, ``vigo.spanner.drain``):
+Steps: every step a hand-over saga reaches (``vigo.spanner.reassign``) is the
+failpoint ``reassign.<step>`` at the source or ``accept.<step>`` at the
+destination, and the drain (``vigo.spanner.drain``) has two. The crash tests use:
 
 * ``reassign.journaled``: the source wrote its pending move, nothing else;
 * ``accept.stored``: the destination stored the envoy, no override yet;

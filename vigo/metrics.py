@@ -61,45 +61,49 @@ class FleetCollector:
 
 
 class SpannerCollector:
-    """Gossip, roster and peer-port figures of a spanner bolt, at scrape time."""
+    """Gossip, roster and peer-port figures of a spanner bolt, at scrape time:
+    ``roster`` is its ``ILocalRoster``, ``gossiper`` its ``Gossiper``,
+    ``puller`` its ``SnapshotPuller``, ``portal`` its ``PeerPortal``."""
 
-    def __init__(self, spanner):
-        self.spanner = spanner
+    def __init__(self, roster, gossiper, puller, portal):
+        self.roster = roster
+        self.gossiper = gossiper
+        self.puller = puller
+        self.portal = portal
 
     def describe(self):
         return []
 
     def collect(self):
-        spanner = self.spanner
         states = GaugeMetricFamily("vigo_spanner_peers", "Other bolts by liveness",
                                    labels=["state"])
         counts = {"alive": 0, "suspect": 0, "down": 0, "unknown": 0}
-        for peer in spanner.peer_states().values():
+        for peer in self.gossiper.peer_states().values():
             counts[peer.get("state", "unknown")] = counts.get(peer.get("state", "unknown"), 0) + 1
         for state, n in sorted(counts.items()):
             states.add_metric([state], n)
         yield states
         yield GaugeMetricFamily("vigo_spanner_roster_bolts", "Bolts in the roster",
-                                len(list(spanner.bolt_ids())))
-        if spanner.roster is not None:
+                                len(list(self.roster.bolt_ids())))
+        if self.roster.current is not None:
             rejected = CounterMetricFamily("vigo_spanner_roster_rejections",
                                            "Roster rows and records refused, by reason",
                                            labels=["reason"])
-            for reason, n in sorted(spanner.roster.rejections.items()):
+            for reason, n in sorted(self.roster.current.rejections.items()):
                 rejected.add_metric([reason], n)
             yield rejected
         pulls = CounterMetricFamily("vigo_spanner_snapshot_pulls", "Snapshot pulls by outcome",
                                     labels=["outcome"])
-        for outcome, n in sorted(spanner.puller.pulls.items()):
+        for outcome, n in sorted(self.puller.pulls.items()):
             pulls.add_metric([outcome], n)
         yield pulls
         refused = CounterMetricFamily("vigo_spanner_peer_refusals",
                                       "Peer-port logins and calls refused", labels=["reason"])
-        for reason, n in sorted(spanner.portal.refusals.items()):
+        for reason, n in sorted(self.portal.refusals.items()):
             refused.add_metric([reason], n)
         yield refused
-        if spanner.gossiper is not None:
-            stats = spanner.gossiper.stats()
+        if self.roster.current is not None:
+            stats = self.gossiper.stats()
             datagrams = CounterMetricFamily("vigo_spanner_gossip_datagrams",
                                             "Gossip datagrams", labels=["direction"])
             for direction in ("sent", "received", "accepted"):
@@ -115,10 +119,10 @@ class SpannerCollector:
             yield dropped
 
 
-def fleet_registry(fleet, spanner=None):
-    """A fresh registry holding the fleet's (and a bolt's spanner) metrics."""
+def metrics_registry(*collectors):
+    """A fresh registry holding ``collectors`` (a ``FleetCollector``, and a
+    bolt's ``SpannerCollector``)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(FleetCollector(fleet))
-    if spanner is not None:
-        registry.register(SpannerCollector(spanner))
+    for collector in collectors:
+        registry.register(collector)
     return registry

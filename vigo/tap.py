@@ -60,14 +60,15 @@ for _key in sorted(RETIRED_KEYS):
 
 
 def makeService(options):
+    """The server ``options.config`` describes, as a service for twistd."""
     from twisted.internet import reactor
 
     from vigo.fleet.hostcrates import HostcratesError
     from vigo.identity import IdentityError
-    from vigo.server import VigoServer
+    from vigo.server import build_server
 
     try:
-        return VigoServer(options.config, reactor, exit_on_failure=True)
+        return build_server(options.config, reactor, exit_on_failure=True)
     except (HostcratesError, IdentityError, OSError) as e:
         sys.stderr.write("twistd vigo: cannot start: %s\n" % (e,))
         raise SystemExit(1) from None

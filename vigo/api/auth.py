@@ -15,8 +15,8 @@ import os
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from vigo.fleet.refusal import Refusal
 from vigo.identity import write_private_file
+from vigo.interfaces.errors import Refusal
 from vigo.tokens import API_PREFIX, MAX_TOKEN_LENGTH, hash_secret, new_api_token
 
 ADMIN_TOKEN_FILE = "admin-token"

@@ -7,6 +7,10 @@ from gossip. Built from ``federation_status`` and ``bolts()`` only, so it
 answers when other bolts are down, and calls no peer. It refreshes itself every
 ``REFRESH`` seconds; there is no script.
 
+``FederationPage`` renders it over the server's ``IFederationAdmin``;
+``vigo.api.app.AdminAPI`` hands it ``GET /spanner``. A standalone server has
+no federation to show and says so.
+
 It needs an API token like every admin route. A browser cannot send a bearer
 token, so this page also takes HTTP Basic credentials whose password is the
 token (any user name); without them it answers 401 with a Basic challenge, and
@@ -16,7 +20,7 @@ value, so a bolt's name or pattern cannot inject markup.
 
 from twisted.web.template import Element, XMLString, flattenString, renderer, tags
 
-from vigo.api.app import AdminAPI
+from vigo.api.responses import settled
 
 REFRESH = 5  # seconds
 HTML_TYPE = b"text/html; charset=utf-8"
@@ -144,21 +148,29 @@ def _text(request, code, text):
     return text.encode("utf-8") + b"\n"
 
 
-@AdminAPI.app.route("/spanner", methods=["GET"])
-async def spanner_page(api, request):
-    """The federation at a glance (HTML); a token as bearer or as Basic password."""
-    if not api.server.api_tokens.check_browser(request.getHeader(b"authorization")):
-        request.setHeader(b"www-authenticate", b'Basic realm="vigo", charset="UTF-8"')
-        return _text(request, 401, "this page needs an API token: give it as the password "
-                     "(any user name), or as 'Authorization: Bearer <token>'; the local admin "
-                     "token is in <data_dir>/admin-token")
-    spanner = getattr(api.server, "spanner", None)
-    if spanner is None:
-        return _text(request, 404, "this server runs standalone: it has no federation to "
-                     "show; start it with --mode=spanner")
-    status = spanner.status()
-    bolts = list(spanner.bolts()) if status["state"] != "unfederated" else []
-    body = await render_page(status, bolts)
-    request.setHeader(b"content-type", HTML_TYPE)
-    request.setHeader(b"cache-control", b"no-store")
-    return body
+class FederationPage:
+    """``GET /spanner`` over ``federation`` (an ``IFederationAdmin``);
+    ``tokens`` (``ApiTokens``) says who may look."""
+
+    def __init__(self, federation, tokens):
+        self.federation = federation
+        self.tokens = tokens
+
+    async def render(self, request):
+        """The federation at a glance (HTML); a token as bearer or as Basic password."""
+        if not self.tokens.check_browser(request.getHeader(b"authorization")):
+            request.setHeader(b"www-authenticate", b'Basic realm="vigo", charset="UTF-8"')
+            return _text(request, 401, "this page needs an API token: give it as the password "
+                         "(any user name), or as 'Authorization: Bearer <token>'; the local "
+                         "admin token is in <data_dir>/admin-token")
+        status = await settled(self.federation.status())
+        if status["state"] == "standalone":
+            return _text(request, 404, "this server runs standalone: it has no federation to "
+                         "show; start it with --mode=spanner")
+        bolts = []
+        if status["state"] != "unfederated":
+            bolts = list(await settled(self.federation.bolts()))
+        body = await render_page(status, bolts)
+        request.setHeader(b"content-type", HTML_TYPE)
+        request.setHeader(b"cache-control", b"no-store")
+        return body

@@ -1,68 +1,62 @@
-"""The spanner routes of the admin API: ``/api/v1/spanner/...``.
+"""The federation's routes of the admin API: ``/api/v1/spanner/...``.
 
-They join ``AdminAPI.app`` when this module is imported (``vigo.api.app``
-imports it at its end), so they share its JSON errors and its ``authorized``
-check. Each one asks the server's ``spanner`` service; a standalone server has
-none, and every route here then answers ``404 not_spanner``, except
-``status``, which says the server is standalone. What the service refuses
-(``SpannerRefusal``) is answered by ``AdminAPI`` with the refusal's status.
+``SpannerAPI`` is its own Klein app, mounted under ``/api/v1/spanner/`` by
+``vigo.api.app.AdminAPI``; it shares the JSON errors and the bearer-token
+check of ``vigo.api.responses``. Each route asks an ``IFederationAdmin``:
+a bolt's ``vigo.spanner.admin.BoltAdmin``, or, on a standalone server,
+``NoFederation``, which answers ``status`` (the server is standalone) and
+refuses everything else with ``404 not_spanner``. A refusal from below is
+answered with the status its code calls for.
 
 Every route needs the bearer token except the roster snapshot, which bolts and
 tools fetch with ``If-None-Match`` to learn whether the roster changed.
-
-A bolt's envoys and a push of all of them are asked of that bolt over peer
-RPC (``vigo.spanner.reads``); an envoy is moved to another bolt with
-``POST /api/v1/envoys/{id}/reassign`` (``vigo.plugins.vigo_reassign``). A
-bolt is drained with ``POST .../bolts/{id}/drain`` (progress: ``GET``; it runs
-at that bolt, ``vigo.plugins.vigo_drain``) and removed with ``DELETE
-.../bolts/{id}`` (``vigo.spanner.bolt_ops``).
 """
 
-import inspect
-import json
 
-from twisted.internet import defer
+from klein import Klein
+from zope.interface import implementer
 
-from vigo.api.app import (
+from vigo.api.responses import (
     JSON_TYPE,
-    AdminAPI,
     ApiError,
     authorized,
+    json_errors,
+    json_response,
     query_flag,
     query_value,
     read_object,
+    settled,
+    shown,
 )
 from vigo.config import parse_duration
+from vigo.interfaces.components import IFederationAdmin
+from vigo.interfaces.errors import Refusal
 
 INIT_FIELDS = ("name", "patterns")
 INVITE_FIELDS = ("expires_in",)
 JOIN_FIELDS = ("token",)
-REASSIGN_FIELDS = ("to",)
 DRAIN_FIELDS = ("to",)
 INVITE_DEFAULT = 3600.0
 INVITE_MAX = 24 * 3600.0
 NOT_SPANNER = "this server runs standalone; start it with --mode=spanner"
 
-route = AdminAPI.app.route
 
+@implementer(IFederationAdmin)
+class NoFederation:
+    """The ``IFederationAdmin`` of a standalone server: it has no federation."""
 
-def _spanner(api):
-    """The server's spanner service; ``ApiError`` 404 on a standalone server."""
-    spanner = getattr(api.server, "spanner", None)
-    if spanner is None:
-        raise ApiError(404, "not_spanner", NOT_SPANNER)
-    return spanner
+    def __init__(self, server_id):
+        self.server_id = server_id
 
+    def status(self):
+        return {"mode": "standalone", "state": "standalone", "bolt_id": self.server_id,
+                "hint": NOT_SPANNER + " to found or join a federation"}
 
-async def _settled(value):
-    """``value``, waited for when it is a Deferred or a coroutine."""
-    if isinstance(value, defer.Deferred) or inspect.isawaitable(value):
-        value = await value
-    return value
+    def _refuse(self, *args, **kwargs):
+        raise Refusal("not_spanner", NOT_SPANNER)
 
-
-def _shown(value):
-    return json.dumps(value)[:80]
+    init = invite = join = snapshot = bolts = bolt = resolve = owner = act = _refuse
+    bolt_envoys = push_bolt = drain = drain_status = remove_bolt = _refuse
 
 
 def _bad(detail):
@@ -73,13 +67,13 @@ def init_request(body):
     """``(name, patterns)`` from an init body; ``ApiError`` names the bad field."""
     name = body.get("name")
     if name is not None and (not isinstance(name, str) or not name.strip()):
-        raise _bad(f"name must be a non-empty string, not {_shown(name)}")
+        raise _bad(f"name must be a non-empty string, not {shown(name)}")
     patterns = body.get("patterns")
     if patterns is not None:
         if not isinstance(patterns, list) or not all(
                 isinstance(p, str) and p.strip() for p in patterns):
             raise _bad("patterns must be an array of non-empty strings (hostname globs), "
-                       f"not {_shown(patterns)}")
+                       f"not {shown(patterns)}")
     return name, patterns
 
 
@@ -92,9 +86,9 @@ def invite_request(body):
         seconds = parse_duration(expires_in)
     except ValueError:
         raise _bad("expires_in must be a duration like \"1h\" or \"90m\", or a number of "
-                   f"seconds, not {_shown(expires_in)}") from None
+                   f"seconds, not {shown(expires_in)}") from None
     if not 0 < seconds <= INVITE_MAX:
-        raise _bad(f"expires_in must be more than 0 and at most 24h, not {_shown(expires_in)}")
+        raise _bad(f"expires_in must be more than 0 and at most 24h, not {shown(expires_in)}")
     return seconds
 
 
@@ -103,8 +97,18 @@ def join_request(body):
     token = body.get("token")
     if not isinstance(token, str) or not token.strip():
         raise _bad("token must be the invite token (a non-empty string) that "
-                   f"'vigocli spanner bolt invite' printed, not {_shown(token)}")
+                   f"'vigocli spanner bolt invite' printed, not {shown(token)}")
     return token.strip()
+
+
+def drain_request(body):
+    """The destination bolt (id or name) of a drain body, or None (each envoy's owner)."""
+    to = body.get("to")
+    if to is None:
+        return None
+    if not isinstance(to, str) or not to.strip():
+        raise _bad(f"to must be the destination bolt's id or name, not {shown(to)}")
+    return to.strip()
 
 
 def etag_matches(values, etag):
@@ -123,182 +127,133 @@ def etag_matches(values, etag):
     return False
 
 
-def standalone_status(server):
-    """``/api/v1/spanner/status`` of a server without a spanner service."""
-    return {"mode": "standalone", "state": "standalone", "bolt_id": server.identity.id,
-            "hint": NOT_SPANNER + " to found or join a federation"}
+class SpannerAPI:
+    """The ``/api/v1/spanner/`` routes over ``federation`` (an
+    ``IFederationAdmin``); ``tokens`` (``ApiTokens``) says who may call."""
 
+    app = json_errors(Klein())
 
-# -- the roster snapshot (no token) -----------------------------------------------
+    def __init__(self, federation, tokens):
+        self.federation = federation
+        self.tokens = tokens
 
+    def resource(self):
+        return self.app.resource()
 
-@route("/api/v1/spanner/roster", methods=["GET"])
-async def spanner_roster(api, request):
-    """The signed roster snapshot; ``ETag`` is the roster digest."""
-    etag, body = await _settled(_spanner(api).snapshot())
-    etag = etag.strip('"')
-    request.setHeader(b"etag", b'"%s"' % etag.encode("ascii"))
-    request.setHeader(b"cache-control", b"no-cache")
-    if etag_matches(request.requestHeaders.getRawHeaders(b"if-none-match", []), etag):
-        request.setResponseCode(304)
-        return b""
-    request.setHeader(b"content-type", JSON_TYPE)
-    return body
+    # -- the roster snapshot (no token) -------------------------------------------
 
+    @app.route("/roster", methods=["GET"])
+    async def roster(self, request):
+        """The signed roster snapshot; ``ETag`` is the roster digest."""
+        etag, body = await settled(self.federation.snapshot())
+        etag = etag.strip('"')
+        request.setHeader(b"etag", b'"%s"' % etag.encode("ascii"))
+        request.setHeader(b"cache-control", b"no-cache")
+        if etag_matches(request.requestHeaders.getRawHeaders(b"if-none-match", []), etag):
+            request.setResponseCode(304)
+            return b""
+        request.setHeader(b"content-type", JSON_TYPE)
+        return body
 
-# -- this bolt ------------------------------------------------------------------
+    # -- this bolt --------------------------------------------------------------
 
+    @app.route("/status", methods=["GET"])
+    @authorized
+    async def status(self, request):
+        """This bolt and its federation at a glance (``mode: standalone`` without one)."""
+        return json_response(request, await settled(self.federation.status()))
 
-@route("/api/v1/spanner/status", methods=["GET"])
-@authorized
-async def spanner_status(api, request):
-    """This bolt and its federation at a glance (``mode: standalone`` without one)."""
-    spanner = getattr(api.server, "spanner", None)
-    if spanner is None:
-        return api._json(request, standalone_status(api.server))
-    return api._json(request, await _settled(spanner.status()))
+    @app.route("/init", methods=["POST"])
+    @authorized
+    async def init(self, request):
+        """Found a federation with this bolt as its first member."""
+        name, patterns = init_request(read_object(request, INIT_FIELDS))
+        status = await settled(self.federation.init(name=name, patterns=patterns))
+        return json_response(request, status, 201)
 
+    @app.route("/invite", methods=["POST"])
+    @authorized
+    async def invite(self, request):
+        """Mint a one-shot invite for another server to join with."""
+        expires_in = invite_request(read_object(request, INVITE_FIELDS))
+        return json_response(request, await settled(self.federation.invite(expires_in)), 201)
 
-@route("/api/v1/spanner/init", methods=["POST"])
-@authorized
-async def spanner_init(api, request):
-    """Found a federation with this bolt as its first member."""
-    spanner = _spanner(api)
-    name, patterns = init_request(read_object(request, INIT_FIELDS))
-    status = await _settled(spanner.init(name=name, patterns=patterns))
-    return api._json(request, status, 201)
+    @app.route("/join", methods=["POST"])
+    @authorized
+    async def join(self, request):
+        """Join the federation an invite token names."""
+        token = join_request(read_object(request, JOIN_FIELDS))
+        return json_response(request, await settled(self.federation.join(token)))
 
+    # -- the bolts ----------------------------------------------------------------
 
-@route("/api/v1/spanner/invite", methods=["POST"])
-@authorized
-async def spanner_invite(api, request):
-    """Mint a one-shot invite for another server to join with."""
-    spanner = _spanner(api)
-    expires_in = invite_request(read_object(request, INVITE_FIELDS))
-    return api._json(request, await _settled(spanner.invite(expires_in)), 201)
+    @app.route("/bolts", methods=["GET"])
+    @authorized
+    async def bolts(self, request):
+        """Every bolt in the roster."""
+        bolts = list(await settled(self.federation.bolts()))
+        return json_response(request, {"bolts": bolts, "count": len(bolts)})
 
+    @app.route("/bolts/<bolt>", methods=["GET"])
+    @authorized
+    async def bolt(self, request, bolt):
+        """One bolt, by id or unique name."""
+        return json_response(request, await settled(self.federation.bolt(bolt)))
 
-@route("/api/v1/spanner/join", methods=["POST"])
-@authorized
-async def spanner_join(api, request):
-    """Join the federation an invite token names."""
-    spanner = _spanner(api)
-    token = join_request(read_object(request, JOIN_FIELDS))
-    return api._json(request, await _settled(spanner.join(token)))
+    @app.route("/owner", methods=["GET"])
+    @authorized
+    async def owner(self, request):
+        """Which bolt owns a hostname (``hostname=``), and why; ``envoy=`` lets an
+        envoy's override count."""
+        hostname = query_value(request, "hostname")
+        if not hostname:
+            raise _bad("give the hostname to route: ?hostname=web1.example.com")
+        return json_response(request, await settled(
+            self.federation.owner(hostname, query_value(request, "envoy"))))
 
+    @app.route("/bolts/<bolt>/actions/<action>", methods=["POST"])
+    @authorized
+    async def act(self, request, bolt, action):
+        """Run a peer action on a bolt; the body is the action's arguments."""
+        args = read_object(request, None)
+        bolt_id = await settled(self.federation.resolve(bolt))
+        result = await settled(self.federation.act(bolt_id, action, args))
+        return json_response(request, {"bolt_id": bolt_id, "action": action, "result": result})
 
-# -- the bolts --------------------------------------------------------------------
+    @app.route("/bolts/<bolt>/envoys", methods=["GET"])
+    @authorized
+    async def bolt_envoys(self, request, bolt):
+        """One bolt's envoys, asked of it live; ``offline=1`` as for ``/api/v1/envoys``."""
+        offline = query_flag(request, "offline")
+        return json_response(request, await settled(
+            self.federation.bolt_envoys(bolt, offline=offline)))
 
+    @app.route("/bolts/<bolt>/push", methods=["POST"])
+    @authorized
+    async def bolt_push(self, request, bolt):
+        """Force-push every active envoy of one bolt."""
+        read_object(request, ())
+        return json_response(request, await settled(self.federation.push_bolt(bolt)), 202)
 
-@route("/api/v1/spanner/bolts", methods=["GET"])
-@authorized
-async def spanner_bolts(api, request):
-    """Every bolt in the roster."""
-    bolts = list(await _settled(_spanner(api).bolts()))
-    return api._json(request, {"bolts": bolts, "count": len(bolts)})
+    # -- draining and removing bolts ---------------------------------------------
 
+    @app.route("/bolts/<bolt>/drain", methods=["POST"])
+    @authorized
+    async def drain(self, request, bolt):
+        """Start draining a bolt; it runs there, in the background. The progress."""
+        to = drain_request(read_object(request, DRAIN_FIELDS))
+        return json_response(request, await settled(self.federation.drain(bolt, to)), 202)
 
-@route("/api/v1/spanner/bolts/<bolt>", methods=["GET"])
-@authorized
-async def spanner_bolt(api, request, bolt):
-    """One bolt, by id or unique name."""
-    return api._json(request, await _settled(_spanner(api).bolt(bolt)))
+    @app.route("/bolts/<bolt>/drain", methods=["GET"])
+    @authorized
+    async def drain_status(self, request, bolt):
+        """The progress of a bolt's drain, asked of it."""
+        return json_response(request, await settled(self.federation.drain_status(bolt)))
 
-
-@route("/api/v1/spanner/owner", methods=["GET"])
-@authorized
-async def spanner_owner(api, request):
-    """Which bolt owns a hostname (``hostname=``), and why; ``envoy=`` lets an
-    envoy's override count."""
-    hostname = query_value(request, "hostname")
-    if not hostname:
-        raise _bad("give the hostname to route: ?hostname=web1.example.com")
-    return api._json(request, await _settled(
-        _spanner(api).owner(hostname, query_value(request, "envoy"))))
-
-
-@route("/api/v1/spanner/bolts/<bolt>/actions/<action>", methods=["POST"])
-@authorized
-async def spanner_act(api, request, bolt, action):
-    """Run a peer action on a bolt; the body is the action's arguments."""
-    spanner = _spanner(api)
-    args = read_object(request, None)
-    bolt_id = await _settled(spanner.resolve(bolt))
-    result = await _settled(spanner.act(bolt_id, action, args))
-    return api._json(request, {"bolt_id": bolt_id, "action": action, "result": result})
-
-
-@route("/api/v1/spanner/bolts/<bolt>/envoys", methods=["GET"])
-@authorized
-async def spanner_bolt_envoys(api, request, bolt):
-    """One bolt's envoys, asked of it live; ``offline=1`` as for ``/api/v1/envoys``."""
-    spanner = _spanner(api)
-    offline = query_flag(request, "offline")
-    return api._json(request, await _settled(spanner.bolt_envoys(bolt, offline=offline)))
-
-
-@route("/api/v1/spanner/bolts/<bolt>/push", methods=["POST"])
-@authorized
-async def spanner_bolt_push(api, request, bolt):
-    """Force-push every active envoy of one bolt."""
-    spanner = _spanner(api)
-    read_object(request, ())
-    return api._json(request, await _settled(spanner.push_bolt(bolt)), 202)
-
-
-# -- envoys across bolts ------------------------------------------------------------
-
-
-def reassign_request(body):
-    """The destination bolt (id or name) of a reassign body."""
-    to = body.get("to")
-    if not isinstance(to, str) or not to.strip():
-        raise _bad(f"to must be the destination bolt's id or name, not {_shown(to)}")
-    return to.strip()
-
-
-@route("/api/v1/envoys/<envoy>/reassign", methods=["POST"])
-@authorized
-async def reassign_envoy(api, request, envoy):
-    """Move an envoy (by id or hostname) to another bolt; it keeps its id and key."""
-    spanner = _spanner(api)
-    to = reassign_request(read_object(request, REASSIGN_FIELDS))
-    return api._json(request, await _settled(spanner.reassign(envoy, to)))
-
-
-# -- draining and removing bolts ---------------------------------------------------
-
-
-def drain_request(body):
-    """The destination bolt (id or name) of a drain body, or None (each envoy's owner)."""
-    to = body.get("to")
-    if to is None:
-        return None
-    if not isinstance(to, str) or not to.strip():
-        raise _bad(f"to must be the destination bolt's id or name, not {_shown(to)}")
-    return to.strip()
-
-
-@route("/api/v1/spanner/bolts/<bolt>/drain", methods=["POST"])
-@authorized
-async def spanner_bolt_drain(api, request, bolt):
-    """Start draining a bolt; it runs there, in the background. The progress."""
-    spanner = _spanner(api)
-    to = drain_request(read_object(request, DRAIN_FIELDS))
-    return api._json(request, await _settled(spanner.drain(bolt, to)), 202)
-
-
-@route("/api/v1/spanner/bolts/<bolt>/drain", methods=["GET"])
-@authorized
-async def spanner_bolt_drain_status(api, request, bolt):
-    """The progress of a bolt's drain, asked of it."""
-    return api._json(request, await _settled(_spanner(api).drain_status(bolt)))
-
-
-@route("/api/v1/spanner/bolts/<bolt>", methods=["DELETE"])
-@authorized
-async def spanner_bolt_remove(api, request, bolt):
-    """Remove a drained bolt for good (``force=1``: one that cannot be reached)."""
-    spanner = _spanner(api)
-    force = query_flag(request, "force")
-    return api._json(request, await _settled(spanner.remove_bolt(bolt, force=force)))
+    @app.route("/bolts/<bolt>", methods=["DELETE"])
+    @authorized
+    async def remove(self, request, bolt):
+        """Remove a drained bolt for good (``force=1``: one that cannot be reached)."""
+        force = query_flag(request, "force")
+        return json_response(request, await settled(
+            self.federation.remove_bolt(bolt, force=force)))

@@ -1,6 +1,6 @@
 """``vigocli``'s command line: its options, subcommands and argument checks.
 
-``build_parser`` knows every command ``vigo.cli.main.COMMANDS`` can send; the
+``build_parser`` knows every command ``vigo.cli.commands.COMMANDS`` can send; the
 command key each leaf sets (``options.command``) is the row to use.
 """
 
@@ -27,7 +27,8 @@ def _duration(text):
     try:
         seconds = parse_duration(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (use e.g. 30m, 1h, 7d)") from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration (use e.g. 30m, 1h, 7d)") from None
     if seconds <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} is a zero duration: give more than 0 s")
     return text

@@ -6,18 +6,25 @@ then polls its progress (``GET .../drain``) every ``POLL`` seconds, shown as a
 final progress. ``remove BOLT [--force]`` drains the bolt the same way, then
 removes it (``DELETE .../bolts/{id}``); with ``--force``, a bolt that cannot
 be reached is removed without draining.
+
+Both are ``Command`` rows with a ``flow`` (the steps) besides the usual
+printer of the final answer.
 """
 
-from urllib.parse import quote
-
 from twisted.internet import task
+
+from vigo.cli.command import Command, bolt_path
+from vigo.cli.format import bolt_label
 
 POLL = 0.5  # seconds between two progress reads
 FINISHED = ("done", "failed")
 
 
 def _drain_path(options):
-    return "/api/v1/spanner/bolts/" + quote(options.bolt, safe="") + "/drain"
+    return bolt_path(options) + "/drain"
+
+
+# -- drain -------------------------------------------------------------------------
 
 
 async def drain(reactor, ask, options, err):
@@ -48,6 +55,27 @@ async def drain(reactor, ask, options, err):
     return status, answer
 
 
+def drain_failed(answer):
+    """A drain that ended with envoys not moved exits 1."""
+    return answer.get("state") == "failed"
+
+
+def bolt_drained(answer, out, err):
+    """``vigocli spanner bolt drain``: the final progress."""
+    bolt_id = answer.get("bolt_id")
+    label = bolt_label(bolt_id, {bolt_id: answer.get("name")})
+    to = answer.get("to") or "each envoy's owner"
+    print(f"bolt {label} {'drained' if answer.get('state') == 'done' else 'drain failed'}: "
+          f"{answer.get('moved', 0)} of {answer.get('total', 0)} envoys moved to {to}, "
+          f"{answer.get('failed', 0)} failed, {answer.get('remaining', 0)} still here",
+          file=out)
+    for error in answer.get("errors") or []:
+        print(f"  {error}", file=err)
+
+
+# -- remove ------------------------------------------------------------------------
+
+
 async def remove(reactor, ask, options, err):
     """``(status, answer)`` of draining a bolt, then removing it."""
     status, me = await ask("GET", "/api/v1/spanner/status", None)
@@ -67,10 +95,22 @@ async def remove(reactor, ask, options, err):
                      "%s envoys not moved; the bolt is not removed (last errors: %s)"
                      % (options.bolt, answer.get("failed"),
                         "; ".join(answer.get("errors") or []) or "none")}
-    path = "/api/v1/spanner/bolts/" + quote(options.bolt, safe="")
-    return await ask("DELETE", path + ("?force=1" if options.force else ""), None)
+    return await ask("DELETE", bolt_path(options) + ("?force=1" if options.force else ""), None)
 
 
-def drain_failed(answer):
-    """A drain that ended with envoys not moved exits 1."""
-    return answer.get("state") == "failed"
+def bolt_removed(answer, out, err):
+    """``vigocli spanner bolt remove``."""
+    bolt_id = answer.get("bolt_id")
+    label = bolt_label(bolt_id, {bolt_id: answer.get("name")})
+    if not answer.get("changed"):
+        print(f"bolt {label} was already removed", file=out)
+        return
+    forced = " without draining (it could not be reached)" if answer.get("forced") else ""
+    print(f"bolt {label} removed from the federation{forced}", file=out)
+
+
+COMMANDS = {
+    "spanner bolt drain": Command("POST", bolt_path, bolt_drained, flow=drain,
+                                  failed=drain_failed),
+    "spanner bolt remove": Command("DELETE", bolt_path, bolt_removed, flow=remove),
+}

@@ -1,8 +1,8 @@
-"""What each server.yaml value may be: the converters ``vigo.config`` checks values with.
+"""What each server.yaml value may be: the converters ``vigo.config.schema`` checks keys with.
 
 A converter takes a value as YAML parsed it and returns what the config keeps, or
-raises :class:`Invalid` saying what is allowed instead; ``vigo.config`` turns that
-into a ConfigError naming the file and the key.
+raises :class:`Invalid` saying what is allowed instead; ``vigo.config.sections``
+turns that into a ConfigError naming the file and the key.
 """
 
 import ipaddress

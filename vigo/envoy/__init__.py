@@ -1,0 +1,1 @@
+"""``vigo-envoy``: the envoy agent (register, run) and the load simulator (``sim/``)."""

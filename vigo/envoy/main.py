@@ -23,6 +23,7 @@ from vigo.envoy.protocol import IEnvoyListener
 from vigo.envoy.sim.figures import format_summary
 from vigo.envoy.sim.simulator import Simulator
 from vigo.envoy.state import EnvoyState, StateError
+from vigo.tokens import EnrollmentToken, TokenError
 
 MAX_HOPS = 5  # redirects followed in a row
 REQUEST_TIMEOUT = 30.0
@@ -326,8 +327,6 @@ def main(argv=None, out=None):
     out = out or sys.stdout
     token = None
     if args.command in ("register", "sim"):
-        from vigo.tokens import EnrollmentToken, TokenError
-
         try:
             token = EnrollmentToken.decode(args.token)
         except TokenError as e:

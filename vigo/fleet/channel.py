@@ -13,8 +13,9 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from vigo.fleet import wire
-from vigo.fleet.refusal import Redirected, Refusal
-from vigo.interfaces import IEnvoyConnection
+from vigo.fleet.ownership import Redirected
+from vigo.interfaces.components import IEnvoyConnection
+from vigo.interfaces.errors import Refusal
 
 ATTACH_TIMEOUT = 60.0  # seconds a connection may stay unattached
 _CHECKIN = wire.CHECKIN

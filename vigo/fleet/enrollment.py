@@ -1,4 +1,4 @@
-"""Enrollment: minting tokens, and turning a token into an enrolled envoy.
+"""Enrollment: turning a token into an enrolled envoy.
 
 A token is redeemed and the envoy stored in one transaction, so an envoy told
 "registered" is on disk and the token's use is counted; a refusal changes
@@ -11,89 +11,21 @@ stores the envoy. The token's use is counted where it was minted, the envoy is
 stored only at its owner, and a refusal anywhere stores nothing.
 """
 
-import hmac
-
 from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from vigo.fleet import wire
+from vigo.fleet.enrollment_tokens import check_token
 from vigo.fleet.index import ACTIVE, EnvoyRecord
-from vigo.fleet.ownership import NoOwner
-from vigo.fleet.refusal import Redirected, Refusal
+from vigo.fleet.ownership import NoOwner, Redirected
 from vigo.hostnames import HostnameError, normalise_hostname
 from vigo.identity import key_id, verify_signature
-from vigo.interfaces import IBoltEnrollment
+from vigo.interfaces.actions import IBoltEnrollment
+from vigo.interfaces.errors import Refusal
 from vigo.tokens import EnrollmentToken, TokenError
 
 log = Logger()
-MAX_TOKEN_USES = 1_000_000
-MAX_TOKEN_LIFETIME = 365 * 24 * 3600.0
-
-
-TOKEN_STATES = ("usable", "used", "expired", "withdrawn")
-
-
-def list_tokens(cursor, now):
-    """Every enrollment token this server minted (never the secret), newest first."""
-    tokens = []
-    for token_id, uses, used, created, expires, withdrawn in cursor.execute(
-            "SELECT id, uses, used, created_at, expires_at, withdrawn_at "
-            "FROM enrollment_tokens ORDER BY created_at DESC, id"):
-        state = ("withdrawn" if withdrawn is not None else
-                 "expired" if expires is not None and expires < now else
-                 "used" if used >= uses else "usable")
-        tokens.append({"token_id": token_id, "state": state, "uses": uses, "used": used,
-                       "created_at": created, "expires_at": expires,
-                       "withdrawn_at": withdrawn})
-    return tokens
-
-
-def withdraw_token(cursor, token_id, now):
-    """Refuse a token from now on; True if it was not withdrawn before.
-    Refusal ``not_found`` for a token this server did not mint."""
-    row = cursor.execute("SELECT withdrawn_at FROM enrollment_tokens WHERE id = ?",
-                         (token_id,)).fetchone()
-    if row is None:
-        raise Refusal("not_found", "this server minted no enrollment token %r (tokens are "
-                      "kept by the server that minted them)" % (token_id,))
-    if row[0] is not None:
-        return False
-    cursor.execute("UPDATE enrollment_tokens SET withdrawn_at = ? WHERE id = ?",
-                   (now, token_id))
-    return True
-
-
-def insert_token(cursor, token, uses, now, expires_at):
-    cursor.execute(
-        "INSERT INTO enrollment_tokens (id, secret_hash, uses, created_at, expires_at) "
-        "VALUES (?, ?, ?, ?, ?)",
-        (token.token_id, token.secret_hash, uses, now, expires_at),
-    )
-
-
-def redeem_token(cursor, token_id, secret_hash, now):
-    """Count one use of a token this server minted, or refuse and change nothing."""
-    _check_token(cursor, token_id, secret_hash, now)
-    cursor.execute("UPDATE enrollment_tokens SET used = used + 1 WHERE id = ?", (token_id,))
-
-
-def _check_token(cursor, token_id, secret_hash, now):
-    row = cursor.execute(
-        "SELECT secret_hash, uses, used, expires_at, withdrawn_at FROM enrollment_tokens "
-        "WHERE id = ?", (token_id,),
-    ).fetchone()
-    if row is None or not hmac.compare_digest(row[0], secret_hash):
-        raise Refusal("bad_token", "this server did not mint that enrollment token")
-    stored_hash, uses, used, expires_at, withdrawn_at = row
-    if withdrawn_at is not None:
-        raise Refusal("token_withdrawn", "the enrollment token was withdrawn; create a new one")
-    if expires_at is not None and expires_at < now:
-        raise Refusal("token_expired", "the enrollment token has expired; create a new one")
-    if used >= uses:
-        raise Refusal(
-            "token_used", "the enrollment token was already used %d of %d times" % (used, uses)
-        )
 
 
 def check_enrollable(cursor, envoy_id, hostname):
@@ -128,7 +60,7 @@ def store_envoy(cursor, now, envoy_id, hostname, public_key, token_id):
 
 def redeem_and_enroll(cursor, token_id, secret_hash, now, envoy_id, hostname, public_key):
     """Count one use of the token and store the envoy, or refuse and change nothing."""
-    _check_token(cursor, token_id, secret_hash, now)
+    check_token(cursor, token_id, secret_hash, now)
     check_enrollable(cursor, envoy_id, hostname)
     cursor.execute("UPDATE enrollment_tokens SET used = used + 1 WHERE id = ?", (token_id,))
     store_envoy(cursor, now, envoy_id, hostname, public_key, token_id)
@@ -136,48 +68,31 @@ def redeem_and_enroll(cursor, token_id, secret_hash, now, envoy_id, hostname, pu
 
 @implementer(IBoltEnrollment)
 class Enrollment:
-    """Mints enrollment tokens and enrolls envoys that present them."""
+    """Enrolls the envoys that present a token.
 
-    def __init__(self, fleet, store, identity, ownership, clock, envoy_address):
+    ``fleet`` takes them in; ``store`` is the ``IStore``; ``identity`` this
+    server's; ``ownership`` its ``IOwnership``; ``clock`` an ``IReactorTime``;
+    ``envoy_address()`` where envoys reach this server now; ``tokens`` its
+    ``EnrollmentTokens``. ``router`` enrolls at other bolts (spanner mode,
+    ``vigo.spanner.enrollment_routing``): ``route(owner_id, fields)`` and
+    ``redeem_at(minter_id, token_text)``, each a Deferred that fails with
+    ``Refusal``; without one a non-owner redirects, and only this server's
+    own tokens are taken.
+    """
+
+    def __init__(self, fleet, store, identity, ownership, clock, envoy_address, tokens,
+                 router=None):
         self.fleet = fleet
         self.store = store
         self.identity = identity
         self.ownership = ownership
         self.clock = clock
         self.envoy_address = envoy_address
-        #: Enrolls at other bolts (spanner mode; see ``vigo.spanner.enrollment``):
-        #: ``route(owner_id, fields)`` and ``redeem_at(minter_id, token_text)``,
-        #: each a Deferred that fails with ``Refusal``. None: a non-owner
-        #: redirects, and only this server's own tokens are taken.
-        self.router = None
+        self.tokens = tokens
+        self.router = router
         #: ``listener(envoy_id, hostname)`` for each envoy enrolled here, once
         #: it is durable (the D-Bus ``EnvoyEnrolled`` signal).
         self.listeners = []
-
-    def create_token(self, uses=1, expires_in=None):
-        """A new token (a Deferred of ``EnrollmentToken``), durable when it fires."""
-        if isinstance(uses, bool) or not isinstance(uses, int) or not 1 <= uses <= MAX_TOKEN_USES:
-            raise ValueError("uses must be a whole number from 1 to %d" % (MAX_TOKEN_USES,))
-        if expires_in is not None and not 0 < expires_in <= MAX_TOKEN_LIFETIME:
-            raise ValueError("expires_in must be more than 0 and at most 365 days")
-        now = self.clock.seconds()
-        token = EnrollmentToken.mint(
-            self.identity.id, str(self.envoy_address), self.identity.fingerprint
-        )
-        expires_at = None if expires_in is None else now + expires_in
-        d = self.store.run(insert_token, token, uses, now, expires_at)
-        return d.addCallback(lambda _: token)
-
-    def tokens(self):
-        """A Deferred of every token this server minted (``list_tokens``)."""
-        return self.store.run(list_tokens, self.clock.seconds())
-
-    def withdraw_token(self, token_id):
-        """Refuse token ``token_id`` from now on, durably; a Deferred of
-        ``{"token_id", "withdrawn": True, "changed"}``. Fails with Refusal."""
-        d = self.store.run(withdraw_token, token_id, self.clock.seconds())
-        return d.addCallback(lambda changed: {"token_id": token_id, "withdrawn": True,
-                                              "changed": changed})
 
     def register(self, hostname, public_key, token_text, timestamp_ms, signature):
         """Enroll an envoy; a Deferred of the Registered fields.
@@ -220,14 +135,7 @@ class Enrollment:
     def redeem(self, token_text):
         """Count one use of a token this bolt minted (for an enrollment another
         bolt does); a Deferred that fails with ``Refusal`` when it cannot."""
-        try:
-            token = EnrollmentToken.decode(token_text)
-        except TokenError as e:
-            raise Refusal("bad_request", str(e)) from None
-        if token.server_id != self.identity.id:
-            raise Refusal("bad_token", "this server did not mint that enrollment token")
-        return self.store.run(redeem_token, token.token_id, token.secret_hash,
-                              self.clock.seconds())
+        return self.tokens.redeem(token_text)
 
     def _checked(self, hostname, public_key, token_text, timestamp_ms, signature):
         sent_hostname = hostname
@@ -296,7 +204,7 @@ class Enrollment:
             "server_id": self.identity.id,
             "public_key": wire.b64(self.identity.public_key),
             "fingerprint": self.identity.fingerprint,
-            "address": str(self.envoy_address),
+            "address": str(self.envoy_address()),
             "interval": self.fleet.interval,
         }
 

@@ -13,22 +13,50 @@ from nacl.exceptions import BadSignatureError
 from nacl.exceptions import ValueError as NaclValueError
 
 from vigo.fleet import wire
-from vigo.fleet.fleet_jobs import (
-    accept_envoy,
-    load_envoys,
-    set_moved,
-    set_pending_push,
-    set_pending_pushes,
-    set_state,
-    token_of,
-    write_behind,
-)
 from vigo.fleet.index import ACTIVE, MOVED, REVOKED, EnvoyRecord, FleetIndex
-from vigo.fleet.refusal import Redirected, Refusal
+from vigo.fleet.ownership import Redirected
 from vigo.fleet.stats import FleetStats
-from vigo.store import shielded
+from vigo.interfaces.errors import Refusal
 
 MAX_CLOCK_SKEW = 300.0  # seconds an envoy's clock may be off
+FLUSH_BATCH = 500  # rows an UPDATE batch writes behind
+
+
+# -- store jobs -------------------------------------------------------------------
+
+
+def load_envoys(cursor):
+    return cursor.execute(
+        "SELECT id, hostname, public_key, state, enrolled_at, last_seen, last_seq, "
+        "checkins, applied_version, pending_push, redirect FROM envoys"
+    ).fetchall()
+
+
+def write_behind(cursor, rows):
+    for start in range(0, len(rows), FLUSH_BATCH):
+        cursor.executemany(
+            "UPDATE envoys SET last_seen = ?, last_seq = MAX(last_seq, ?), "
+            "checkins = ?, applied_version = ?, pending_push = ? WHERE id = ?",
+            rows[start : start + FLUSH_BATCH],
+        )
+
+
+def set_pending_push(cursor, envoy_id, pending):
+    cursor.execute(
+        "UPDATE envoys SET pending_push = ? WHERE id = ?", (int(pending), envoy_id)
+    )
+
+
+def set_pending_pushes(cursor, envoy_ids):
+    for start in range(0, len(envoy_ids), FLUSH_BATCH):
+        cursor.executemany(
+            "UPDATE envoys SET pending_push = 1 WHERE id = ?",
+            [(envoy_id,) for envoy_id in envoy_ids[start : start + FLUSH_BATCH]],
+        )
+
+
+def set_state(cursor, envoy_id, state):
+    cursor.execute("UPDATE envoys SET state = ? WHERE id = ?", (state, envoy_id))
 
 
 class Fleet:
@@ -261,77 +289,6 @@ class Fleet:
             return record
 
         return self.store.run(set_state, record.id, REVOKED).addCallback(revoked)
-
-    # -- reassignment (vigo.plugins.vigo_reassign) -------------------------------
-
-    def export(self, key):
-        """The durable fields of an envoy, for handing it to another bolt: a
-        Deferred of a dict (``id``, ``hostname``, ``public_key`` (bytes),
-        ``state``, ``redirect``, ``enrolled_at``, ``last_seq``,
-        ``applied_version`` (bytes), ``token_id``). Refusal ``not_found``."""
-        record = self.find(key)
-
-        def with_token(token_id):
-            return {"id": record.id, "hostname": record.hostname,
-                    "public_key": record.public_key, "state": record.state,
-                    "redirect": record.redirect, "enrolled_at": record.enrolled_at,
-                    "last_seq": record.last_seq, "applied_version": record.applied_version,
-                    "token_id": token_id}
-
-        return self.store.run(token_of, record.id).addCallback(with_token)
-
-    def accept(self, fields):
-        """Take an envoy another bolt hands over (``export``'s fields), durably,
-        as active; idempotent. A Deferred of the record; fails with Refusal."""
-        now = self.clock.seconds()
-
-        def stored(changed):
-            record = self.index.get(fields["id"])
-            if record is None:
-                record = EnvoyRecord(
-                    fields["id"], fields["hostname"], fields["public_key"], None,
-                    enrolled_at=fields["enrolled_at"], last_seen=now,
-                    last_seq=fields["last_seq"], applied_version=fields["applied_version"])
-                self.add(record)
-            elif changed:
-                if record.hostname != fields["hostname"]:
-                    self.index.set_state(record, MOVED)
-                    record.hostname = fields["hostname"]
-                    record.bundle = self.hostcrates.bundle_for(record.hostname)
-                record.redirect = None
-                record.last_seq = max(record.last_seq, fields["last_seq"])
-                record.applied_version = fields["applied_version"]
-                self.index.set_state(record, ACTIVE)
-            return record
-
-        return shielded(self.store.run(accept_envoy, fields, now).addCallback(stored))
-
-    def move(self, envoy_id, redirect):
-        """Mark an envoy moved to another bolt (durably), with ``redirect``
-        (``address``, ``server_id``, ``fingerprint``) for its next Attach, and
-        send a connected envoy there now. A Deferred of ``"now"`` or
-        ``"next_attach"``."""
-        record = self.find(envoy_id)
-
-        def moved(_):
-            self.index.set_state(record, MOVED)
-            record.redirect = dict(redirect)
-            delivered = "next_attach"
-            if record.connection is not None:
-                record.connection.drop(Redirected(
-                    reason="envoy %s moved to bolt %s" % (record.id, redirect["server_id"]),
-                    **redirect))
-                record.connection = None
-                delivered = "now"
-            if record.online:
-                record.online = False
-                self.stats.transition("online_to_offline")
-            return delivered
-
-        if record.state != ACTIVE:
-            raise Refusal("not_active", "envoy %s is %s on this bolt, not active: it was not "
-                          "marked moved" % (record.id, record.state))
-        return shielded(self.store.run(set_moved, record.id, redirect).addCallback(moved))
 
     def hang_up_all(self):
         """Close every held envoy connection cleanly (the server is stopping)."""

@@ -3,31 +3,18 @@
 ``vigocli spanner bolt drain BOLT [--to BOLT]``, asked at any bolt, calls
 ``drain`` on BOLT: it publishes its own row as ``draining`` (persisted and
 gossiped) and starts handing its active envoys over in the background, each
-to ``to`` or to its owner by the roster, with the local ``reassign`` action;
-it answers with the progress at once. ``drain-status`` answers the progress.
-The drain itself is ``vigo.spanner.drain.Drainer``; see docs/spanner.md
+to ``to`` or to its owner by the roster; it answers with the progress at once.
+``drain-status`` answers the progress. The drain itself is
+``vigo.spanner.drain``; these actions only check their arguments and ask the
+bolt (``IBolt.drain``, ``IBolt.drain_status``). A refusal reaches the caller
+with its code (``bolt_not_active``, ``no_owner``, ...). See docs/spanner.md
 ("Draining and removing a bolt").
-
-A refusal is an ``ActionError`` whose message keeps the refusal's code, as
-for ``reassign``.
 """
 
-from twisted.internet import defer
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from vigo.interfaces import IPeerAction
-from vigo.interfaces.schema import Optional, String
-
-
-def _as_action_error(failure):
-    from vigo.fleet.refusal import Refusal, refusal_text
-    from vigo.interfaces.errors import ActionError
-    from vigo.spanner.drain import DrainRefused
-
-    if failure.check(DrainRefused):
-        raise ActionError(refusal_text(Refusal(failure.value.code, failure.value.reason)))
-    return failure
+from vigo.interfaces import IPeerAction, Optional, String
 
 
 @implementer(IPlugin, IPeerAction)
@@ -40,8 +27,7 @@ class Drain:
     argument_schema = {"to": Optional(String(128, min_length=1))}
 
     def run(self, bolt, caller_id, args):
-        d = defer.maybeDeferred(lambda: defer.ensureDeferred(bolt.drainer().start(args.get("to"))))
-        return d.addErrback(_as_action_error)
+        return bolt.drain(args.get("to"))
 
 
 @implementer(IPlugin, IPeerAction)
@@ -54,7 +40,7 @@ class DrainStatus:
     argument_schema = {}
 
     def run(self, bolt, caller_id, args):
-        return bolt.drainer().status()
+        return bolt.drain_status()
 
 
 drain = Drain()

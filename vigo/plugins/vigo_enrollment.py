@@ -9,30 +9,33 @@ the owner. See ``vigo.spanner.enrollment_routing`` for the calling side.
 
 Both take an enrollment token's text, which holds its secret: among admitted
 bolts over mutual TLS that is fine (see docs/security.md), but never log it.
-A refusal is an ``ActionError`` whose message keeps the refusal's code
-(``vigo.fleet.refusal.refusal_text``), so the envoy gets the code it would
-get from the owner itself.
+A refusal reaches the caller with its code, so the envoy gets the code it
+would get from the owner itself.
 """
+
+import base64
+import binascii
 
 from twisted.internet import defer
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from vigo.interfaces import IPeerAction
-from vigo.interfaces.schema import Integer, String
+from vigo.interfaces import Integer, IPeerAction, Refusal, String
 
 TOKEN = String(2048, min_length=1)  # no pattern: a schema error would quote the secret
 B64_KEY = String(64, min_length=1)
 B64_SIGNATURE = String(128, min_length=1)
 
 
-def _as_action_error(failure):
-    from vigo.fleet.refusal import Refusal, refusal_text
-    from vigo.interfaces.errors import ActionError
-
-    if failure.check(Refusal):
-        raise ActionError(refusal_text(failure.value))
-    return failure
+def _raw(text, field, length):
+    """The bytes of base64 ``text``, exactly ``length`` of them; else a refusal."""
+    try:
+        data = base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, ValueError, UnicodeEncodeError):
+        raise Refusal("malformed", "%s is not valid base64" % (field,)) from None
+    if len(data) != length:
+        raise Refusal("malformed", "%s must be %d bytes, not %d" % (field, length, len(data)))
+    return data
 
 
 @implementer(IPlugin, IPeerAction)
@@ -51,19 +54,10 @@ class RouteEnrollment:
     }
 
     def run(self, bolt, caller_id, args):
-        from vigo.fleet import wire
-        from vigo.fleet.refusal import Refusal
-
-        def enroll():
-            try:
-                public_key = wire.unb64(args["public_key"], "public_key", 32)
-                signature = wire.unb64(args["signature"], "signature", 64)
-            except wire.WireError as e:
-                raise Refusal("malformed", str(e)) from None
-            return bolt.enrollment().enroll_routed(
-                args["hostname"], public_key, args["token"], args["ts"], signature)
-
-        return defer.maybeDeferred(enroll).addErrback(_as_action_error)
+        public_key = _raw(args["public_key"], "public_key", 32)
+        signature = _raw(args["signature"], "signature", 64)
+        return bolt.enrollment().enroll_routed(
+            args["hostname"], public_key, args["token"], args["ts"], signature)
 
 
 @implementer(IPlugin, IPeerAction)
@@ -76,9 +70,8 @@ class RedeemToken:
     argument_schema = {"token": TOKEN}
 
     def run(self, bolt, caller_id, args):
-        d = defer.maybeDeferred(lambda: bolt.enrollment().redeem(args["token"]))
-        d.addCallback(lambda _: {"redeemed": True})
-        return d.addErrback(_as_action_error)
+        d = defer.maybeDeferred(bolt.enrollment().redeem, args["token"])
+        return d.addCallback(lambda _: {"redeemed": True})
 
 
 route_enrollment = RouteEnrollment()

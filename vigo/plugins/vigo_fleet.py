@@ -16,9 +16,7 @@ import json
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from vigo.interfaces import IPeerAction
-from vigo.interfaces.errors import ActionError
-from vigo.interfaces.schema import Boolean, Integer, Optional, String
+from vigo.interfaces import ActionError, Boolean, Integer, IPeerAction, Optional, String
 
 #: Rows in one ``query`` page, at most (and by default).
 MAX_LIMIT = 5000

@@ -4,7 +4,7 @@ Rows normally spread by tier-2 pulls of signed snapshots. A bolt that starts
 listening elsewhere (a port or an address changed in its config) republishes
 its row with the new addresses, but the others would pull it from the old
 address, which no longer answers. So that bolt calls ``announce-row`` at each
-other bolt with its row (``vigo.spanner.bolt_ops.BoltOps.republish_addresses``),
+other bolt with its row (``vigo.spanner.own_row.OwnRow.republish_addresses``),
 over its own connection to them. The callee merges it as any row: both of its
 signatures are verified, and a bolt may announce only its own row.
 """
@@ -12,8 +12,7 @@ signatures are verified, and a bolt may announce only its own row.
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from vigo.interfaces import IPeerAction
-from vigo.interfaces.schema import Json
+from vigo.interfaces import IPeerAction, Json
 
 
 @implementer(IPlugin, IPeerAction)

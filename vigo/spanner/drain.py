@@ -1,28 +1,39 @@
 """Draining a bolt: it stops taking envoys and hands every one it holds on.
 
-The drain runs *at the draining bolt* (the ``drain`` peer action,
-``vigo.plugins.vigo_drain``, starts it). The bolt first publishes the next seq
-of its own row with status ``draining`` (only it signs its row), persisted and
-gossiped, so routing (``vigo.spanner.routing.owner_of``) skips it from then on.
-Then it moves each of its active envoys, at most ``concurrency`` at a time, to
-the drain's destination (``to``), or, without one, to the envoy's owner by the
-roster (its override or the patterns, now without this bolt), with the same
-local ``reassign`` action an operator's reassign uses: the destination accepts
-the envoy, this bolt marks it moved and redirects it.
+The drain runs *at the draining bolt* (the ``drain`` peer action starts it).
+The bolt first publishes the next seq of its own row with status ``draining``
+(only it signs its row), persisted and gossiped, so routing
+(``vigo.spanner.routing.owner_of``) skips it from then on. Then it moves each
+of its active envoys, at most ``concurrency`` at a time, to the drain's
+destination (``to``), or, without one, to the envoy's owner by the roster
+(its override or the patterns, now without this bolt), with the same
+hand-over an operator's reassign uses (``vigo.spanner.reassign``).
 
-Progress is kept in memory (``status()``); the destination is kept durably in
-the ``spanner_drain`` table, so a restarted bolt whose row is draining and that
-still holds active envoys resumes the drain (``resume()``). Running the drain
-again is always safe: each move is idempotent, and envoys already moved are no
-longer active here. See docs/spanner.md ("Draining and removing a bolt").
+A drain is in one of four states, moved only along ``TRANSITIONS``: ``idle``
+(never started here), ``running``, ``done`` (every envoy moved) or
+``failed`` (some could not be moved, or the bolt stopped meanwhile); a done
+or failed drain may be started again. Progress is kept in memory
+(``status()``); the destination is kept durably in the ``spanner_drain``
+table, so a restarted bolt whose row is draining and that still holds active
+envoys resumes the drain (``resume()``). Running the drain again is always
+safe: each move is idempotent, and envoys already moved are no longer active
+here. ``ask_drain`` is the asking side, at any bolt. See docs/spanner.md
+("Draining and removing a bolt").
 """
 
+import enum
+
+from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from vigo.failpoints import failpoint
-from vigo.fleet.index import ACTIVE as ENVOY_ACTIVE
+from vigo.interfaces.components import IDrainer
+from vigo.interfaces.errors import Refusal
+from vigo.spanner.peer.asking import ask
 from vigo.spanner.roster.rows import ACTIVE, DRAINING, REMOVED
+from vigo.spanner.routing import NoOwner, owner_of, owners_without
 
 #: At most this many envoys are being handed over at once.
 CONCURRENCY = 16
@@ -30,16 +41,23 @@ CONCURRENCY = 16
 MAX_ERRORS = 10
 #: Seconds one envoy's hand-over may take (two peer calls, three writes).
 MOVE_TIMEOUT = 30.0
-IDLE, RUNNING, DONE, FAILED = "idle", "running", "done", "failed"
 
 
-class DrainRefused(Exception):
-    """A drain that cannot start: ``code`` and ``reason`` as for a ``Refusal``."""
+class DrainState(enum.Enum):
+    """Where this bolt's drain is."""
 
-    def __init__(self, code, reason):
-        Exception.__init__(self, reason)
-        self.code = code
-        self.reason = reason
+    IDLE = "idle"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+TRANSITIONS = {
+    DrainState.IDLE: {DrainState.RUNNING},
+    DrainState.RUNNING: {DrainState.DONE, DrainState.FAILED},
+    DrainState.DONE: {DrainState.RUNNING},
+    DrainState.FAILED: {DrainState.RUNNING},
+}
 
 
 def save_drain(cursor, target, started_at_ms):
@@ -53,125 +71,159 @@ def load_drain(cursor):
     return None if row is None else (row[0],)
 
 
-class Drainer:
-    """The drain of one bolt. ``service`` is its ``SpannerService``: the roster,
-    ``publish_status``, the store, the facade (to run ``reassign`` locally)."""
+@implementer(IDrainer)
+class Drainer(service.Service):
+    """The drain of the bolt ``bolt_id``; as a service, stopping it moves no
+    more envoys and waits for the moves under way.
 
+    ``roster`` is its ``ILocalRoster``; ``store`` its ``IStore`` (the drain's
+    destination survives a restart); ``rows`` its ``IRowPublisher`` (to turn
+    draining); ``moves`` its fleet's ``IEnvoyMoves`` (which envoys are
+    active); ``reassigner`` its ``IReassigner``; ``clock`` an ``IReactorTime``.
+    """
+
+    name = "drain"
     log = Logger()
 
-    def __init__(self, service, concurrency=CONCURRENCY):
-        self.service = service
+    def __init__(self, bolt_id, roster, store, rows, moves, reassigner, clock,
+                 concurrency=CONCURRENCY):
+        self.bolt_id = bolt_id
         self.concurrency = concurrency
+        self.state = DrainState.IDLE
         self.progress = None
+        self._roster = roster
+        self._store = store
+        self._rows = rows
+        self._moves = moves
+        self._reassigner = reassigner
+        self._clock = clock
         self._running = None
         self._stopping = False
         # Starts and the resume one at a time: each awaits writes before the
         # drain runs, and two must not both find it idle.
         self._starting = defer.DeferredLock()
 
-    @property
-    def _id(self):
-        return self.service.identity.id
+    def _enter(self, state):
+        if state not in TRANSITIONS[self.state]:
+            raise RuntimeError("a drain cannot go from %s to %s"
+                               % (self.state.value, state.value))
+        self.state = state
+        if self.progress is not None:
+            self.progress["state"] = state.value
 
     def _active_ids(self):
-        return sorted(r.id for r in self.service.server.fleet.index if r.state == ENVOY_ACTIVE)
+        return [envoy_id for envoy_id, _ in self._moves.active_envoys()]
 
     def status(self):
-        """The progress: ``state`` (idle, running, done, failed), ``status`` (this
-        bolt's row), ``to``, ``total``, ``moved``, ``failed``, ``remaining``
-        (active envoys here now) and the last ``errors``."""
-        roster = self.service.roster
-        row_status = None if roster is None else roster.status_of(self._id)
+        row_status = self._roster.status_of(self.bolt_id)
         remaining = len(self._active_ids())
         if self.progress is None:
             drained = row_status in (DRAINING, REMOVED) and remaining == 0
-            progress = {"state": DONE if drained else IDLE, "to": None, "total": 0,
-                        "moved": 0, "failed": 0, "errors": []}
+            progress = {"state": (DrainState.DONE if drained else DrainState.IDLE).value,
+                        "to": None, "total": 0, "moved": 0, "failed": 0, "errors": []}
         else:
             progress = dict(self.progress, errors=list(self.progress["errors"]))
-        return dict(progress, bolt_id=self._id, status=row_status, remaining=remaining)
+        return dict(progress, bolt_id=self.bolt_id, status=row_status, remaining=remaining)
 
     def start(self, to=None):
         """Turn draining (if not yet) and start moving envoys in the background;
         a Deferred of the status at once. ``to`` is a bolt id or None (each
         envoy's owner)."""
-        return self._starting.run(lambda: defer.ensureDeferred(self._start(to)))
+        return self._starting.run(self._start, to)
 
-    async def _start(self, to=None):
-        roster = self.service.require_member()
+    @defer.inlineCallbacks
+    def _start(self, to=None):
+        roster = self._roster.require_member()
+        if self._stopping:
+            raise Refusal("stopping", "bolt %s is stopping; drain it once it runs again"
+                          % (self.bolt_id,), retryable=True)
         if self._running is not None:
             if to != self.progress["to"]:
-                raise DrainRefused("conflict", "bolt %s is already draining to %s; wait for "
-                                   "it to finish" % (self._id, self.progress["to"] or
-                                                     "each envoy's owner"))
+                raise Refusal("conflict", "bolt %s is already draining to %s; wait for it to "
+                              "finish" % (self.bolt_id, self.progress["to"] or
+                                          "each envoy's owner"))
             return self.status()
-        status = roster.status_of(self._id)
+        status = roster.status_of(self.bolt_id)
         if status == REMOVED:
-            raise DrainRefused("removed", "bolt %s is removed" % (self._id,))
+            raise Refusal("removed", "bolt %s is removed" % (self.bolt_id,))
         if to is not None:
-            if to == self._id:
-                raise DrainRefused("same_bolt", "bolt %s cannot drain to itself" % (to,))
+            if to == self.bolt_id:
+                raise Refusal("same_bolt", "bolt %s cannot drain to itself" % (to,))
             if roster.status_of(to) != ACTIVE:
-                raise DrainRefused("bolt_not_active", "bolt %s is %s: only an active bolt "
-                                   "takes envoys" % (to, roster.status_of(to) or "unknown"))
+                raise Refusal("bolt_not_active", "bolt %s is %s: only an active bolt takes "
+                              "envoys" % (to, roster.status_of(to) or "unknown"))
         elif status == ACTIVE:
             self._check_owners(roster)
-        await self.service.store.run(save_drain, to, int(self.service.reactor.seconds() * 1000))
+        yield self._store.run(save_drain, to, int(self._clock.seconds() * 1000))
         if status == ACTIVE:
-            await self.service.publish_status(DRAINING)
+            yield self._rows.publish(status=DRAINING)
         failpoint("drain.draining")
         self._begin(to)
         return self.status()
 
     def _check_owners(self, roster):
         """Refuse a drain to each envoy's owner that would leave envoys with
-        none: the roster as it will be once this bolt is draining must give
-        every active envoy here another bolt. Nothing is changed before."""
-        from vigo.spanner.routing import NoOwner, owner_of
-
-        identity = self.service.identity
-        after = roster.copy()
-        after.add_row(roster.row(self._id).successor(identity, status=DRAINING))
+        none: routing as it will be once this bolt is draining must give every
+        active envoy here another bolt. Nothing is changed before."""
+        owner = owners_without(roster, self.bolt_id)
         orphans = []
-        for envoy_id in self._active_ids():
-            record = self.service.server.fleet.index.get(envoy_id)
+        for envoy_id, hostname in self._moves.active_envoys():
             try:
-                owner_of(after, record.hostname, envoy_id)
+                owner(hostname, envoy_id)
             except NoOwner:
-                orphans.append(record.hostname)
+                orphans.append(hostname)
         if orphans:
-            raise DrainRefused("no_owner", "%d envoy(s) of bolt %s would have no owner once it "
-                               "drains (%s%s): no other active bolt's patterns cover them; "
-                               "drain it to one bolt with --to BOLT" % (
-                                   len(orphans), self._id, ", ".join(sorted(orphans)[:3]),
-                                   ", ..." if len(orphans) > 3 else ""))
+            raise Refusal("no_owner", "%d envoy(s) of bolt %s would have no owner once it "
+                          "drains (%s%s): no other active bolt's patterns cover them; drain "
+                          "it to one bolt with --to BOLT" % (
+                              len(orphans), self.bolt_id, ", ".join(sorted(orphans)[:3]),
+                              ", ..." if len(orphans) > 3 else ""))
 
     def resume(self):
         """After a restart: go on with a drain this bolt had not finished."""
-        return self._starting.run(lambda: defer.ensureDeferred(self._resume()))
+        return self._starting.run(self._resume)
 
-    async def _resume(self):
-        roster = self.service.roster
-        if roster is None or roster.status_of(self._id) != DRAINING or not self._active_ids():
+    @defer.inlineCallbacks
+    def _resume(self):
+        roster = self._roster.current
+        if roster is None or roster.status_of(self.bolt_id) != DRAINING or \
+                not self._active_ids():
             return
-        held = await self.service.store.run(load_drain)
+        held = yield self._store.run(load_drain)
         to = None if held is None else held[0]
         if to is not None and roster.status_of(to) != ACTIVE:
             to = None  # the destination went away meanwhile: each envoy's owner
-        self.log.info("bolt {id} resumes its drain", id=self._id)
+        self.log.info("bolt {id} resumes its drain", id=self.bolt_id)
         self._begin(to)
+
+    def startService(self):
+        service.Service.startService(self)
+        self._stopping = False
+
+    def stopService(self):
+        service.Service.stopService(self)
+        return self.stop()
+
+    def finished(self):
+        """A Deferred that fires once no drain runs here (at once if none does)."""
+        if self._running is None:
+            return defer.succeed(None)
+        done = defer.Deferred()
+        self._running.addBoth(lambda result: done.callback(None) or result)
+        return done
 
     def stop(self):
         """Move no more envoys; a Deferred that fires when the moves under way end."""
         self._stopping = True
-        return defer.succeed(None) if self._running is None else self._running
+        return self.finished()
 
     def _begin(self, to):
-        self.progress = {"state": RUNNING, "to": to, "total": 0, "moved": 0, "failed": 0,
+        self.progress = {"state": None, "to": to, "total": 0, "moved": 0, "failed": 0,
                          "errors": []}
-        # A drain with nothing to move ends before ensureDeferred returns: the
+        self._enter(DrainState.RUNNING)
+        # A drain with nothing to move ends before _run returns: the
         # callbacks, not _run, say it is no longer running.
-        self._running = running = defer.ensureDeferred(self._run(to))
+        self._running = running = self._run(to)
         running.addErrback(self._crashed)
         running.addBoth(self._ended)
 
@@ -179,46 +231,66 @@ class Drainer:
         self._running = None
 
     def _crashed(self, failure):
-        self.log.failure("the drain of bolt {id} failed", failure, id=self._id)
+        self.log.failure("the drain of bolt {id} failed", failure, id=self.bolt_id)
         self._note(failure.getErrorMessage())
-        self.progress["state"] = FAILED
+        if self.state is DrainState.RUNNING:
+            self._enter(DrainState.FAILED)
 
     def _note(self, error):
         self.progress["errors"] = (self.progress["errors"] + [error])[-MAX_ERRORS:]
 
-    async def _run(self, to):
-        envoy_ids = self._active_ids()
-        self.progress["total"] = len(envoy_ids)
+    @defer.inlineCallbacks
+    def _run(self, to):
+        envoys = self._moves.active_envoys()
+        self.progress["total"] = len(envoys)
         semaphore = defer.DeferredSemaphore(self.concurrency)
-        await defer.gatherResults([semaphore.run(self._move, envoy_id, to)
-                                   for envoy_id in envoy_ids])
+        yield defer.gatherResults([semaphore.run(self._move, envoy_id, hostname, to)
+                                   for envoy_id, hostname in envoys])
         progress = self.progress
-        progress["state"] = DONE if progress["failed"] == 0 and not self._stopping else FAILED
+        ok = progress["failed"] == 0 and not self._stopping
+        self._enter(DrainState.DONE if ok else DrainState.FAILED)
         self.log.info("bolt {id} drained: {moved} of {total} envoys moved, {failed} failed",
-                      id=self._id, moved=progress["moved"], total=progress["total"],
+                      id=self.bolt_id, moved=progress["moved"], total=progress["total"],
                       failed=progress["failed"])
 
-    def _move(self, envoy_id, to):
-        return defer.ensureDeferred(self._move_one(envoy_id, to))
-
-    async def _move_one(self, envoy_id, to):
-        from vigo.spanner.routing import owner_of
-
+    @defer.inlineCallbacks
+    def _move(self, envoy_id, hostname, to):
         if self._stopping:
             return
-        record = self.service.server.fleet.index.get(envoy_id)
         try:
-            if record is None or record.state != ENVOY_ACTIVE:
+            found = self._moves.describe(envoy_id)
+            if found is None or found["state"] != "active":
                 self.progress["moved"] += 1  # gone meanwhile (revoked, moved by hand)
                 return
-            dest = to or owner_of(self.service.roster, record.hostname, envoy_id).bolt_id
-            if dest == self._id:
-                raise DrainRefused("no_owner", "no other bolt owns %s" % (record.hostname,))
-            d = self.service.facade.call(self._id, "reassign", {"envoy": envoy_id, "to": dest})
-            await d.addTimeout(MOVE_TIMEOUT, self.service.reactor)
+            dest = to or owner_of(self._roster.current, hostname, envoy_id).bolt_id
+            if dest == self.bolt_id:
+                raise Refusal("no_owner", "no other bolt owns %s" % (hostname,))
+            yield self._reassigner.reassign(envoy_id, dest).addTimeout(MOVE_TIMEOUT,
+                                                                       self._clock)
         except Exception as e:
             self.progress["failed"] += 1
-            self._note("%s (%s): %s" % (envoy_id, getattr(record, "hostname", "?"), e))
+            self._note("%s (%s): %s" % (envoy_id, hostname, e))
             return
         self.progress["moved"] += 1
         failpoint("drain.moved")
+
+
+@defer.inlineCallbacks
+def ask_drain(bolt, clock, roster, bolt_id, to=None):
+    """Start draining bolt ``bolt_id`` (to bolt ``to``, or each envoy's owner),
+    asked at any bolt: checked here, run there (the ``drain`` action, through
+    ``bolt``'s ``call``). ``roster`` is the asking bolt's ``ILocalRoster``."""
+    current = roster.require_member()
+    if current.is_removed(bolt_id):
+        raise Refusal("removed", "bolt %s was removed; it has nothing to drain" % (bolt_id,))
+    args = {}
+    if to is not None:
+        if to == bolt_id:
+            raise Refusal("same_bolt", "bolt %s cannot drain to itself" % (bolt_id,))
+        status = current.status_of(to)
+        if status != "active":
+            raise Refusal("bolt_not_active", "bolt %s is %s: only an active bolt takes "
+                          "envoys" % (to, status))
+        args["to"] = to
+    answer = yield ask(bolt, clock, bolt_id, "drain", args)
+    return dict(answer, name=current.row(bolt_id).name)

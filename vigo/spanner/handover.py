@@ -1,6 +1,6 @@
 """Finishing envoy hand-overs that a crash interrupted.
 
-A reassign (``vigo.plugins.vigo_reassign``) writes at two bolts: the
+A reassign (``vigo.spanner.reassign``) writes at two bolts: the
 destination stores the envoy and claims it in the roster (the override), then
 the source marks it moved. ``kill -9`` of either bolt between those writes
 leaves the envoy active at both, or at the source with the destination never
@@ -8,9 +8,9 @@ asked. Two rules, run by ``HandoverRepair`` at every bolt, finish the job with
 no operator:
 
 1. **Pending moves.** The source notes each hand-over durably before it asks
-   the destination (``IBoltFleet.begin_move``) and ends the note in the same
+   the destination (``IEnvoyMoves.begin_move``) and ends the note in the same
    write that marks the envoy moved. A note still there was interrupted: the
-   local ``reassign`` runs again (every step is idempotent). A note whose
+   hand-over runs again (every step is idempotent). A note whose
    destination is no longer an active bolt (draining, removed, gone) is
    dropped with a warning; the envoy stays here.
 2. **Envoys the roster gives to another bolt.** An envoy active here whose
@@ -28,11 +28,11 @@ a round that finds nothing to do costs one small read of the store and a dict
 lookup per override that names another bolt.
 """
 
+from twisted.application import service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from vigo.fleet.index import ACTIVE as ENVOY_ACTIVE
-from vigo.plugins.vigo_reassign import busy
 from vigo.spanner.roster.rows import ACTIVE
 
 #: Seconds between two repair rounds.
@@ -49,16 +49,27 @@ MOVE_TIMEOUT = 30.0
 SETTLED = 2 * MOVE_TIMEOUT
 
 
-class HandoverRepair:
-    """The repair rounds of one bolt. ``facade`` is its ``IBolt`` (the local
-    ``reassign``, peer ``query`` calls, ``fleet()``), ``roster_of()`` returns
-    its roster (None before it is a member), ``clock`` an ``IReactorTime``."""
+class HandoverRepair(service.Service):
+    """The repair rounds of the bolt ``bolt_id``, a service that runs them
+    while it runs.
 
+    ``roster`` is its ``ILocalRoster``; ``moves`` its fleet's ``IEnvoyMoves``
+    (pending moves, envoy states); ``reassigner`` its ``IReassigner`` (runs
+    a hand-over again; says which envoys one is under way for); ``peers`` an
+    ``IPeerCaller`` reaching other bolts (does the named bolt hold the
+    envoy?); ``clock`` an ``IReactorTime``.
+    """
+
+    name = "handover-repair"
     log = Logger()
 
-    def __init__(self, facade, roster_of, clock, interval=INTERVAL, first_round=FIRST_ROUND):
-        self.facade = facade
-        self.roster_of = roster_of
+    def __init__(self, bolt_id, roster, moves, reassigner, peers, clock, interval=INTERVAL,
+                 first_round=FIRST_ROUND):
+        self.bolt_id = bolt_id
+        self.roster = roster
+        self.moves = moves
+        self.reassigner = reassigner
+        self.peers = peers
         self.clock = clock
         self.interval = interval
         self.first_round = first_round
@@ -76,8 +87,10 @@ class HandoverRepair:
         self._first = None
         self._running = None
 
-    def start(self):
+    def startService(self):
         """Run the first round after ``first_round`` seconds, then every ``interval``."""
+        service.Service.startService(self)
+        self._stopping = False
         if self._first is None and self._loop is None:
             self._first = self.clock.callLater(self.first_round, self._begin)
 
@@ -88,8 +101,9 @@ class HandoverRepair:
         self._loop.start(self.interval, now=True).addErrback(
             lambda f: self.log.failure("hand-over repair stopped", f))
 
-    def stop(self):
+    def stopService(self):
         """No more rounds; a Deferred that fires when the one under way ends."""
+        service.Service.stopService(self)
         self._stopping = True
         if self._first is not None and self._first.active():
             self._first.cancel()
@@ -122,7 +136,7 @@ class HandoverRepair:
     def round(self):
         """One repair round (skipped while the last one runs): a Deferred of
         ``{"finished": n, "dropped": n, "failed": n}``."""
-        if self._running is not None or self.roster_of() is None:
+        if self._running is not None or self.roster.current is None:
             return defer.succeed(None)
         self.rounds += 1
         self._running = defer.ensureDeferred(self._round())
@@ -137,21 +151,21 @@ class HandoverRepair:
         return self._running.addErrback(failed).addBoth(done)
 
     async def _round(self):
-        roster, fleet = self.roster_of(), self.facade.fleet()
-        pending = await fleet.pending_moves()
+        roster, moves = self.roster.current, self.moves
+        pending = await moves.pending_moves()
         work, dropped = {}, 0
         for envoy_id, (to, _started) in sorted(pending.items()):
             if roster.status_of(to) == ACTIVE:
                 work[envoy_id] = to
                 continue
-            await fleet.cancel_move(envoy_id)
+            await moves.cancel_move(envoy_id)
             dropped += 1
             self.log.warn("the move of envoy {envoy} to bolt {to} is dropped: that bolt is "
                           "{status}; the envoy stays on this bolt", envoy=envoy_id, to=to,
                           status=roster.status_of(to) or "not in the roster")
         now, seen = self.clock.seconds(), {}
-        for envoy_id, to in self._claimed_elsewhere(roster, fleet):
-            if envoy_id in work or busy(self.facade.id, envoy_id):
+        for envoy_id, to in self._claimed_elsewhere(roster):
+            if envoy_id in work or self.reassigner.busy(envoy_id):
                 continue
             # Only a state that lasts: an accept under way here shows it for a
             # moment (stored, its override not yet written), and so does a
@@ -163,7 +177,7 @@ class HandoverRepair:
         self._claimed = seen
         results = await self._run_all(work)
         self.pending = {envoy_id: to for envoy_id, (to, _) in
-                        (await fleet.pending_moves()).items()}
+                        (await moves.pending_moves()).items()}
         self.pending_at = self.clock.seconds()
         finished = sum(1 for ok in results if ok)
         self.finished += finished
@@ -174,22 +188,22 @@ class HandoverRepair:
                           dropped=dropped)
         return {"finished": finished, "dropped": dropped, "failed": len(work) - finished}
 
-    def _claimed_elsewhere(self, roster, fleet):
+    def _claimed_elsewhere(self, roster):
         """``(envoy_id, bolt_id)`` of envoys active here whose override names
         another active bolt."""
-        me = self.facade.id
+        me = self.bolt_id
         claimed = []
         for envoy_id, to in roster.overridden():
             if to == me or roster.status_of(to) != ACTIVE:
                 continue
-            description = fleet.describe(envoy_id)
+            description = self.moves.describe(envoy_id)
             if description is not None and description["state"] == ENVOY_ACTIVE:
                 claimed.append((envoy_id, to))
         return sorted(claimed)
 
     async def _held_there(self, envoy_id, to):
         try:
-            answer = await self.facade.call(to, "query", {"kind": "show", "envoy": envoy_id})
+            answer = await self.peers.call(to, "query", {"kind": "show", "envoy": envoy_id})
         except Exception:
             return False  # not reachable now: the next round asks again
         envoy = answer.get("envoy") if isinstance(answer, dict) else None
@@ -210,7 +224,7 @@ class HandoverRepair:
     def _finish(self, envoy_id, to):
         if self._stopping:
             return defer.succeed(False)
-        d = self.facade.call(self.facade.id, "reassign", {"envoy": envoy_id, "to": to})
+        d = self.reassigner.reassign(envoy_id, to)
         d.addTimeout(MOVE_TIMEOUT, self.clock)
 
         def failed(failure):

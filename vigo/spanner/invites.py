@@ -7,6 +7,8 @@ of that. The secret travels only inside the token and is kept by the minter
 as a SHA-256 hash; only the minter can redeem it (one decider), and once
 redeemed its id joins the roster's ``consumed_tokens`` G-Set, so every bolt
 refuses a replay.
+
+``Invites`` mints them at a bolt; ``vigo.spanner.membership`` redeems them.
 """
 
 import base64
@@ -16,7 +18,10 @@ import json
 import os
 
 import attr
+from twisted.internet import defer
 
+from vigo.identity import verify_signature
+from vigo.interfaces.errors import Refusal
 from vigo.spanner.canonical import SpannerError, b64, canonical, unb64
 from vigo.tokens import hash_secret
 
@@ -118,8 +123,6 @@ class Invite:
 
     def verify(self, public_key):
         """True when the minter holding ``public_key`` signed this invite."""
-        from vigo.identity import verify_signature
-
         return verify_signature(public_key, self.message(), self.signature)
 
     def expired(self, now_ms):
@@ -151,3 +154,30 @@ def redeem_invite(cursor, invite, bolt_id, now_ms):
     cursor.execute(
         "UPDATE spanner_invites SET consumed_by = ?, consumed_at_ms = ? WHERE id = ?",
         (bolt_id, now_ms, invite.token_id))
+
+
+class Invites:
+    """Minting invites at one bolt: ``identity`` signs them, ``roster`` (its
+    ``ILocalRoster``) names the federation, ``store`` (an ``IStore``) keeps
+    them, ``clock`` dates them, ``peer_address()`` is where joiners reach it."""
+
+    def __init__(self, identity, roster, store, clock, peer_address):
+        self._identity = identity
+        self._roster = roster
+        self._store = store
+        self._clock = clock
+        self._peer_address = peer_address
+
+    @defer.inlineCallbacks
+    def mint(self, lifetime=DEFAULT_LIFETIME):
+        """A one-shot invite, durable before it is shown: a Deferred of the
+        ``Invite``. Refuses (``not_member``, ``bad_request``)."""
+        roster = self._roster.require_member()
+        now_ms = int(self._clock.seconds() * 1000)
+        try:
+            invite = Invite.mint(self._identity, roster.federation_id, self._peer_address(),
+                                 now_ms, lifetime)
+        except InviteError as e:
+            raise Refusal("bad_request", str(e)) from None
+        yield self._store.run(insert_invite, invite, now_ms)
+        return invite

@@ -1,11 +1,16 @@
-"""Membership: found a federation, mint invites, join one, admit a joiner.
+"""Membership: found a federation, join one, admit a joiner, remove a bolt.
 
-One-shot really means one decider: an invite is redeemed only at the bolt
-that minted it, in one transaction of its database that also stores the
-admitted row and the consumed token; only then is the joiner answered (with
-a signed snapshot). The ``consumed_tokens`` G-Set then tells every other bolt
-to refuse the token too. If the minter is unreachable, the join fails with a
-clear error and nothing is admitted anywhere.
+One-shot really means one decider: an invite (``vigo.spanner.invites``) is
+redeemed only at the bolt that minted it, in one transaction of its database
+that also stores the admitted row and the consumed token; only then is the
+joiner answered (with a signed snapshot). The ``consumed_tokens`` G-Set then
+tells every other bolt to refuse the token too. If the minter is unreachable,
+the join fails with a clear error and nothing is admitted anywhere.
+
+A bolt is removed, by any other bolt, once it is drained (or, with ``force``,
+when it cannot be reached): a removal record, signed by the bolt asked, is
+persisted, then gossiped, and from then on every bolt that holds it refuses
+the removed bolt's gossip and peer logins. Removal is final for that identity.
 """
 
 from twisted.internet import defer
@@ -13,146 +18,151 @@ from twisted.logger import Logger
 
 from vigo.hostnames import HostnameError
 from vigo.identity import key_id
-from vigo.interfaces.errors import JoinRefused, PeerError
+from vigo.interfaces.errors import JoinRefused, PeerError, PeerNoAnswer, PeerUnreachable, Refusal
 from vigo.spanner.canonical import SpannerError
-from vigo.spanner.errors import SpannerRefusal
-from vigo.spanner.invites import DEFAULT_LIFETIME, Invite, InviteError, insert_invite, redeem_invite
-from vigo.spanner.peer.client import PeerClient
-from vigo.spanner.peer.tls import peer_key
+from vigo.spanner.invites import Invite, InviteError, redeem_invite
+from vigo.spanner.peer.asking import ask
 from vigo.spanner.roster.crdt import Roster, new_federation_id
 from vigo.spanner.roster.rows import AdmissionRow
 from vigo.spanner.roster.snapshot import SnapshotError, open_snapshot, sign_snapshot
 from vigo.spanner.roster.store import save_roster
 
+#: Seconds a join may take to reach the minter, and for the minter to answer.
 JOIN_TIMEOUT = 15.0
 
 
-def _admit_job(cursor, invite, bolt_id, now_ms, roster):
+def _admit_job(cursor, invite, bolt_id, now_ms, parts):
     redeem_invite(cursor, invite, bolt_id, now_ms)
-    save_roster(cursor, roster)
+    save_roster(cursor, parts)
 
 
 class Membership:
-    """The membership operations of one bolt (``service`` is its SpannerService)."""
+    """The membership operations of one bolt.
+
+    * ``identity``: the bolt's; ``roster``: its ``ILocalRoster``;
+    * ``clock``: an ``IReactorTime`` (wall time);
+    * ``addresses()``: the bolt's advertised ``{"envoy", "api", "peer"}``;
+    * ``name``, ``patterns``: the bolt's configured name and partition;
+    * ``peers``: an ``IPeerCaller`` reaching other bolts (a removal asks the
+      bolt whether it is drained);
+    * ``dial(address, fingerprint, bolt_id)``: a new, unstarted client to a
+      minter's peer port (``vigo.spanner.peer.client.PeerClient``).
+    """
 
     log = Logger()
 
-    def __init__(self, service):
-        self.service = service
+    def __init__(self, identity, roster, clock, addresses, name, patterns, peers, dial,
+                 join_timeout=JOIN_TIMEOUT):
+        self._identity = identity
+        self._roster = roster
+        self._clock = clock
+        self._addresses = addresses
+        self._name = name
+        self._patterns = patterns
+        self._peers = peers
+        self._dial = dial
+        self._join_timeout = join_timeout
 
-    @property
     def _now_ms(self):
-        return int(self.service.reactor.seconds() * 1000)
+        return int(self._clock.seconds() * 1000)
+
+    def _not_yet_member(self):
+        if self._roster.current is not None:
+            raise Refusal("already_member", "this bolt is already a member of federation %s"
+                          % (self._roster.current.federation_id,))
+
+    def _self_row(self, name, patterns):
+        name = name or self._name
+        if patterns is None:
+            patterns = self._patterns
+        return name, self._addresses(), tuple(p.strip().lower() for p in patterns)
 
     # -- init -----------------------------------------------------------------
 
-    async def init(self, name=None, patterns=None):
-        """Found a new federation with this bolt as its founder."""
-        service = self.service
-        if service.roster is not None:
-            raise SpannerRefusal("already_member", "this bolt is already a member of "
-                                 "federation %s" % (service.roster.federation_id,))
+    @defer.inlineCallbacks
+    def init(self, name=None, patterns=None):
+        """Found a new federation with this bolt as its founder; its roster."""
+        self._not_yet_member()
         try:
-            roster = Roster.found(service.identity, new_federation_id(), *self._self_row(
-                name, patterns))
+            roster = Roster.found(self._identity, new_federation_id(),
+                                  *self._self_row(name, patterns))
         except (SpannerError, HostnameError, ValueError) as e:
-            raise SpannerRefusal("bad_request", str(e), 400) from None
-        await service.store.run(save_roster, roster)
-        service.became_member(roster)
+            raise Refusal("bad_request", str(e)) from None
+        yield self._roster.become(roster)
         self.log.info("founded federation {fid} as bolt {id}", fid=roster.federation_id,
-                      id=service.identity.id)
-        return service.status()
+                      id=self._identity.id)
+        return roster
 
-    def _self_row(self, name, patterns):
-        service = self.service
-        name = name or service.config.spanner.bolt_name
-        if patterns is None:
-            patterns = service.config.spanner.patterns
-        return name, service.addresses(), tuple(p.strip().lower() for p in patterns)
+    # -- join (on the joining server) --------------------------------------------
 
-    # -- invite -----------------------------------------------------------------
-
-    async def invite(self, lifetime=DEFAULT_LIFETIME):
-        """Mint a one-shot invite, durable before it is shown."""
-        service = self.service
-        roster = service.require_member()
-        try:
-            invite = Invite.mint(service.identity, roster.federation_id,
-                                 service.addresses()["peer"], self._now_ms, lifetime)
-        except InviteError as e:
-            raise SpannerRefusal("bad_request", str(e), 400) from None
-        await service.store.run(insert_invite, invite, self._now_ms)
-        return invite
-
-    # -- join (on the joining server) ------------------------------------------------
-
-    async def join(self, token_text):
-        """Join the federation named in ``token_text`` through its minter."""
-        service = self.service
-        if service.roster is not None:
-            raise SpannerRefusal("already_member", "this bolt is already a member of "
-                                 "federation %s" % (service.roster.federation_id,))
+    @defer.inlineCallbacks
+    def join(self, token_text):
+        """Join the federation named in ``token_text`` through its minter; the roster."""
+        self._not_yet_member()
         try:
             invite = Invite.decode(token_text)
         except InviteError as e:
-            raise SpannerRefusal("bad_request", str(e), 400) from None
-        if invite.expired(self._now_ms):
-            raise SpannerRefusal("join_refused", "the invite has expired; ask for a new one")
+            raise Refusal("bad_request", str(e)) from None
+        if invite.expired(self._now_ms()):
+            raise Refusal("join_refused", "the invite has expired; ask for a new one")
         name, addresses, patterns = self._self_row(None, None)
         try:
-            row = AdmissionRow.applicant(service.identity, invite.federation_id, name,
+            row = AdmissionRow.applicant(self._identity, invite.federation_id, name,
                                          addresses, patterns, invite.token_id, invite.minter_id)
         except SpannerError as e:
-            raise SpannerRefusal("bad_request", str(e), 400) from None
-        client = PeerClient(service.reactor, service.identity, invite.address,
-                            invite.fingerprint, bolt_id=invite.minter_id)
-        client.start()
-        try:
-            try:
-                await client.when_connected(fail_after_failures=2).addTimeout(
-                    JOIN_TIMEOUT, service.reactor)
-            except Exception as e:
-                raise SpannerRefusal("unreachable", "cannot reach the minter %s at %s (%s); "
-                                     "is it running? try again" % (
-                                         invite.minter_id, invite.address,
-                                         client.last_error or e), 503) from None
-            perspective = client.perspective
-            # The handshake pinned the invite's fingerprint: this is the minter's key.
-            minter_key = peer_key(perspective.broker.transport)
-            try:
-                answer = await perspective.callRemote(
-                    "join", token_text, row.to_data()).addTimeout(JOIN_TIMEOUT, service.reactor)
-            except defer.TimeoutError:
-                raise SpannerRefusal("unreachable", "the minter %s did not answer within %d s"
-                                     % (invite.minter_id, JOIN_TIMEOUT), 503) from None
-            except Exception as e:  # a refusal, copied over PB
-                raise SpannerRefusal("join_refused", "the minter refused: %s"
-                                     % (getattr(e, "value", None) or e,)) from None
-        finally:
-            await client.stop()
+            raise Refusal("bad_request", str(e)) from None
+        answer, minter_key = yield self._ask_minter(invite, token_text, row)
         try:
             snapshot = open_snapshot(answer, minter_key, invite.federation_id)
         except SnapshotError as e:
-            raise SpannerRefusal("join_refused", "the minter's snapshot is unusable: %s"
-                                 % (e,)) from None
+            raise Refusal("join_refused", "the minter's snapshot is unusable: %s" % (e,)) from None
         roster = Roster(snapshot.parts.federation_id, snapshot.parts.founder_id)
         roster.merge(snapshot.parts)
-        mine = roster.row(service.identity.id)
-        if mine is None or mine.public_key != service.identity.public_key:
-            raise SpannerRefusal("join_refused", "the minter's roster does not admit this bolt "
-                                 "(its admission chain did not verify)")
-        await service.store.run(save_roster, roster)
-        service.became_member(roster)
+        mine = roster.row(self._identity.id)
+        if mine is None or mine.public_key != self._identity.public_key:
+            raise Refusal("join_refused", "the minter's roster does not admit this bolt "
+                          "(its admission chain did not verify)")
+        yield self._roster.become(roster)
         self.log.info("joined federation {fid} through {minter}", fid=roster.federation_id,
                       minter=invite.minter_id)
-        return service.status()
+        return roster
+
+    @defer.inlineCallbacks
+    def _ask_minter(self, invite, token_text, row):
+        """``(signed snapshot, minter's key)``: the minter's answer to our join."""
+        client = self._dial(invite.address, invite.fingerprint, invite.minter_id)
+        client.start()
+        try:
+            try:
+                yield client.when_connected(fail_after_failures=2).addTimeout(
+                    self._join_timeout, self._clock)
+            except Exception as e:
+                raise Refusal("unreachable", "cannot reach the minter %s at %s (%s); is it "
+                              "running? try again" % (invite.minter_id, invite.address,
+                                                      client.last_error or e),
+                              retryable=True) from None
+            # The handshake pinned the invite's fingerprint: this is the minter's key.
+            minter_key = client.peer_key()
+            try:
+                answer = yield client.join(token_text, row.to_data(), self._join_timeout)
+            except PeerNoAnswer:
+                raise Refusal("unreachable", "the minter %s did not answer within %d s"
+                              % (invite.minter_id, self._join_timeout), retryable=True) from None
+            except PeerUnreachable as e:
+                raise Refusal("unreachable", "the minter %s went away: %s"
+                              % (invite.minter_id, e), retryable=True) from None
+            except PeerError as e:
+                raise Refusal("join_refused", "the minter refused: %s" % (e,)) from None
+        finally:
+            yield client.stop()
+        return answer, minter_key
 
     # -- admit (on the minter; PB applicant perspective) ------------------------------
 
-    async def admit(self, peer_key, token_text, row_data):
+    @defer.inlineCallbacks
+    def admit(self, peer_key, token_text, row_data):
         """Redeem an invite for the applicant holding ``peer_key``; its snapshot."""
-        service = self.service
-        roster = service.roster
+        roster = self._roster.current
         if roster is None:
             raise JoinRefused("this server is not a member of any federation")
         try:
@@ -160,18 +170,19 @@ class Membership:
             row = AdmissionRow.from_data(row_data)
         except (InviteError, SpannerError) as e:
             raise JoinRefused(str(e)) from None
+        me = self._identity.id
         if invite.federation_id != roster.federation_id:
             raise JoinRefused("the invite is for federation %s, this is %s"
                               % (invite.federation_id, roster.federation_id))
-        if invite.minter_id != service.identity.id:
+        if invite.minter_id != me:
             raise JoinRefused("only the minter %s redeems this invite" % (invite.minter_id,))
-        if not invite.verify(service.identity.public_key):
+        if not invite.verify(self._identity.public_key):
             raise JoinRefused("the invite's signature does not verify")
         bolt_id = key_id(peer_key)
         if row.public_key != peer_key or row.bolt_id != bolt_id:
             raise JoinRefused("the row is not signed by the connecting bolt's key")
         if (row.federation_id, row.token_id, row.admitted_by) != (
-                roster.federation_id, invite.token_id, service.identity.id):
+                roster.federation_id, invite.token_id, me):
             raise JoinRefused("the row does not name this invite and minter")
         if roster.is_removed(bolt_id):
             raise JoinRefused("bolt %s was removed; a removed bolt rejoins only with a "
@@ -180,24 +191,55 @@ class Membership:
             raise JoinRefused("bolt %s is already a member" % (bolt_id,))
         if roster.is_consumed(invite.token_id):
             raise JoinRefused("the invite was already used")
-        now_ms = self._now_ms
+        now_ms = self._now_ms()
         if invite.expired(now_ms):
             raise JoinRefused("the invite has expired")
         admitted = roster.copy()
         try:
-            admitted.add_row(row.countersign(service.identity))
-            admitted.consume(service.identity, invite.token_id)
+            admitted.add_row(row.countersign(self._identity))
+            admitted.consume(self._identity, invite.token_id)
         except SpannerError as e:
             raise JoinRefused("the row does not verify: %s" % (e,)) from None
         if admitted.row(bolt_id) is None:
             raise JoinRefused("the row does not verify")
+        parts = admitted.parts()
         try:
-            await service.store.run(_admit_job, invite, bolt_id, now_ms, admitted)
+            yield self._roster.commit(
+                admitted, job=lambda cursor: _admit_job(cursor, invite, bolt_id, now_ms, parts))
         except InviteError as e:
             raise JoinRefused(str(e)) from None
-        service.replace_roster(admitted)
         self.log.info("admitted bolt {id} ({name})", id=bolt_id, name=row.name)
-        return sign_snapshot(admitted, service.identity, now_ms)
+        return sign_snapshot(admitted, self._identity, now_ms)
 
+    # -- remove -------------------------------------------------------------------------
 
-__all__ = ["Membership", "PeerError"]
+    @defer.inlineCallbacks
+    def remove(self, bolt_id, force=False):
+        """Record the removal of drained bolt ``bolt_id`` (or, with ``force``, of
+        one that cannot be reached)."""
+        roster = self._roster.require_member()
+        name = roster.row(bolt_id).name
+        if roster.is_removed(bolt_id):
+            return {"bolt_id": bolt_id, "name": name, "removed": True, "changed": False}
+        if bolt_id == self._identity.id:
+            raise Refusal("self", "bolt %s cannot remove itself: ask another bolt" % (bolt_id,))
+        try:
+            drained = yield ask(self._peers, self._clock, bolt_id, "drain-status", {})
+        except Refusal as e:
+            if e.code != "unreachable" or not force:
+                hint = ("; --force removes it anyway, and the envoys it holds stay "
+                        "unreached" if e.code == "unreachable" else "")
+                raise Refusal(e.code, "%s%s" % (e.reason, hint), e.retryable) from None
+            drained = None
+        if drained is not None and (drained.get("state") != "done"
+                                    or drained.get("remaining")):
+            raise Refusal("not_drained", "bolt %s (%s) is not drained (drain %s, %s active "
+                          "envoys): drain it first with 'vigocli spanner bolt drain %s'" % (
+                              bolt_id, name, drained.get("state"), drained.get("remaining"),
+                              name))
+        candidate = self._roster.current.copy()
+        candidate.remove(self._identity, bolt_id, self._now_ms())
+        yield self._roster.commit(candidate)
+        self.log.info("bolt {id} ({name}) removed from the federation", id=bolt_id, name=name)
+        return {"bolt_id": bolt_id, "name": name, "removed": True, "changed": True,
+                "forced": drained is None}

@@ -6,14 +6,14 @@ a timeout, and merges the answers. A bolt that did not answer is listed with
 what went wrong, never silently left out. ``envoys show`` asks every bolt for
 the envoy and takes the first that has it; ``envoys push`` finds the owner the
 same way and calls its ``force-push``. Counts come from the observability
-cache instead (``SpannerService.bolts``), with no peer call at all.
+cache instead (``vigo.spanner.status``), with no peer call at all.
 """
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from vigo.interfaces.errors import BadArguments, PeerError, PeerUnreachable, UnknownAction
-from vigo.spanner.errors import SpannerRefusal
+from vigo.interfaces.errors import PeerUnreachable, Refusal
+from vigo.spanner.peer.asking import action_refusal
 
 #: Seconds a bolt has to answer a fan-out (all the pages of a list).
 FANOUT_TIMEOUT = 5.0
@@ -21,23 +21,6 @@ FANOUT_TIMEOUT = 5.0
 MAX_PER_BOLT = 5000
 OK = "ok"
 TIMEOUT = "timeout"
-
-
-def action_refusal(failure, bolt_id, action):
-    """A failed peer action as a ``SpannerRefusal`` (with the API's status)."""
-    message = failure.getErrorMessage()
-    if failure.check(defer.TimeoutError, defer.CancelledError):
-        raise SpannerRefusal("unreachable", "bolt %s did not answer %s in time; it may or "
-                             "may not have run it" % (bolt_id, action), 503)
-    if failure.check(PeerUnreachable):
-        raise SpannerRefusal("unreachable", message, 503)
-    if failure.check(UnknownAction):
-        raise SpannerRefusal("unknown_action", message, 404)
-    if failure.check(BadArguments):
-        raise SpannerRefusal("bad_request", message, 400)
-    if failure.check(PeerError):
-        raise SpannerRefusal("action_failed", "%s on bolt %s: %s" % (action, bolt_id, message), 502)
-    return failure
 
 
 def answer_status(failure):
@@ -192,14 +175,14 @@ class FleetReads:
                 found.callback(min(others, key=lambda where: where[0]))
                 return
             if not silent:
-                found.errback(SpannerRefusal(
-                    "not_found", "no envoy %r on any of the %d bolts" % (key, len(asked)), 404))
+                found.errback(Refusal(
+                    "not_found", "no envoy %r on any of the %d bolts" % (key, len(asked))))
                 return
             names = dict(asked)
-            found.errback(SpannerRefusal(
+            found.errback(Refusal(
                 "unreachable", "no %senvoy %r on the bolts that answered; it may be on "
                 "one that did not: %s" % ("active " if others else "", key, "; ".join(
-                    "%s (%s): %s" % (b, names[b], statuses[b]) for b in silent)), 503))
+                    "%s (%s): %s" % (b, names[b], statuses[b]) for b in silent))))
 
         calls = []
         for bolt_id, name in asked:
@@ -262,8 +245,7 @@ class FleetReads:
         def pushed(answer, bolt_id, name, envoy):
             refused = answer.get("refused")
             if refused is not None:
-                raise SpannerRefusal(refused, "%s (on bolt %s)" % (answer.get("detail"), bolt_id),
-                                     404 if refused == "not_found" else 409)
+                raise Refusal(refused, "%s (on bolt %s)" % (answer.get("detail"), bolt_id))
             return {"envoy_id": envoy["id"], "delivered": answer.get("delivered"),
                     "bolt_id": bolt_id, "bolt_name": name}
 

@@ -11,14 +11,22 @@ its digest, so every bolt holding the same digest routes the same way. That
 also makes the digest the cache key: the compiled table (all patterns in one
 regular expression, most specific first) and recent answers are kept per
 digest, shared by every roster object with that digest in the process.
+
+``SpannerOwnership`` is the fleet's ``IOwnership`` on a bolt: the fleet asks it
+who owns a hostname, and it answers with this rule over the bolt's roster.
 """
 
 import collections
 import fnmatch
 import re
 
+from zope.interface import implementer
+
 from vigo.fleet.ownership import NoOwner as FleetNoOwner
+from vigo.fleet.ownership import Owner
 from vigo.hostnames import normalise_hostname
+from vigo.identity import key_fingerprint
+from vigo.interfaces.components import IOwnership
 from vigo.spanner.roster.rows import ACTIVE
 
 MAX_TABLES = 16
@@ -61,11 +69,13 @@ def specificity(pattern):
 
 
 class RoutingTable:
-    """The compiled pattern table of one roster state."""
+    """The compiled pattern table of one roster state (``without`` one bolt)."""
 
-    def __init__(self, roster):
+    def __init__(self, roster, without=None):
         entries = []
         for row in roster.active_bolts():
+            if row.bolt_id == without:
+                continue
             for pattern in set(row.patterns):
                 entries.append((-specificity(pattern), row.bolt_id, pattern, row))
         entries.sort(key=lambda e: e[:3])
@@ -118,14 +128,25 @@ def owner_of(roster, hostname, envoy_id=None):
     ``envoy_id``, when given, lets an override win. Raises ``NoOwner``, or
     ``HostnameError`` for something that is not a hostname.
     """
+    return _owner(roster, routing_table(roster), hostname, envoy_id)
+
+
+def owners_without(roster, bolt_id):
+    """``owner(hostname, envoy_id)``: ``owner_of`` as it will answer once bolt
+    ``bolt_id`` takes no envoys (draining), for the roster as it is now."""
+    table = RoutingTable(roster, without=bolt_id)
+    return lambda hostname, envoy_id=None: _owner(roster, table, hostname, envoy_id, bolt_id)
+
+
+def _owner(roster, table, hostname, envoy_id, without=None):
     if envoy_id is not None:
         override = roster.override_of(envoy_id)
-        if override is not None and override.bolt_id is not None:
+        if override is not None and override.bolt_id not in (None, without):
             row = roster.row(override.bolt_id)
             if row is not None and row.status == ACTIVE:
                 return row
     name = normalise_hostname(hostname)
-    row = routing_table(roster).owner(name)
+    row = table.owner(name)
     if row is None:
         raise NoOwner(name)
     return row
@@ -153,3 +174,28 @@ def explain_owner(roster, hostname, envoy_id=None):
             "by": "override" if by_override else "pattern",
             "pattern": None if by_override else matches[0][2],
             "candidates": [{"bolt_id": b, "name": n, "pattern": p} for _, b, p, n in matches]}
+
+
+@implementer(IOwnership)
+class SpannerOwnership:
+    """Owner = the roster's routing answer (override, then most specific pattern).
+
+    ``roster`` is the bolt's ``ILocalRoster``; ``local`` the ``IOwnership`` of
+    this server alone (``StandaloneOwnership``), whose answer stands for this
+    bolt. A bolt that has not founded or joined a federation yet owns every
+    envoy, like a standalone server.
+    """
+
+    def __init__(self, roster, local):
+        self.local_id = local.local_id
+        self._roster = roster
+        self._local = local
+
+    def owner_of(self, hostname, envoy_id=None):
+        roster = self._roster.current
+        if roster is None:
+            return self._local.owner_of(hostname)
+        row = owner_of(roster, hostname, envoy_id)
+        if row.bolt_id == self.local_id:
+            return self._local.owner_of(hostname)
+        return Owner(row.bolt_id, row.addresses.envoy, key_fingerprint(row.public_key), False)

@@ -32,6 +32,7 @@ from vigo.envoy.sim.envoy import (
     SimEnvoy,
 )
 from vigo.envoy.sim.figures import SimFigures, error_name, tally
+from vigo.tokens import EnrollmentToken
 
 DEFAULT_HOSTNAME_TEMPLATE = "web{n}.dc1.example.com"
 MAX_HOPS = 5  # redirects followed in a row before giving up
@@ -56,8 +57,6 @@ class Simulator(SimFigures):
                  source_addresses=4, jitter=0.1, request_timeout=30.0, max_backoff=10.0,
                  enroll_attempts=5, progress=None, random=None, connect=None):
         if isinstance(token, str):
-            from vigo.tokens import EnrollmentToken
-
             token = EnrollmentToken.decode(token)
         SimFigures.__init__(self, reactor, count, interval)
         self.token = token

@@ -86,6 +86,17 @@ class GossipProtocol(DatagramProtocol):
         self.gossiper.datagram_received(data, addr)
 
 
+def gossip_addresses(roster, bolt_id, port):
+    """Where each other bolt of ``roster`` (an ``ILocalRoster``) listens for
+    unicast gossip: its peer host, and ``port`` (every bolt's gossip port)."""
+    out = {}
+    for other in roster.bolt_ids():
+        row = roster.row(other)
+        if row is not None and other != bolt_id:
+            out[other] = (row.addresses.peer.rsplit(":", 1)[0].strip("[]"), port)
+    return out
+
+
 def _address(value):
     address = value if isinstance(value, Address) else parse_address(str(value))
     return address.host, address.port
@@ -125,6 +136,7 @@ class Gossiper(service.Service):
         self._counters_fn = counters_fn
         self._listen = listen
         self._on_state_change = on_state_change
+        self._heard = []
         self._peer_addresses = peer_addresses
         self.rng = rng or random.Random()
         self.incarnation = int(clock.seconds() * 1000) if incarnation is None else incarnation
@@ -329,6 +341,16 @@ class Gossiper(service.Service):
                 detector.relayed(bolt_id, now - age_ms / 1000.0 - HOP_PENALTY, now)
         if gossip.digest != ours:
             self.pulls.mismatch(now)
+        for listener in list(self._heard):
+            try:
+                listener()
+            except Exception:
+                self.log.failure("a gossip listener failed")
+
+    def on_change(self, listener):
+        """Call ``listener()`` after every datagram accepted (the observability
+        cache and the detector have taken it in)."""
+        self._heard.append(listener)
 
     def _sync_roster(self):
         """Our roster digest; when it changed, re-read who the peers are."""

@@ -20,13 +20,15 @@ from twisted.plugin import getPlugins
 from zope.interface.exceptions import Invalid
 from zope.interface.verify import verifyObject
 
-from vigo.interfaces import IPeerAction
+import vigo.plugins
+from vigo.interfaces.actions import IPeerAction
 from vigo.interfaces.errors import (
     ActionError,
     ActionFailed,
     BadArguments,
     PeerError,
     PeerUnreachable,
+    Refusal,
     UnknownAction,
 )
 from vigo.interfaces.schema import Json, Record, Schema, SchemaError, String, check, check_json
@@ -51,7 +53,7 @@ def load_actions(package=None):
     the same one wins every time and a built-in name cannot be taken over.
     """
     if package is None:
-        import vigo.plugins as package
+        package = vigo.plugins
     own_directory = os.path.dirname(os.path.abspath(package.__file__))
 
     def precedence(action):
@@ -155,10 +157,13 @@ def _checked_result(result, bolt, action_name):
 
 
 def _action_failed(failure, bolt, action_name, caller_id):
+    if failure.check(PeerUnreachable):  # a call the action made: not the caller's problem
+        raise ActionError("action %r on bolt %s: %s" % (action_name, bolt.id, failure.value))
     if failure.check(PeerError):
         return failure
-    if failure.check(PeerUnreachable):
-        raise ActionError("action %r on bolt %s: %s" % (action_name, bolt.id, failure.value))
+    if failure.check(Refusal):  # the action's own refusal (a fleet's, say): its code stands
+        refused = failure.value
+        raise ActionError(refused.reason, code=refused.code, retryable=refused.retryable)
     log.failure("peer action {action} failed (called by {caller})", failure,
                 action=action_name, caller=caller_id)
     raise ActionFailed(

@@ -8,13 +8,12 @@ login are done, so a peer that refuses us backs off like one that is down.
 in time, it fails at once with ``PeerUnreachable``, so a fan-out over many
 bolts is as slow as its timeout, not as its slowest peer's reconnect.
 
-``PeerClients`` keeps one client per bolt id, for the bolt facade to call
-through.
+``vigo.spanner.peer.pool.PeerClients`` keeps one client per bolt, and calls
+bolts by id through them.
 """
 
 import ipaddress
 
-from twisted.application import service
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import defer, endpoints, error, protocol
 from twisted.internet.interfaces import IStreamClientEndpoint
@@ -25,14 +24,14 @@ from zope.interface import implementer
 
 from vigo.config.values import parse_address
 from vigo.interfaces.errors import (
-    WIRE_ERRORS,
     ActionFailed,
     BadArguments,
     PeerNoAnswer,
     PeerUnreachable,
+    from_wire,
 )
 from vigo.spanner.peer.actions import check_call
-from vigo.spanner.peer.tls import PeerClientCreator
+from vigo.spanner.peer.tls import PeerClientCreator, peer_key
 
 #: Seconds a call waits for its answer before failing with PeerUnreachable.
 DEFAULT_TIMEOUT = 10.0
@@ -230,7 +229,8 @@ class PeerClient:
 
         Fails with ``PeerUnreachable`` when not connected or after ``timeout``
         seconds, with ``BadArguments`` before sending anything the peer would
-        refuse anyway, or with the peer's refusal (``peer_errors``).
+        refuse anyway, or with the peer's refusal (``vigo.interfaces.errors``), raised
+        again from the data it crossed as.
         """
         args = {} if args is None else args
         try:
@@ -243,6 +243,18 @@ class PeerClient:
         """The peer's ``{"bolt_id", "digest"}``, straight from its perspective."""
         return self._remote("ping", (), timeout, "ping")
 
+    def join(self, token_text, row_data, timeout=None):
+        """Present a join token and this server's signed admission row (as an
+        applicant: a server not in the peer's roster); a Deferred of the signed
+        roster snapshot the peer admits it with, or of its ``JoinRefused``."""
+        return self._remote("join", (token_text, row_data), timeout, "join")
+
+    def peer_key(self):
+        """The raw Ed25519 key the connected peer proved it holds (the
+        handshake pinned its fingerprint), or None when not connected."""
+        broker = self._broker
+        return None if broker is None else peer_key(broker.transport)
+
     def _remote(self, method, args, timeout, what):
         perspective = self._perspective
         if perspective is None:
@@ -251,8 +263,19 @@ class PeerClient:
         timeout = self.timeout if timeout is None else timeout
         d = defer.maybeDeferred(perspective.callRemote, method, *args)
         d.addTimeout(timeout, self.reactor)
-        d.addErrback(self._translate, what, timeout)
+        d.addCallbacks(self._unwrap, self._translate, callbackArgs=(what,),
+                       errbackArgs=(what, timeout))
         return d
+
+    def _unwrap(self, envelope, what):
+        """The result in a peer's answer envelope, or its refusal raised."""
+        if type(envelope) is dict and len(envelope) == 1:
+            if "ok" in envelope:
+                return envelope["ok"]
+            if "error" in envelope:
+                raise from_wire(envelope["error"], self._label())
+        raise ActionFailed("%s answered %s with something that is not an answer envelope"
+                           % (self._label(), what))
 
     def _translate(self, failure, what, timeout):
         if failure.check(defer.TimeoutError):
@@ -261,10 +284,7 @@ class PeerClient:
             raise PeerNoAnswer("%s hung up during %s" % (self._label(), what))
         if failure.check(pb.DeadReferenceError):  # gone before the call was sent
             raise PeerUnreachable("%s hung up before %s" % (self._label(), what))
-        if isinstance(failure, pb.CopiedFailure):
-            for error_class in WIRE_ERRORS:
-                if failure.check(error_class):
-                    raise error_class(_text(failure.value))
+        if isinstance(failure, pb.CopiedFailure):  # a bug on the peer: no envelope
             raise ActionFailed("%s failed on %s: %s: %s"
                                % (what, self._label(), _text(failure.type), _text(failure.value)))
         return failure
@@ -294,57 +314,3 @@ def _describe(failure, fingerprint):
         return ("TLS handshake failed (%s); does the peer hold the key with fingerprint %s?"
                 % (message, fingerprint))
     return message
-
-
-class PeerClients(service.Service):
-    """One ``PeerClient`` per bolt id, created and started on first use.
-
-    Stopping the service hangs up every client.
-    """
-
-    def __init__(self, reactor, identity, **client_options):
-        self.reactor = reactor
-        self.identity = identity
-        self.client_options = client_options
-        self._clients = {}
-
-    def client_for(self, bolt_id, address, fingerprint):
-        """The client for ``bolt_id``, replacing it if the bolt's address or key changed."""
-        address = parse_address(address) if isinstance(address, str) else address
-        client = self._clients.get(bolt_id)
-        if client is not None:
-            if (client.address, client.fingerprint) == (address, fingerprint):
-                return client
-            client.stop()
-        client = PeerClient(self.reactor, self.identity, address, fingerprint, bolt_id=bolt_id,
-                            **self.client_options)
-        self._clients[bolt_id] = client
-        client.start()
-        return client
-
-    def get(self, bolt_id):
-        """The client for ``bolt_id`` if one exists, else None."""
-        return self._clients.get(bolt_id)
-
-    def redial(self, bolt_id):
-        """``bolt_id`` is back (gossip heard it): if its client is waiting out
-        a reconnect backoff (up to 30 s), start a new one that dials at once.
-        A connected client, or one with fewer than ``FAIL_FAST_AFTER``
-        failures (callers may be waiting for its next attempt), is left alone.
-        A Deferred."""
-        client = self._clients.get(bolt_id)
-        if client is None or client.connected or client.failures < FAIL_FAST_AFTER:
-            return defer.succeed(None)
-        stopped = self.drop(bolt_id)
-        self.client_for(bolt_id, client.address, client.fingerprint)
-        return stopped
-
-    def drop(self, bolt_id):
-        """Hang up on ``bolt_id`` (removed from the roster); a Deferred."""
-        client = self._clients.pop(bolt_id, None)
-        return client.stop() if client is not None else defer.succeed(None)
-
-    def stopService(self):
-        super().stopService()
-        clients, self._clients = list(self._clients.values()), {}
-        return defer.gatherResults([client.stop() for client in clients]).addCallback(lambda _: None)

@@ -10,9 +10,12 @@ action) and an applicant an ``ApplicantPerspective`` (present a join token,
 nothing else). A removed bolt is refused at login.
 
 Every remote argument is checked against a schema before anything else looks
-at it, and every result before it is sent; refusals cross the wire as the
-``pb.Error`` subclasses of ``peer_errors`` with a message that says what was
-wrong.
+at it, and every result before it is sent. Every answer is an envelope of plain
+data: ``{"ok": result}``, or ``{"error": ...}`` with the refusal's class name,
+code, reason and ``retryable`` (``vigo.interfaces.errors.to_wire``), so a
+refusal crosses as data, never as text to be parsed back, and PB never logs a
+traceback for one. Only a refused login is a PB error (``LoginRefused``): it
+happens before there is a perspective to answer with.
 """
 
 import collections
@@ -24,7 +27,7 @@ from twisted.cred.portal import IRealm, Portal
 from twisted.internet import defer, endpoints
 from twisted.logger import Logger
 from twisted.spread import pb
-from zope.interface import Attribute, Interface, implementer
+from zope.interface import Attribute, implementer
 
 from vigo.config.values import parse_address
 from vigo.identity import key_fingerprint
@@ -34,7 +37,9 @@ from vigo.interfaces.errors import (
     JoinRefused,
     NotAMember,
     PeerError,
+    Refusal,
     UnknownAction,
+    to_wire,
 )
 from vigo.interfaces.schema import Json, SchemaError, String, check_json
 from vigo.spanner.peer.actions import MAX_RESULT_BYTES, check_call, checked, run_checked_action
@@ -49,19 +54,6 @@ JOIN_ROW = Json(MAX_JOIN_ROW_BYTES)
 MEMBER_STATUSES = frozenset({"active", "draining"})
 
 log = Logger()
-
-
-class IPeerRoster(Interface):
-    """What peer RPC reads from the roster: who a key is, and the digest."""
-
-    def bolt_for_key(public_key):
-        """The row (``.bolt_id``, ``.status``, ``.name``) of the bolt whose pinned
-        key is these 32 bytes, or None. Removed bolts should still be found
-        (status ``"removed"``) so that they are refused rather than treated as
-        applicants."""
-
-    def digest():
-        """The roster digest (bytes)."""
 
 
 class IPeerKey(ICredentials):
@@ -131,9 +123,14 @@ def refuse_join(peer_key, token_text, row_data):
     )
 
 
+class LoginRefused(pb.Error):
+    """A login the peer port refuses (a removed bolt, a key it cannot read)."""
+
+
 class _CheckedAvatar(pb.Avatar):
-    """An avatar that refuses undecodable arguments, unknown methods and wrong
-    arities with a ``PeerError`` rather than a logged traceback."""
+    """An avatar that answers every call with an envelope of plain data, and
+    refuses undecodable arguments, unknown methods and wrong arities with a
+    ``PeerError`` in it rather than a logged traceback."""
 
     def __init__(self, refusals):
         self.refusals = refusals
@@ -143,18 +140,19 @@ class _CheckedAvatar(pb.Avatar):
 
     def perspectiveMessageReceived(self, broker, message, args, kw):
         try:
-            result = self._receive(broker, message, args, kw)
-        except PeerError as e:
-            self.refusals[type(e).__name__] += 1
-            raise
-        if isinstance(result, defer.Deferred):
-            result.addErrback(self._count)
-        return result
+            result = defer.maybeDeferred(self._receive, broker, message, args, kw)
+        except PeerError as e:  # pragma: no cover - maybeDeferred catches it
+            result = defer.fail(e)
+        result.addCallbacks(self._ok, self._refused)
+        return broker.serialize(result, self)
 
-    def _count(self, failure):
-        if failure.check(PeerError):
-            self.refusals[failure.type.__name__] += 1
-        return failure
+    def _ok(self, result):
+        return {"ok": result}
+
+    def _refused(self, failure):
+        failure.trap(Refusal)
+        self.refusals[failure.type.__name__] += 1
+        return {"error": to_wire(failure.value)}
 
     def _receive(self, broker, message, args, kw):
         try:
@@ -168,8 +166,7 @@ class _CheckedAvatar(pb.Avatar):
         if method is None:
             raise self.unknown_method(message)
         _check_arity(message, method, args, kw)
-        state = method(*args, **kw)
-        return broker.serialize(state, self, method, args, kw)
+        return method(*args, **kw)
 
 
 def _check_arity(name, method, args, kw):
@@ -326,12 +323,15 @@ class _PeerLogin(pb.Referenceable):
         try:
             args, kw = broker.unserialize(args), broker.unserialize(kw)
         except Exception as e:
-            raise BadArguments("the arguments could not be decoded: %s" % (e,)) from None
+            raise LoginRefused("the arguments could not be decoded: %s" % (e,)) from None
         if isinstance(message, bytes):
             message = message.decode("utf-8", "replace")
         if message != "login":
-            raise NotAMember("the peer port's root only offers login(), not %r" % (message,))
-        _check_arity(message, self.remote_login, args, kw)
+            raise LoginRefused("the peer port's root only offers login(), not %r" % (message,))
+        try:
+            _check_arity(message, self.remote_login, args, kw)
+        except BadArguments as e:
+            raise LoginRefused(str(e)) from None
         return broker.serialize(self.remote_login(*args, **kw))
 
     def remote_login(self):
@@ -341,7 +341,7 @@ class _PeerLogin(pb.Referenceable):
         try:
             credentials = PeerKey(self.key_of(self.broker.transport))
         except PeerKeyError as e:
-            raise NotAMember("cannot log in: %s" % (e,)) from None
+            raise LoginRefused("cannot log in: %s" % (e,)) from None
         d = self.portal.login(credentials, credentials, pb.IPerspective)
         d.addCallbacks(self._logged_in, self._refused)
         return d
@@ -354,7 +354,7 @@ class _PeerLogin(pb.Referenceable):
 
     def _refused(self, failure):
         failure.trap(UnauthorizedLogin)
-        raise NotAMember(str(failure.value))
+        raise LoginRefused(str(failure.value))
 
 
 def peer_server_factory(portal, key_of=peer_key):

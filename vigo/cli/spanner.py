@@ -1,46 +1,21 @@
-"""How ``vigocli`` shows the spanner commands' answers: the federation, its
-bolts, drains and removals, invites, peer actions and hostname owners.
+"""``vigocli spanner ...``: the spanner federation and its bolts.
 
-The same conventions as ``vigo.cli.output`` (whose helpers it uses): what a
-script should capture goes to ``out``, notes for people to ``err``.
+``spanner status|init|owner`` and ``spanner bolt
+list|show|envoys|push|invite|join|act|reassign``: their requests and how
+their answers are shown (the federation, its bolts, invites, peer actions and
+hostname owners). ``spanner bolt envoys`` and ``reassign`` answer about envoys
+and use the printers of ``vigo.cli.envoys``; ``spanner bolt drain`` and
+``remove`` are in ``vigo.cli.drain``.
 """
 
 import json
+from urllib.parse import urlencode
 
-from vigo.cli.output import bolt_label, fields, format_age, format_time, table, yes_no
+from vigo.cli.command import Command, bolt_path, envoy_path, segment
+from vigo.cli.envoys import envoy_reassigned, envoy_table
+from vigo.cli.format import bolt_label, fields, format_age, format_time, table, yes_no
 
-
-def bolt_pushed(answer, out, err):
-    """``vigocli spanner bolt push``."""
-    bolt_id = answer.get("bolt_id")
-    print(f"force-push of bolt {bolt_label(bolt_id, {bolt_id: answer.get('name')})}: "
-          f"{answer.get('envoys', 0)} envoys, {answer.get('now', 0)} sent now, "
-          f"{answer.get('next_attach', 0)} at their next attach", file=out)
-
-
-def bolt_drained(answer, out, err):
-    """``vigocli spanner bolt drain``: the final progress."""
-    bolt_id = answer.get("bolt_id")
-    label = bolt_label(bolt_id, {bolt_id: answer.get("name")})
-    to = answer.get("to") or "each envoy's owner"
-    print(f"bolt {label} {'drained' if answer.get('state') == 'done' else 'drain failed'}: "
-          f"{answer.get('moved', 0)} of {answer.get('total', 0)} envoys moved to {to}, "
-          f"{answer.get('failed', 0)} failed, {answer.get('remaining', 0)} still here",
-          file=out)
-    for error in answer.get("errors") or []:
-        print(f"  {error}", file=err)
-
-
-def bolt_removed(answer, out, err):
-    """``vigocli spanner bolt remove``."""
-    bolt_id = answer.get("bolt_id")
-    label = bolt_label(bolt_id, {bolt_id: answer.get("name")})
-    if not answer.get("changed"):
-        print(f"bolt {label} was already removed", file=out)
-        return
-    forced = " without draining (it could not be reached)" if answer.get("forced") else ""
-    print(f"bolt {label} removed from the federation{forced}", file=out)
-
+# -- the federation ----------------------------------------------------------------
 
 DIGEST_SHOWN = 12  # hex digits of the roster digest people see
 
@@ -82,6 +57,15 @@ def spanner_status(answer, out, err):
     fields(pairs, out)
 
 
+def _init_body(options):
+    body = {}
+    if options.name is not None:
+        body["name"] = options.name
+    if options.patterns is not None:
+        body["patterns"] = options.patterns
+    return body
+
+
 def spanner_initialized(answer, out, err):
     """``vigocli spanner init``: the new federation, then the status."""
     print(f"founded federation {answer.get('federation_id')}; this server is its first "
@@ -89,11 +73,49 @@ def spanner_initialized(answer, out, err):
     spanner_status(answer, out, err)
 
 
+def _invite_body(options):
+    return {} if options.expires_in is None else {"expires_in": options.expires_in}
+
+
+def invite_created(answer, out, err):
+    """``vigocli spanner bolt invite``: the token alone on ``out``, the note on ``err``."""
+    print(answer["token"], file=out)
+    print(f"This invite token is one-shot: it admits one bolt, once, and expires at "
+          f"{format_time(answer.get('expires_at'))}. On the joining server run: "
+          "vigocli spanner bolt join TOKEN", file=err)
+
+
 def spanner_joined(answer, out, err):
     """``vigocli spanner bolt join``: the federation joined, then the status."""
     print(f"joined federation {answer.get('federation_id')} as bolt "
           f"{answer.get('bolt_id')}", file=out)
     spanner_status(answer, out, err)
+
+
+def _owner_query(options):
+    query = {"hostname": options.hostname}
+    if options.envoy:
+        query["envoy"] = options.envoy
+    return "/api/v1/spanner/owner?" + urlencode(query)
+
+
+def owner_explained(answer, out, err):
+    """``vigocli spanner owner``: the owner of a hostname, and why."""
+    if answer.get("by") == "override":
+        why = "its envoy's override (a reassign or a drain gave it to this bolt)"
+    else:
+        why = "the most specific matching pattern, %s" % (answer.get("pattern"),)
+    print("%s is owned by bolt %s (%s): %s" % (
+        answer["hostname"], answer["bolt_id"], answer.get("name"), why), file=out)
+    candidates = answer.get("candidates") or []
+    if len(candidates) > 1 or answer.get("by") == "override":
+        rows = [[c["bolt_id"], c.get("name") or "-", c["pattern"]] for c in candidates]
+        if rows:
+            print("matching patterns of active bolts, most specific first:", file=out)
+            table(rows, ["BOLT", "NAME", "PATTERN"], out)
+
+
+# -- its bolts ---------------------------------------------------------------------
 
 
 def _envoys(bolt, field, counter):
@@ -160,12 +182,16 @@ def bolt_details(answer, out, err):
     fields(pairs, out)
 
 
-def invite_created(answer, out, err):
-    """``vigocli spanner bolt invite``: the token alone on ``out``, the note on ``err``."""
-    print(answer["token"], file=out)
-    print(f"This invite token is one-shot: it admits one bolt, once, and expires at "
-          f"{format_time(answer.get('expires_at'))}. On the joining server run: "
-          "vigocli spanner bolt join TOKEN", file=err)
+def bolt_pushed(answer, out, err):
+    """``vigocli spanner bolt push``."""
+    bolt_id = answer.get("bolt_id")
+    print(f"force-push of bolt {bolt_label(bolt_id, {bolt_id: answer.get('name')})}: "
+          f"{answer.get('envoys', 0)} envoys, {answer.get('now', 0)} sent now, "
+          f"{answer.get('next_attach', 0)} at their next attach", file=out)
+
+
+def _bolt_action(options):
+    return bolt_path(options) + "/actions/" + segment(options.action_name)
 
 
 def action_result(answer, out, err):
@@ -173,17 +199,24 @@ def action_result(answer, out, err):
     print(json.dumps(answer.get("result"), indent=2, sort_keys=True), file=out)
 
 
-def owner_explained(answer, out, err):
-    """``vigocli spanner owner``: the owner of a hostname, and why."""
-    if answer.get("by") == "override":
-        why = "its envoy's override (a reassign or a drain gave it to this bolt)"
-    else:
-        why = "the most specific matching pattern, %s" % (answer.get("pattern"),)
-    print("%s is owned by bolt %s (%s): %s" % (
-        answer["hostname"], answer["bolt_id"], answer.get("name"), why), file=out)
-    candidates = answer.get("candidates") or []
-    if len(candidates) > 1 or answer.get("by") == "override":
-        rows = [[c["bolt_id"], c.get("name") or "-", c["pattern"]] for c in candidates]
-        if rows:
-            print("matching patterns of active bolts, most specific first:", file=out)
-            table(rows, ["BOLT", "NAME", "PATTERN"], out)
+COMMANDS = {
+    "spanner status": Command("GET", lambda options: "/api/v1/spanner/status",
+                              spanner_status),
+    "spanner init": Command("POST", lambda options: "/api/v1/spanner/init",
+                            spanner_initialized, body=_init_body),
+    "spanner owner": Command("GET", _owner_query, owner_explained),
+    "spanner bolt list": Command("GET", lambda options: "/api/v1/spanner/bolts", bolt_table),
+    "spanner bolt show": Command("GET", bolt_path, bolt_details),
+    "spanner bolt envoys": Command("GET", lambda options: bolt_path(options) + "/envoys",
+                                   envoy_table),
+    "spanner bolt push": Command("POST", lambda options: bolt_path(options) + "/push",
+                                 bolt_pushed, body=lambda o: {}),
+    "spanner bolt invite": Command("POST", lambda options: "/api/v1/spanner/invite",
+                                   invite_created, body=_invite_body),
+    "spanner bolt join": Command("POST", lambda options: "/api/v1/spanner/join",
+                                 spanner_joined, body=lambda o: {"token": o.token_text}),
+    "spanner bolt reassign": Command("POST", envoy_path("/reassign"), envoy_reassigned,
+                                     body=lambda o: {"to": o.to}),
+    "spanner bolt act": Command("POST", _bolt_action, action_result,
+                                body=lambda o: dict(o.args or {})),
+}

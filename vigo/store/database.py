@@ -1,0 +1,166 @@
+"""SQLite under ``data_dir``: one connection, one thread, group commit.
+
+Every query runs on the store's own thread, never on the reactor. Work is
+queued as functions of a cursor; the thread takes whatever is queued, runs each
+job inside its own savepoint of one transaction, commits (``synchronous=FULL``,
+so a commit is on disk), and only then answers each job on the reactor thread.
+A yes from the store therefore means durable, and a burst of enrollments pays
+for one fsync, not one each. A job that raises is rolled back alone.
+"""
+
+import os
+import queue
+import sqlite3
+import threading
+
+from twisted.internet import defer
+from twisted.python import failure, log
+from zope.interface import implementer
+
+from vigo.interfaces.components import IStore
+from vigo.store.migrations import NewerSchema, migrate
+
+DB_FILE = "vigo.sqlite3"
+
+
+def shielded(d):
+    """A Deferred with ``d``'s result that a caller's cancel (a timeout, say)
+    does not reach ``d`` through: the job still commits, and the callbacks
+    already on ``d`` (which bring memory in line with the database) still run.
+    A cancelled caller just stops waiting."""
+    outer = defer.Deferred()
+
+    def relay(result):
+        if not outer.called:
+            outer.callback(result)
+        elif isinstance(result, failure.Failure):
+            log.err(result, "a store job failed after its caller stopped waiting")
+        return None
+
+    d.addBoth(relay)
+    return outer
+
+
+class StoreError(Exception):
+    """The database cannot be opened or is newer than this server."""
+
+
+def connect(path):
+    """A connection to the database at ``path`` (``":memory:"``: in memory), in
+    WAL mode, each commit on disk before it returns."""
+    if path != ":memory:" and not os.path.exists(path):
+        # Token hashes and envoy keys: readable by the server's user only.
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    connection.execute("PRAGMA journal_mode = WAL")
+    connection.execute("PRAGMA synchronous = FULL")
+    connection.execute("PRAGMA foreign_keys = ON")
+    connection.execute("PRAGMA busy_timeout = 5000")
+    return connection
+
+
+_STOP = object()
+
+
+@implementer(IStore)
+class Store:
+    """The server's database, worked on by one thread.
+
+    ``run(job, *args)`` queues ``job(cursor, *args)`` and returns a Deferred
+    that fires with its result once the transaction holding it is committed.
+    """
+
+    def __init__(self, path, reactor):
+        self.path = path
+        self._reactor = reactor
+        self._queue = queue.SimpleQueue()
+        self._thread = None
+        self._connection = None
+        self._closed = False
+        self.commits = 0
+
+    @classmethod
+    def in_directory(cls, data_dir, reactor):
+        os.makedirs(data_dir, mode=0o700, exist_ok=True)
+        return cls(os.path.join(data_dir, DB_FILE), reactor)
+
+    def open(self):
+        """Open (and migrate) the database and start the store thread."""
+        try:
+            self._connection = connect(self.path)
+            migrate(self._connection)
+        except NewerSchema as e:
+            raise StoreError(str(e)) from None
+        except sqlite3.Error as e:
+            raise StoreError("cannot open %s: %s" % (self.path, e)) from None
+        self._thread = threading.Thread(
+            target=self._work, name="vigo-store", daemon=True
+        )
+        self._thread.start()
+
+    def run(self, job, *args):
+        if self._closed:
+            return defer.fail(StoreError("the store is closed (the server is stopping); "
+                                         "nothing was written"))
+        d = defer.Deferred()
+        self._queue.put((job, args, d))
+        return d
+
+    def close(self):
+        """Finish queued work, then stop the thread; fires when closed. Jobs
+        asked after this fail at once."""
+        self._closed = True
+        if self._thread is None:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._queue.put((_STOP, (), d))
+        self._thread = None
+        return d
+
+    def _work(self):
+        connection = self._connection
+        cursor = connection.cursor()
+        while True:
+            batch = [self._queue.get()]
+            while True:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = [item for item in batch if item[0] is _STOP]
+            jobs = [item for item in batch if item[0] is not _STOP]
+            if jobs:
+                self._run_batch(cursor, jobs)
+            if stop:
+                connection.close()
+                for _, _, d in stop:
+                    self._reactor.callFromThread(d.callback, None)
+                return
+
+    def _run_batch(self, cursor, jobs):
+        results = []
+        try:
+            cursor.execute("BEGIN IMMEDIATE")
+            for job, args, d in jobs:
+                cursor.execute("SAVEPOINT job")
+                try:
+                    outcome = (True, job(cursor, *args))
+                except BaseException:
+                    outcome = (False, failure.Failure())
+                    cursor.execute("ROLLBACK TO job")
+                cursor.execute("RELEASE job")
+                results.append((d, outcome))
+            cursor.execute("COMMIT")
+            self.commits += 1
+        except sqlite3.Error:
+            # The transaction itself failed (disk full, I/O error): nothing
+            # in it is durable, so every job in it fails.
+            reason = failure.Failure()
+            log.err(reason, "vigo store: transaction failed")
+            try:
+                cursor.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            results = [(d, (False, reason)) for _, _, d in jobs]
+        for d, (ok, value) in results:
+            self._reactor.callFromThread(d.callback if ok else d.errback, value)
