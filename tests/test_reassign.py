@@ -24,6 +24,7 @@ from twisted.trial import unittest
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from tests import test_spanner_membership as membership
 from tests.events import rosters_of, until
 from tests.fleetkit import HOSTCRATES, EnvoyConnections, EnvoyKey, RecordingConnection
 from tests.peerkit import StubBolt
@@ -361,21 +362,12 @@ class LiveFederation:
         yield server.ready
         return server
 
-    @defer.inlineCallbacks
+    bolt = start  # what tests/test_spanner_membership.federate starts bolts with
+
     def federate(self, names=("a", "b", "c")):
         """Start bolts ``names``, found a federation at the first, join the
         others through it, and wait until every roster holds them all."""
-        bolts = []
-        for name in names:
-            bolts.append((yield self.start(name)))
-        founder = bolts[0]
-        yield founder.spanner.admin.init()
-        for joiner in bolts[1:]:
-            invite = yield founder.spanner.admin.invite(3600)
-            yield joiner.spanner.admin.join(invite["token"])
-        yield until(lambda: all(len(b.spanner.roster.bolt_ids()) == len(bolts) for b in bolts),
-                    *rosters_of(*bolts), what="every roster holds every bolt")
-        return bolts
+        return membership.federate(self, names)
 
 
 # -- the parts, and the fakes, against their interfaces ------------------------------------
