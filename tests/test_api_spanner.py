@@ -794,7 +794,7 @@ class RealBolt:
         bolt = Bolt(identity, lambda: name, clock, self.roster, load_actions(), None,
                     fleet=BoltFleet(fleet, clock, moves.endpoint))
         membership = Membership(identity, self.roster, clock, server.advertised.row, name,
-                                list(patterns), None, None)
+                                list(patterns), None, None, server.store)
         invites = Invites(identity, self.roster, server.store, clock,
                           lambda: server.advertised.row()["peer"])
         status = FederationStatus(identity.id, name, self.roster, dict,

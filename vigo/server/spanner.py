@@ -126,7 +126,7 @@ def build(config, reactor, exit_on_failure=False):
     membership = Membership(
         identity, roster, reactor, advertised.row, spanner.bolt_name, spanner.patterns, clients,
         dial=lambda address, fingerprint, bolt_id: PeerClient(
-            reactor, identity, address, fingerprint, bolt_id=bolt_id))
+            reactor, identity, address, fingerprint, bolt_id=bolt_id), store=store)
     invites = Invites(identity, roster, store, reactor, lambda: advertised.row()["peer"])
     portal = PeerPortal(roster, bolt, actions, membership.admit)
     status = FederationStatus(me, spanner.bolt_name, roster, gossiper.peer_states, own, repair,

@@ -156,6 +156,13 @@ def redeem_invite(cursor, invite, bolt_id, now_ms):
         (bolt_id, now_ms, invite.token_id))
 
 
+def redeemed_by(cursor, invite):
+    """The bolt that redeemed ``invite`` (its secret checked), or None."""
+    row = cursor.execute("SELECT secret_hash, consumed_by FROM spanner_invites WHERE id = ?",
+                         (invite.token_id,)).fetchone()
+    return row[1] if row is not None and invite.matches(row[0]) else None
+
+
 class Invites:
     """Minting invites at one bolt: ``identity`` signs them, ``roster`` (its
     ``ILocalRoster``) names the federation, ``store`` (an ``IStore``) keeps

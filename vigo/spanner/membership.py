@@ -20,7 +20,7 @@ from vigo.hostnames import HostnameError
 from vigo.identity import key_id
 from vigo.interfaces.errors import JoinRefused, PeerError, PeerNoAnswer, PeerUnreachable, Refusal
 from vigo.spanner.canonical import SpannerError
-from vigo.spanner.invites import Invite, InviteError, redeem_invite
+from vigo.spanner.invites import Invite, InviteError, redeem_invite, redeemed_by
 from vigo.spanner.peer.asking import ask
 from vigo.spanner.roster.crdt import Roster, new_federation_id
 from vigo.spanner.roster.rows import AdmissionRow
@@ -46,14 +46,17 @@ class Membership:
     * ``peers``: an ``IPeerCaller`` reaching other bolts (a removal asks the
       bolt whether it is drained);
     * ``dial(address, fingerprint, bolt_id)``: a new, unstarted client to a
-      minter's peer port (``vigo.spanner.peer.client.PeerClient``).
+      minter's peer port (``vigo.spanner.peer.client.PeerClient``);
+    * ``store``: its ``IStore`` (a repeated join is checked against the
+      minter's record of the invite).
     """
 
     log = Logger()
 
-    def __init__(self, identity, roster, clock, addresses, name, patterns, peers, dial,
+    def __init__(self, identity, roster, clock, addresses, name, patterns, peers, dial, store,
                  join_timeout=JOIN_TIMEOUT):
         self._identity = identity
+        self._store = store
         self._roster = roster
         self._clock = clock
         self._addresses = addresses
@@ -75,6 +78,9 @@ class Membership:
         name = name or self._name
         if patterns is None:
             patterns = self._patterns
+        if isinstance(patterns, str):
+            raise Refusal("bad_request", "patterns is a list of hostname globs, not one "
+                          "string: %r" % (patterns,))
         return name, self._addresses(), tuple(p.strip().lower() for p in patterns)
 
     # -- init -----------------------------------------------------------------
@@ -137,17 +143,21 @@ class Membership:
                 yield client.when_connected(fail_after_failures=2).addTimeout(
                     self._join_timeout, self._clock)
             except Exception as e:
+                why = client.last_error or (
+                    "no connection within %g s" % (self._join_timeout,)
+                    if isinstance(e, defer.TimeoutError) else e)
                 raise Refusal("unreachable", "cannot reach the minter %s at %s (%s); is it "
-                              "running? try again" % (invite.minter_id, invite.address,
-                                                      client.last_error or e),
+                              "running? try again" % (invite.minter_id, invite.address, why),
                               retryable=True) from None
             # The handshake pinned the invite's fingerprint: this is the minter's key.
             minter_key = client.peer_key()
             try:
                 answer = yield client.join(token_text, row.to_data(), self._join_timeout)
             except PeerNoAnswer:
-                raise Refusal("unreachable", "the minter %s did not answer within %d s"
-                              % (invite.minter_id, self._join_timeout), retryable=True) from None
+                raise Refusal("unreachable", "the minter %s did not answer within %d s; it "
+                              "may have admitted this bolt: join again with the same token, "
+                              "and it answers again" % (invite.minter_id, self._join_timeout),
+                              retryable=True) from None
             except PeerUnreachable as e:
                 raise Refusal("unreachable", "the minter %s went away: %s"
                               % (invite.minter_id, e), retryable=True) from None
@@ -187,7 +197,11 @@ class Membership:
         if roster.is_removed(bolt_id):
             raise JoinRefused("bolt %s was removed; a removed bolt rejoins only with a "
                               "new identity" % (bolt_id,))
-        if roster.row(bolt_id) is not None:
+        held = roster.row(bolt_id)
+        if held is not None:
+            again = yield self._admitted_before(held, peer_key, invite, bolt_id)
+            if again:  # the joiner did not hear our answer: the same answer again
+                return sign_snapshot(roster, self._identity, self._now_ms())
             raise JoinRefused("bolt %s is already a member" % (bolt_id,))
         if roster.is_consumed(invite.token_id):
             raise JoinRefused("the invite was already used")
@@ -211,6 +225,15 @@ class Membership:
         self.log.info("admitted bolt {id} ({name})", id=bolt_id, name=row.name)
         return sign_snapshot(admitted, self._identity, now_ms)
 
+    def _admitted_before(self, row, peer_key, invite, bolt_id):
+        """A Deferred of True when ``row`` is the one this bolt admitted with
+        ``invite`` for the applicant holding ``peer_key``: a repeat of a join
+        whose answer was lost, to be answered again (and nothing else)."""
+        if (row.public_key, row.admitted_by, row.token_id) != (
+                peer_key, self._identity.id, invite.token_id):
+            return defer.succeed(False)
+        return self._store.run(redeemed_by, invite).addCallback(lambda by: by == bolt_id)
+
     # -- remove -------------------------------------------------------------------------
 
     @defer.inlineCallbacks
@@ -218,7 +241,10 @@ class Membership:
         """Record the removal of drained bolt ``bolt_id`` (or, with ``force``, of
         one that cannot be reached)."""
         roster = self._roster.require_member()
-        name = roster.row(bolt_id).name
+        row = roster.row(bolt_id)
+        if row is None:
+            raise Refusal("not_found", "no bolt %r in the roster" % (bolt_id,))
+        name = row.name
         if roster.is_removed(bolt_id):
             return {"bolt_id": bolt_id, "name": name, "removed": True, "changed": False}
         if bolt_id == self._identity.id:

@@ -32,9 +32,9 @@ def action_refusal(failure, bolt_id, action):
     message = failure.getErrorMessage()
     if failure.check(defer.TimeoutError, defer.CancelledError):
         raise Refusal("unreachable", "bolt %s did not answer %s in time; it may or may not "
-                      "have run it" % (bolt_id, action))
+                      "have run it" % (bolt_id, action), retryable=True)
     if failure.check(PeerUnreachable):
-        raise Refusal("unreachable", message)
+        raise Refusal("unreachable", message, retryable=True)
     if failure.check(UnknownAction):
         raise Refusal("unknown_action", message)
     if failure.check(BadArguments):
