@@ -17,7 +17,7 @@ Two measurements:
   encoded when the request reaches it (half an RTT after it was asked), and
   half an RTT later the puller runs ``open_snapshot`` against the key it pins
   for that peer and ``Roster.merge``; a changed roster is gossiped at once (as
-  ``SpannerService.replace_roster`` does). One pull per peer in flight, as in
+  ``LocalRoster.commit`` does). One pull per peer in flight, as in
   ``SnapshotPuller``. The clock starts when the founder admits the joiner
   (countersigns its row and consumes its token, as ``Membership.admit``
   does; the joiner gets the signed snapshot half an RTT later and starts

@@ -18,7 +18,7 @@ from vigo.api.app import AdminAPI
 from vigo.api.auth import ADMIN_TOKEN_FILE, ApiTokens
 from vigo.api.envoys import LocalEnvoys
 from vigo.api.site import MAX_BODY
-from vigo.api.spanner import NoFederation
+from vigo.api.spanner import NoFederation, StandaloneSpannerAPI
 from vigo.config import config_from_mapping
 from vigo.fleet import wire
 from vigo.fleet.enrollment import Enrollment
@@ -90,11 +90,13 @@ class FacadeServer:
         wired = {"tokens": self.api_tokens, "server_id": self.identity.id,
                  "status": self.status, "enrollment_tokens": self.enrollment_tokens,
                  "envoys": self.envoys, "federation": self.federation,
-                 "registry": self.registry, "clock": self.clock}
+                 "registry": self.registry, "clock": self.clock, "spanner": None}
         unknown = set(parts) - set(wired)
         if unknown:
             raise TypeError("AdminAPI has no part %s" % (", ".join(sorted(unknown)),))
         wired.update(parts)
+        if "federation" not in parts:  # this server's own: standalone, as the wiring has it
+            wired["spanner"] = StandaloneSpannerAPI(self.federation, self.api_tokens)
         return AdminAPI(**wired)
 
     async def start(self):

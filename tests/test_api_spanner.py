@@ -126,6 +126,17 @@ class StandaloneTests(ApiTestCase):
         self.assertJSONError(response, body, 404, "not_spanner")
 
     @defer.inlineCallbacks
+    def test_standalone_says_so_before_it_reads_the_body(self):
+        # Whatever the request holds, a standalone server has no federation.
+        for method, path, data in (("POST", "/api/v1/spanner/join", {}),
+                                   ("POST", "/api/v1/spanner/init", {"name": 5}),
+                                   ("POST", "/api/v1/spanner/invite", {"expires_in": "x"}),
+                                   ("POST", "/api/v1/spanner/bolts/b/drain", {"to": 5}),
+                                   ("GET", "/api/v1/spanner/nonsense", None)):
+            response, body = yield self.call(method, path, body=data)
+            self.assertJSONError(response, body, 404, "not_spanner")
+
+    @defer.inlineCallbacks
     def test_standalone_still_wants_a_token(self):
         response, body = yield self.call("GET", "/api/v1/spanner/status", token=None)
         self.assertJSONError(response, body, 401, "unauthorized")
@@ -720,9 +731,9 @@ class ReassignTests(SpannerApiTestCase):
 
 #: The status of each refusal code, as ``vigo.api.responses`` documents it.
 DOCUMENTED_STATUS = {
-    "not_found": 404, "no_owner": 404, "unknown_action": 404, "not_spanner": 404,
+    "not_found": 404, "unknown_action": 404, "not_spanner": 404,
     "bolt_not_found": 404,
-    "bad_request": 400, "malformed": 400, "bad_arguments": 400,
+    "bad_request": 400, "malformed": 400,
     "action_failed": 502, "bad_answer": 502,
     "unreachable": 503,
 }
@@ -753,7 +764,8 @@ class RefusalStatusTests(ApiTestCase):
 
     @defer.inlineCallbacks
     def test_each_code_through_the_spanner_and_envoy_routes(self):
-        codes = sorted(DOCUMENTED_STATUS) + ["already_member", "conflict", "not_member"]
+        codes = sorted(DOCUMENTED_STATUS) + ["already_member", "conflict", "not_member",
+                                             "no_owner"]  # a drain that would strand envoys
         for code in codes:
             expected = DOCUMENTED_STATUS.get(code, 409)
             for later in (False, True):
@@ -797,7 +809,11 @@ class RealBolt:
                                 list(patterns), None, None, server.store)
         invites = Invites(identity, self.roster, server.store, clock,
                           lambda: server.advertised.row()["peer"])
-        status = FederationStatus(identity.id, name, self.roster, dict,
+        def name_now():  # as the wiring has it: the row's name, else the configured one
+            row = self.roster.row(identity.id)
+            return name if row is None else row.name
+
+        status = FederationStatus(identity.id, name_now, self.roster, dict,
                                   OwnFigures(fleet, clock), NoRepair(), clock)
         reads = FleetReads(bolt, clock, status.reachable_bolts)
         self.admin = BoltAdmin(identity, self.roster, status, membership, invites, reads, bolt,

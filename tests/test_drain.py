@@ -250,6 +250,21 @@ class StateTests(DrainTestCase):
                          ("failed", 1, 0, 4))
         self.assertEqual(len(gated.asked), 1)
 
+    def test_a_stop_during_a_start_stops_it_before_it_turns_draining(self):
+        drainer = drainer_of(self.a)
+        release = self.a.store.hold(save_drain)
+        seq = self.a.roster.row(self.a.id).seq
+        starting = drainer.start(self.b.id)
+        stopped = drainer.stop()
+        self.assertNoResult(stopped)  # the start under way ends first
+        release()
+        refused = self.failureResultOf(starting, Refusal).value
+        self.assertEqual(refused.code, "stopping")
+        self.successResultOf(stopped)
+        self.assertEqual(self.a.roster.row(self.a.id).seq, seq, "not published draining")
+        self.assertEqual((drainer.state, self.a.roster.status_of(self.a.id)),
+                         (DrainState.IDLE, "active"))
+
     def test_a_stopped_drainer_refuses_until_it_runs_again(self):
         drainer = drainer_of(self.a)
         self.successResultOf(drainer.stop())

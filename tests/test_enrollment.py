@@ -135,3 +135,14 @@ class TokenCodecTests(unittest.SynchronousTestCase):
             EnrollmentToken.decode("vgoe_" + text)
         except TokenError:
             pass
+
+
+class TokenIdTests(unittest.SynchronousTestCase):
+    def test_an_id_never_starts_with_a_dash(self):
+        """Operators type ids on command lines (``vigocli token withdraw ID``),
+        where ``-x...`` would be read as an option."""
+        from vigo import tokens
+
+        draws = iter([b"\xf8" * 9, b"\x00" * 9])  # the first encodes as "-..."
+        self.patch(tokens.os, "urandom", lambda n: next(draws))
+        self.assertEqual(tokens.new_id(), "AAAAAAAAAAAA")

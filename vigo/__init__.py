@@ -1,3 +1,3 @@
 """vigosrv: the Vigo fleet state-enforcement server, on Twisted."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

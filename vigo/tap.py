@@ -66,9 +66,10 @@ def makeService(options):
     from vigo.fleet.hostcrates import HostcratesError
     from vigo.identity import IdentityError
     from vigo.server import build_server
+    from vigo.tls import TLSFilesError
 
     try:
         return build_server(options.config, reactor, exit_on_failure=True)
-    except (HostcratesError, IdentityError, OSError) as e:
+    except (HostcratesError, IdentityError, OSError, TLSFilesError) as e:
         sys.stderr.write("twistd vigo: cannot start: %s\n" % (e,))
         raise SystemExit(1) from None

@@ -98,17 +98,27 @@ def ensure_api_certificate(data_dir, hostname, listen_host):
     return cert_path, key_path
 
 
+class TLSFilesError(Exception):
+    """A certificate or key file that cannot be used; the message names it."""
+
+
 def api_server_options(cert_path, key_path):
-    """Twisted TLS options for the HTTPS API from PEM files."""
+    """Twisted TLS options for the HTTPS API from PEM files; ``TLSFilesError``
+    (naming the file) for one that is not a PEM certificate or key."""
     with open(cert_path, "rb") as f:
         cert_pem = f.read()
     with open(key_path, "rb") as f:
         key_pem = f.read()
-    return ssl.CertificateOptions(
-        privateKey=crypto.load_privatekey(crypto.FILETYPE_PEM, key_pem),
-        certificate=crypto.load_certificate(crypto.FILETYPE_PEM, cert_pem),
-        raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
-    )
+    try:
+        certificate = crypto.load_certificate(crypto.FILETYPE_PEM, cert_pem)
+    except crypto.Error as e:
+        raise TLSFilesError("%s is not a PEM certificate (%s)" % (cert_path, e)) from None
+    try:
+        key = crypto.load_privatekey(crypto.FILETYPE_PEM, key_pem)
+    except crypto.Error as e:
+        raise TLSFilesError("%s is not a PEM private key (%s)" % (key_path, e)) from None
+    return ssl.CertificateOptions(privateKey=key, certificate=certificate,
+                                  raiseMinimumTo=ssl.TLSVersion.TLSv1_2)
 
 
 def identity_server_options(identity):

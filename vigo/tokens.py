@@ -43,7 +43,12 @@ def _unb64url(text):
 
 
 def new_id():
-    return _b64url(os.urandom(9))
+    """A fresh random id (12 base64url characters) that does not start with
+    ``-``: operators type ids on command lines, where ``-x...`` is an option."""
+    while True:
+        token_id = _b64url(os.urandom(9))
+        if not token_id.startswith("-"):
+            return token_id
 
 
 @attr.s(frozen=True, slots=True)

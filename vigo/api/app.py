@@ -75,6 +75,8 @@ class AdminAPI:
     * ``server_id``: its id; ``status()``: the server at a glance;
     * ``enrollment_tokens``: its ``EnrollmentTokens``;
     * ``envoys``: its ``IEnvoyOperations``; ``federation``: its ``IFederationAdmin``;
+    * ``spanner``: the Klein app of its ``/api/v1/spanner/`` routes (default: the
+      federation's ``SpannerAPI``; a standalone server's ``StandaloneSpannerAPI``);
     * ``registry``: the Prometheus registry ``/metrics`` serves;
     * ``clock``: an ``IReactorTime``.
     """
@@ -82,7 +84,7 @@ class AdminAPI:
     app = json_errors(Klein())
 
     def __init__(self, tokens, server_id, status, enrollment_tokens, envoys, federation,
-                 registry, clock):
+                 registry, clock, spanner=None):
         self.tokens = tokens
         self.server_id = server_id
         self.status_of_server = status
@@ -90,7 +92,7 @@ class AdminAPI:
         self.envoys = envoys
         self.registry = registry
         self.clock = clock
-        self.spanner = SpannerAPI(federation, tokens)
+        self.spanner = SpannerAPI(federation, tokens) if spanner is None else spanner
         self.page = FederationPage(federation, tokens)
 
     def resource(self):

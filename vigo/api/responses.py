@@ -26,8 +26,8 @@ _FALSE = ("0", "false", "no", "")
 
 #: The HTTP status of a refusal, by its code; any other code is 409 Conflict.
 REFUSAL_STATUS = {
-    "bad_request": 400, "malformed": 400, "bad_arguments": 400,
-    "not_found": 404, "no_owner": 404, "unknown_action": 404, "not_spanner": 404,
+    "bad_request": 400, "malformed": 400,
+    "not_found": 404, "unknown_action": 404, "not_spanner": 404,
     "bolt_not_found": 404,
     "action_failed": 502, "bad_answer": 502,
     "unreachable": 503,

@@ -2,11 +2,12 @@
 
 ``SpannerAPI`` is its own Klein app, mounted under ``/api/v1/spanner/`` by
 ``vigo.api.app.AdminAPI``; it shares the JSON errors and the bearer-token
-check of ``vigo.api.responses``. Each route asks an ``IFederationAdmin``:
-a bolt's ``vigo.spanner.admin.BoltAdmin``, or, on a standalone server,
-``NoFederation``, which answers ``status`` (the server is standalone) and
-refuses everything else with ``404 not_spanner``. A refusal from below is
-answered with the status its code calls for.
+check of ``vigo.api.responses``. Each route asks a bolt's
+``IFederationAdmin`` (``vigo.spanner.admin.BoltAdmin``); a refusal from below
+is answered with the status its code calls for. A standalone server is wired
+with ``StandaloneSpannerAPI`` instead: ``status`` says it is standalone, every
+other route answers ``404 not_spanner``; its ``IFederationAdmin`` (for the
+page and that status) is ``NoFederation``.
 
 Every route needs the bearer token except the roster snapshot, which bolts and
 tools fetch with ``If-None-Match`` to learn whether the roster changed.
@@ -39,6 +40,35 @@ DRAIN_FIELDS = ("to",)
 INVITE_DEFAULT = 3600.0
 INVITE_MAX = 24 * 3600.0
 NOT_SPANNER = "this server runs standalone; start it with --mode=spanner"
+
+
+class StandaloneSpannerAPI:
+    """The ``/api/v1/spanner/`` routes of a standalone server: ``status`` says it
+    is standalone; every other route answers ``404 not_spanner`` (after the
+    token check, as the federation's routes do), whatever the request holds."""
+
+    app = json_errors(Klein())
+
+    def __init__(self, federation, tokens):
+        self.federation = federation
+        self.tokens = tokens
+
+    def resource(self):
+        return self.app.resource()
+
+    @app.route("/status", methods=["GET"])
+    @authorized
+    def status(self, request):
+        return json_response(request, self.federation.status())
+
+    @app.route("/roster", methods=["GET"])
+    def roster(self, request):
+        raise Refusal("not_spanner", NOT_SPANNER)
+
+    @app.route("/", branch=True, strict_slashes=False)
+    @authorized
+    def anything_else(self, request):
+        raise Refusal("not_spanner", NOT_SPANNER)
 
 
 @implementer(IFederationAdmin)
@@ -208,8 +238,13 @@ class SpannerAPI:
         hostname = query_value(request, "hostname")
         if not hostname:
             raise _bad("give the hostname to route: ?hostname=web1.example.com")
-        return json_response(request, await settled(
-            self.federation.owner(hostname, query_value(request, "envoy"))))
+        try:
+            owner = await settled(self.federation.owner(hostname, query_value(request, "envoy")))
+        except Refusal as e:
+            if e.code == "no_owner":  # no such owner, here: not a conflict
+                raise ApiError(404, e.code, e.reason) from None
+            raise
+        return json_response(request, owner)
 
     @app.route("/bolts/<bolt>/actions/<action>", methods=["POST"])
     @authorized

@@ -184,9 +184,9 @@ class ILocalRoster(IRosterView, IPeerRoster):
     def load():
         """Read the roster from the store (None when this bolt has none); a Deferred."""
 
-    def become(roster, job=None):
-        """Take ``roster`` as this bolt's first roster (found, joined): persisted
-        (by ``job``, a store job of the cursor, when given), then held. A Deferred."""
+    def become(roster):
+        """Take ``roster`` as this bolt's first roster (found, joined): persisted,
+        then held. A Deferred; ``already_member`` when it holds one already."""
 
     def commit(candidate, job=None):
         """Persist ``candidate`` (a changed copy of ``current``; with ``job``,

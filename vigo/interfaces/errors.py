@@ -58,7 +58,7 @@ class PeerError(Refusal):
     code = "peer_error"
     retryable = False
 
-    def __init__(self, reason, code=None, retryable=None):
+    def __init__(self, reason, *, code=None, retryable=None):
         Refusal.__init__(self, code or type(self).code, reason,
                          type(self).retryable if retryable is None else retryable)
 

@@ -84,9 +84,12 @@ class VigoServer(service.MultiService):
         self.ports = service.MultiService()
         self.ports.setName("ports")
         self.ports.setServiceParent(self)
-        internet.TimerService(FLUSH_INTERVAL, self._flush).setServiceParent(self)
-        internet.TimerService(config.checkin.interval, fleet.sweep).setServiceParent(self)
-        internet.TimerService(HEAP_SWEEP_INTERVAL, heap_sweep).setServiceParent(self)
+        for interval, work in ((FLUSH_INTERVAL, self._flush),
+                               (config.checkin.interval, fleet.sweep),
+                               (HEAP_SWEEP_INTERVAL, heap_sweep)):
+            timer = internet.TimerService(interval, work)
+            timer.clock = reactor  # not the global one
+            timer.setServiceParent(self)
 
     def add_port(self, port):
         """Listen on ``port`` (a ``PortService``) with the others, and advertise it."""
@@ -105,6 +108,8 @@ class VigoServer(service.MultiService):
         self.store.open()
         for load in self.loaders:
             await defer.maybeDeferred(load)
+        if not self.running:  # stopped while loading: listen on nothing
+            return self
         # What was loaded lives as long as the server: keep the cyclic collector
         # from rescanning it (tens of thousands of records) on every full pass.
         gc.collect()
@@ -178,10 +183,15 @@ class VigoServer(service.MultiService):
         run_file = self._run_file()
         if self.listening and os.path.exists(run_file):
             os.unlink(run_file)
-        for child in reversed(list(self)):
-            if child.running:  # a failed start may have left some never started
-                yield defer.maybeDeferred(child.stopService)
-        if self.listening:
-            self.listening = False
-            yield self.fleet.flush()
-        yield self.store.close()
+        try:
+            for child in reversed(list(self)):
+                if child.running:  # a failed start may have left some never started
+                    try:
+                        yield defer.maybeDeferred(child.stopService)
+                    except Exception:
+                        self.log.failure("stopping {child} failed", child=child.name or child)
+            if self.listening:
+                self.listening = False
+                yield self.fleet.flush()
+        finally:
+            yield self.store.close()

@@ -129,12 +129,15 @@ def build(config, reactor, exit_on_failure=False):
             reactor, identity, address, fingerprint, bolt_id=bolt_id), store=store)
     invites = Invites(identity, roster, store, reactor, lambda: advertised.row()["peer"])
     portal = PeerPortal(roster, bolt, actions, membership.admit)
-    status = FederationStatus(me, spanner.bolt_name, roster, gossiper.peer_states, own, repair,
-                              reactor)
+    status = FederationStatus(me, name, roster, gossiper.peer_states, own, repair, reactor)
     reads = FleetReads(bolt, reactor, status.reachable_bolts)
     admin = BoltAdmin(identity, roster, status, membership, invites, reads, bolt, reactor)
 
-    member = MemberServices(roster, restarted=[own_row.republish_addresses, drainer.resume])
+    def resume_drain():  # the drain itself runs in the background; a failure is logged
+        return drainer.resume().addErrback(
+            lambda failure: drainer.log.failure("resuming the drain failed", failure))
+
+    member = MemberServices(roster, restarted=[own_row.republish_addresses, resume_drain])
     for child in (gossiper, puller, repair):
         child.setServiceParent(member)
 

@@ -2,12 +2,13 @@
 
 It builds the fleet half (``vigo.server.wiring``), an ownership that owns
 every hostname, enrollment without a router, envoy operations answered from
-its own fleet, and a ``NoFederation`` for the spanner routes. No federation
-code is imported.
+its own fleet, and spanner routes that say it is standalone
+(``StandaloneSpannerAPI`` over a ``NoFederation``). No federation code is
+imported.
 """
 
 from vigo.api.envoys import LocalEnvoys
-from vigo.api.spanner import NoFederation
+from vigo.api.spanner import NoFederation, StandaloneSpannerAPI
 from vigo.fleet.enrollment import Enrollment
 from vigo.fleet.ownership import StandaloneOwnership
 from vigo.metrics import FleetCollector, metrics_registry
@@ -23,7 +24,9 @@ def build(config, reactor, exit_on_failure=False):
     enrollment = Enrollment(fleet, parts.store, identity, ownership, reactor,
                             parts.advertised.envoy, parts.enrollment_tokens)
     status = ServerStatus(identity, config, reactor, fleet, parts.advertised.envoy)
+    federation = NoFederation(identity.id)
     server = serve(config, reactor, parts, enrollment, LocalEnvoys(fleet, reactor, identity.id),
-                   NoFederation(identity.id), metrics_registry(FleetCollector(fleet)), status,
+                   federation, metrics_registry(FleetCollector(fleet)), status,
+                   spanner_routes=StandaloneSpannerAPI(federation, parts.api_tokens),
                    exit_on_failure=exit_on_failure)
     return add_dbus(server, config, reactor, status, fleet, enrollment)

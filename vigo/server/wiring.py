@@ -63,12 +63,13 @@ def fleet_parts(config, reactor):
 
 
 def serve(config, reactor, parts, enrollment, envoys, federation, registry, status,
-          loaders=(), after_start=(), exit_on_failure=False):
+          spanner_routes=None, loaders=(), after_start=(), exit_on_failure=False):
     """The ``VigoServer`` of ``parts``: envoy and API ports, the admin API.
 
     ``enrollment`` is the server's ``Enrollment``; ``envoys`` its
     ``IEnvoyOperations``; ``federation`` its ``IFederationAdmin``; ``registry``
-    its metrics; ``status`` its ``ServerStatus``; ``loaders`` run after the
+    its metrics; ``status`` its ``ServerStatus``; ``spanner_routes`` the app of
+    its ``/api/v1/spanner/`` routes (default: ``federation``'s); ``loaders`` run after the
     fleet index and the API tokens are loaded. The caller adds its own
     children, then ``add_dbus``.
     """
@@ -85,7 +86,7 @@ def serve(config, reactor, parts, enrollment, envoys, federation, registry, stat
         cert, key = ensure_api_certificate(data_dir, config.server.hostname,
                                            config.server.api_listen.host)
     server.api = AdminAPI(parts.api_tokens, parts.identity.id, status, parts.enrollment_tokens,
-                          envoys, federation, registry, reactor)
+                          envoys, federation, registry, reactor, spanner=spanner_routes)
     server.add_port(api_port(reactor, config.server.api_listen, api_site(server.api.resource()),
                              api_server_options(cert, key)))
     server.enrollment = enrollment

@@ -107,7 +107,7 @@ class BoltAdmin:
     def resolve_owner(self, key):
         """``resolve``, refusing a removed bolt (it owns no envoys); before this
         bolt is a member, only this bolt (by id or name)."""
-        if self._roster.current is None and key in (self._identity.id, self._status.name):
+        if self._roster.current is None and key in (self._identity.id, self._status.name()):
             return self._identity.id
         bolt_id = self.resolve(key)
         if self._roster.is_removed(bolt_id):

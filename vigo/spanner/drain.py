@@ -134,9 +134,7 @@ class Drainer(service.Service):
     @defer.inlineCallbacks
     def _start(self, to=None):
         roster = self._roster.require_member()
-        if self._stopping:
-            raise Refusal("stopping", "bolt %s is stopping; drain it once it runs again"
-                          % (self.bolt_id,), retryable=True)
+        self._check_running()
         if self._running is not None:
             if to != self.progress["to"]:
                 raise Refusal("conflict", "bolt %s is already draining to %s; wait for it to "
@@ -155,11 +153,18 @@ class Drainer(service.Service):
         elif status == ACTIVE:
             self._check_owners(roster)
         yield self._store.run(save_drain, to, int(self._clock.seconds() * 1000))
+        self._check_running()
         if status == ACTIVE:
             yield self._rows.publish(status=DRAINING)
         failpoint("drain.draining")
+        self._check_running()  # draining, moving nothing: a restart resumes it
         self._begin(to)
         return self.status()
+
+    def _check_running(self):
+        if self._stopping:
+            raise Refusal("stopping", "bolt %s is stopping; drain it once it runs again"
+                          % (self.bolt_id,), retryable=True)
 
     def _check_owners(self, roster):
         """Refuse a drain to each envoy's owner that would leave envoys with
@@ -190,6 +195,8 @@ class Drainer(service.Service):
                 not self._active_ids():
             return
         held = yield self._store.run(load_drain)
+        if self._stopping:
+            return
         to = None if held is None else held[0]
         if to is not None and roster.status_of(to) != ACTIVE:
             to = None  # the destination went away meanwhile: each envoy's owner
@@ -213,9 +220,11 @@ class Drainer(service.Service):
         return done
 
     def stop(self):
-        """Move no more envoys; a Deferred that fires when the moves under way end."""
+        """Move no more envoys; a Deferred that fires when a start under way and
+        the moves under way have ended."""
         self._stopping = True
-        return self.finished()
+        d = self._starting.run(lambda: None)
+        return d.addCallback(lambda _: self.finished())
 
     def _begin(self, to):
         self.progress = {"state": None, "to": to, "total": 0, "moved": 0, "failed": 0,
@@ -269,7 +278,8 @@ class Drainer(service.Service):
                                                                        self._clock)
         except Exception as e:
             self.progress["failed"] += 1
-            self._note("%s (%s): %s" % (envoy_id, hostname, e))
+            why = "%s: %s" % (e.code, e.reason) if isinstance(e, Refusal) else str(e)
+            self._note("%s (%s): %s" % (envoy_id, hostname, why))
             return
         self.progress["moved"] += 1
         failpoint("drain.moved")

@@ -12,7 +12,6 @@ finished). Stopping it stops whatever it started.
 
 from twisted.application import service
 from twisted.internet import defer
-from twisted.logger import Logger
 
 
 class MemberServices(service.MultiService):
@@ -20,28 +19,32 @@ class MemberServices(service.MultiService):
 
     ``roster`` is the bolt's ``ILocalRoster``; ``restarted`` are callables
     (each may return a Deferred) run, in order, once the children have
-    started, when the bolt was a member already as it started.
+    started, when the bolt was a member already as it started; the server
+    waits for them (``restarted``), and one that fails fails the start.
     """
 
     name = "member"
-    log = Logger()
 
     def __init__(self, roster, restarted=()):
         service.MultiService.__init__(self)
         self._roster = roster
         self._duties = list(restarted)
         self._members = False
+        self._listening = False
         #: Fires once a restarted member has done its duties (at once otherwise).
         self.restarted = defer.succeed(None)
 
     def startService(self):
         service.Service.startService(self)
         restarting = self._roster.current is not None
-        self._roster.on_member(self._became_member)  # now, when it is a member already
+        if not self._listening:
+            self._listening = True
+            self._roster.on_member(self._became_member)  # now, when it is a member already
+        elif restarting:
+            self._became_member(self._roster.current)
         if restarting:
+            # A duty that fails fails the start (the server says why and stops).
             self.restarted = defer.ensureDeferred(self._restart())
-            self.restarted.addErrback(
-                lambda f: self.log.failure("a restarted member's duties failed", f))
 
     def _became_member(self, roster):
         if not self.running or self._members:

@@ -65,6 +65,10 @@ class Membership:
         self._peers = peers
         self._dial = dial
         self._join_timeout = join_timeout
+        # Founding and joining one at a time: a second would only find the
+        # bolt a member already (and a join must not be admitted at a minter
+        # while a founding here is about to win).
+        self._becoming = defer.DeferredLock()
 
     def _now_ms(self):
         return int(self._clock.seconds() * 1000)
@@ -85,9 +89,12 @@ class Membership:
 
     # -- init -----------------------------------------------------------------
 
-    @defer.inlineCallbacks
     def init(self, name=None, patterns=None):
         """Found a new federation with this bolt as its founder; its roster."""
+        return self._becoming.run(self._init, name, patterns)
+
+    @defer.inlineCallbacks
+    def _init(self, name, patterns):
         self._not_yet_member()
         try:
             roster = Roster.found(self._identity, new_federation_id(),
@@ -101,9 +108,12 @@ class Membership:
 
     # -- join (on the joining server) --------------------------------------------
 
-    @defer.inlineCallbacks
     def join(self, token_text):
         """Join the federation named in ``token_text`` through its minter; the roster."""
+        return self._becoming.run(self._join, token_text)
+
+    @defer.inlineCallbacks
+    def _join(self, token_text):
         self._not_yet_member()
         try:
             invite = Invite.decode(token_text)

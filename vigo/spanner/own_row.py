@@ -55,15 +55,20 @@ class OwnRow(service.Service):
         self._patterns = tuple(p.strip().lower() for p in patterns)
         self._announcing = False  # this bolt checked its row at start-up
         self._retries = {}  # bolt id -> the DelayedCall of the next announce-row
+        # One new seq at a time: two signed at once would both be seq N+1, and
+        # the roster would keep one of them (an equivocation), losing a change.
+        self._publishing = defer.DeferredLock()
 
-    @defer.inlineCallbacks
     def publish(self, **changes):
         """The next seq of this bolt's row with ``changes`` (``status``,
         ``addresses``, ...), signed by itself: persisted, then gossiped."""
+        return self._publishing.run(self._publish, changes)
+
+    def _publish(self, changes):
         roster = self._roster.require_member()
         candidate = roster.copy()
         candidate.add_row(roster.row(self._identity.id).successor(self._identity, **changes))
-        yield self._roster.commit(candidate)
+        return self._roster.commit(candidate)
 
     @defer.inlineCallbacks
     def republish_addresses(self):

@@ -68,7 +68,8 @@ MOVES_SHOWN = 20
 class FederationStatus:
     """This bolt's view of its federation, for ``/api/v1/spanner/...`` reads.
 
-    ``bolt_id`` and ``name`` (its configured name) are this bolt's;
+    ``bolt_id`` is this bolt's id, ``name()`` its name now (its row's, else the
+    configured one);
     ``roster`` its ``ILocalRoster``; ``peer_states()`` the gossip liveness
     view; ``own`` its ``OwnFigures``; ``repair`` its ``HandoverRepair`` (the
     moves pending at its last round); ``clock`` an ``IReactorTime``.
@@ -121,18 +122,13 @@ class FederationStatus:
         not removed, or this bolt alone before it is in a federation."""
         roster = self._roster.current
         if roster is None:
-            return [(self.bolt_id, self.name)]
+            return [(self.bolt_id, self.name())]
         return [(bolt_id, roster.row(bolt_id).name) for bolt_id in sorted(roster.bolt_ids())
                 if roster.row(bolt_id) is not None and not roster.is_removed(bolt_id)]
 
-    def name_now(self):
-        """This bolt's name: its row's, else the configured one."""
-        row = self._roster.row(self.bolt_id)
-        return self.name if row is None else row.name
-
     def status(self):
         """``GET /api/v1/spanner/status``: this bolt and its federation at a glance."""
-        base = {"mode": "spanner", "bolt_id": self.bolt_id, "name": self.name}
+        base = {"mode": "spanner", "bolt_id": self.bolt_id, "name": self.name()}
         roster = self._roster.current
         if roster is None:
             base.update(state="unfederated", federation_id=None, founder_id=None, digest=None,
@@ -153,7 +149,7 @@ class FederationStatus:
         pending = self._repair.pending
         base.update(state="removed" if removed else "member", federation_id=roster.federation_id,
                     founder_id=roster.founder_id, digest=roster.digest().hex(),
-                    name=self.name_now(), bolts=counts, peers=peers,
+                    bolts=counts, peers=peers,
                     hint=REMOVED_HINT if removed else None,
                     moves_pending=None if pending is None else {
                         "count": len(pending),

@@ -138,7 +138,7 @@ class JoinSimulation:
         self.target = founder.roster.digest()
         founder.converged_at = self.now
         body = canonical(sign_snapshot(founder.roster, founder.identity, self._ms()))
-        founder.gossiper.send_now()  # replace_roster
+        founder.gossiper.send_now()  # as a LocalRoster change does
         self.clock.callLater(self.rtt / 2, self._joined, identity, body)
 
     def _joined(self, identity, body):
@@ -182,7 +182,7 @@ class JoinSimulation:
         snapshot = open_snapshot(body, roster.key_of(peer.id), roster.federation_id)
         roster.merge(snapshot.parts)
         if roster.digest() != before:
-            bolt.gossiper.send_now()  # replace_roster
+            bolt.gossiper.send_now()  # as a LocalRoster change does
             self._check(bolt)
 
     def _check(self, bolt):

@@ -10,13 +10,13 @@ envoys a bolt are named ``e<j>.b<i>.example.com`` (envoy id ``b<i>-e<j>``).
 
 ``churn()`` then changes the roster while gossip runs, the way the real code
 does: overrides written by the bolt that accepts the envoy (``Roster.
-write_override`` with the bolt's own ``HLC``, as ``SpannerService.
+write_override`` with the bolt's own ``HLC``, as ``LocalRoster.
 write_override`` for ``accept-envoy``), some of them contested (two bolts
 writing the same envoy at the same instant), one bolt turning ``draining``
-(the next seq of its row, signed by itself, as ``BoltOps.publish_status``),
+(the next seq of its row, signed by itself, as ``OwnRow.publish``),
 the founder taking over part of its envoys (as a drain does), and one more
 bolt removed by another while its own row still says active (``Roster.
-remove``, as ``BoltOps.remove --force`` for a bolt that cannot be reached).
+remove``, as ``Membership.remove`` with force for a bolt that cannot be reached).
 ``settle()`` runs the clock until every bolt's roster digest is the same.
 
 ``check_routing()`` then has every bolt route every envoy with the real
@@ -161,7 +161,7 @@ class ScaleSimulation(JoinSimulation):
 
     def accept(self, bolt, envoy):
         """``bolt`` takes envoy number ``envoy`` and writes the override envoy
-        -> itself, as ``SpannerService.write_override``: nothing when its roster
+        -> itself, as ``LocalRoster.write_override``: nothing when its roster
         already says so; else signed at its HLC, merged, gossiped at once."""
         name = self.pairs[envoy][1]
         held = bolt.roster.override_of(name)
@@ -179,7 +179,7 @@ class ScaleSimulation(JoinSimulation):
         self._wrote(bolt)
 
     def remove(self, by, bolt):
-        """``by`` records that ``bolt`` is removed (``BoltOps.remove``)."""
+        """``by`` records that ``bolt`` is removed (``Membership.remove``)."""
         by.roster.remove(by.identity, bolt.id, int(self.now * 1000))
         self.removed.add(bolt.id)
         self._wrote(by)

@@ -116,7 +116,7 @@ class Gossiper(service.Service):
 
     Callbacks: ``on_state_change(bolt_id, old, new)`` on every detector
     transition; ``on_digest_mismatch(bolt_id)`` to ask for a snapshot pull
-    from that bolt (rate-limited, see ``gossip_pull``).
+    from that bolt (rate-limited, see ``pulls.PullRequests``).
     """
 
     name = "gossip"

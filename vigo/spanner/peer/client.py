@@ -40,7 +40,7 @@ LOGIN_TIMEOUT = 10.0
 
 
 #: Connection attempts failed in a row after which calls fail at once
-#: (``BoltFacade.call``) and a bolt heard again is redialled.
+#: (``PeerClients.call``) and a bolt heard again is redialled.
 FAIL_FAST_AFTER = 3
 
 

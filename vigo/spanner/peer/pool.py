@@ -32,9 +32,13 @@ class PeerClients(service.Service):
         self.client_options = client_options
         self._locate = locate
         self._clients = {}
+        self._stopped = False
 
     def call(self, bolt_id, action_name, args, timeout=None):
         """Run ``action_name`` on bolt ``bolt_id`` (another bolt)."""
+        if self._stopped:
+            return defer.fail(PeerUnreachable(
+                "this bolt is stopping: it calls no other bolt (%s) any more" % (bolt_id,)))
         where = self._locate(bolt_id)
         if where is None:
             return defer.fail(PeerUnreachable(
@@ -100,5 +104,6 @@ class PeerClients(service.Service):
 
     def stopService(self):
         super().stopService()
+        self._stopped = True
         clients, self._clients = list(self._clients.values()), {}
         return defer.gatherResults([client.stop() for client in clients]).addCallback(lambda _: None)

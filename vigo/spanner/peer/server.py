@@ -1,6 +1,6 @@
 """The server side of peer RPC: who may call, and what they may call.
 
-Bolts call each other with Perspective Broker over mutual TLS (``peer_tls``).
+Bolts call each other with Perspective Broker over mutual TLS (``vigo.spanner.peer.tls``).
 Login goes through ``twisted.cred``, but the client sends no credentials of its
 own: the root object's ``remote_login()`` reads the key the TLS peer proved it
 holds and logs that in (``PeerKey``). ``RosterKeyChecker`` maps the key to a
@@ -26,6 +26,7 @@ from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import IRealm, Portal
 from twisted.internet import defer, endpoints
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.spread import pb
 from zope.interface import Attribute, implementer
 
@@ -150,7 +151,11 @@ class _CheckedAvatar(pb.Avatar):
         return {"ok": result}
 
     def _refused(self, failure):
-        failure.trap(Refusal)
+        if not failure.check(Refusal):  # a bug here: logged, and still an answer
+            log.failure("a peer call failed on this bolt", failure)
+            failure = Failure(ActionFailed("the call failed on this bolt: %s: %s; its log has "
+                                           "the traceback" % (failure.type.__name__,
+                                                              failure.value)))
         self.refusals[failure.type.__name__] += 1
         return {"error": to_wire(failure.value)}
 

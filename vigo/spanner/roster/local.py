@@ -22,6 +22,7 @@ from vigo.spanner.roster.hlc import HLC
 from vigo.spanner.roster.parts import RosterParts
 from vigo.spanner.roster.records import Override
 from vigo.spanner.roster.store import load_roster, save_roster
+from vigo.store import shielded
 
 #: The digest of no roster at all (a bolt not in a federation yet).
 NO_DIGEST = b"\x00" * 32
@@ -84,35 +85,40 @@ class LocalRoster:
                           id=self._identity.id)
         return roster
 
-    @defer.inlineCallbacks
-    def become(self, roster, job=None):
+    def become(self, roster):
         if self.current is not None:
-            raise Refusal("already_member", "this bolt is already a member of federation %s"
-                          % (self.current.federation_id,))
+            return defer.fail(Refusal(
+                "already_member", "this bolt is already a member of federation %s"
+                % (self.current.federation_id,)))
         parts = roster.parts()
-        yield self._store.run(job or (lambda cursor: save_roster(cursor, parts)))
-        self._take(roster)
-        return roster
+        d = self._store.run(save_roster, parts)
+        return shielded(d.addCallback(lambda _: self._take(roster) or roster))
 
     def _take(self, roster):
         self.current = roster
         self._check_removed()
         for listener in list(self._member_listeners):
             listener(roster)
+        self._changed()
 
-    @defer.inlineCallbacks
     def commit(self, candidate, job=None):
         """Persist ``candidate``, then merge it in.
 
         Merged, not swapped: two changes built on copies of the same roster
         (two admissions, a pull and an admission) both survive. Each was
-        persisted by an upsert, so the database holds their union too.
+        persisted by an upsert, so the database holds their union too. The
+        merge follows the write even if the caller stops waiting (a timeout):
+        memory never falls behind the database.
         """
-        parts = candidate.parts()
-        yield self._store.run(job or (lambda cursor: save_roster(cursor, parts)))
-        self.current.merge(candidate)
-        self._changed()
-        return candidate
+        d = self._store.run(save_roster, candidate.parts()) if job is None else \
+            self._store.run(job)
+
+        def taken_in(_):
+            self.current.merge(candidate)
+            self._changed()
+            return candidate
+
+        return shielded(d.addCallback(taken_in))
 
     @defer.inlineCallbacks
     def merge(self, parts):
@@ -123,12 +129,14 @@ class LocalRoster:
             yield self.commit(candidate)
         return report
 
-    @defer.inlineCallbacks
     def write_override(self, envoy_id, bolt_id):
-        roster = self.require_member()
+        try:
+            roster = self.require_member()
+        except Refusal:
+            return defer.fail()
         held = roster.override_of(envoy_id)
         if held is not None and held.bolt_id == bolt_id:
-            return held
+            return defer.succeed(held)
         if held is not None:
             self.hlc.observe(held.hlc)
         record = Override.sign(self._identity, roster.federation_id, envoy_id, bolt_id,
@@ -136,10 +144,13 @@ class LocalRoster:
         # Persist just this record (a drain writes thousands: saving the whole
         # roster each time made a drain quadratic), then take it in.
         parts = RosterParts(roster.federation_id, roster.founder_id, overrides=(record,))
-        yield self._store.run(save_roster, parts)
-        self.current.add_record(record)
-        self._changed()
-        return record
+
+        def taken_in(_):
+            self.current.add_record(record)
+            self._changed()
+            return record
+
+        return shielded(self._store.run(save_roster, parts).addCallback(taken_in))
 
     def require_member(self):
         if self.current is None:
