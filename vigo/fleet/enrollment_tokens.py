@@ -17,11 +17,10 @@ from vigo.tokens import EnrollmentToken, TokenError
 MAX_TOKEN_USES = 1_000_000
 MAX_TOKEN_LIFETIME = 365 * 24 * 3600.0
 
-TOKEN_STATES = ("usable", "used", "expired", "withdrawn")
-
 
 def list_tokens(cursor, now):
-    """Every enrollment token this server minted (never the secret), newest first."""
+    """Every enrollment token this server minted (never the secret), newest
+    first, each ``usable``, ``used``, ``expired`` or ``withdrawn``."""
     tokens = []
     for token_id, uses, used, created, expires, withdrawn in cursor.execute(
             "SELECT id, uses, used, created_at, expires_at, withdrawn_at "

@@ -23,7 +23,7 @@ import collections
 
 import attr
 
-from vigo.spanner.canonical import b64, canonical
+from vigo.spanner.canonical import canonical
 from vigo.spanner.roster.parts import (
     RECORD_KINDS,
     MergeReport,
@@ -283,13 +283,18 @@ class Roster:
         """Record, signed by the minter ``identity``, that ``token_id`` is spent."""
         return self.add_record(ConsumedToken.sign(identity, self.federation_id, token_id))
 
-    def write_override(self, identity, hlc, envoy_id, bolt_id):
-        """Give ``envoy_id`` to ``bolt_id`` (None clears it), ordered after the
-        override it replaces; ``hlc`` is this bolt's ``HLC``. Returns the record."""
+    def new_override(self, identity, hlc, envoy_id, bolt_id):
+        """An override, signed by ``identity``, giving ``envoy_id`` to ``bolt_id``
+        (None clears it), ordered after the one it replaces (``hlc`` is this
+        bolt's ``HLC``); not merged: merge it once it is persisted."""
         held = self._records[Override.KIND].get(envoy_id)
         if held is not None:
             hlc.observe(held.hlc)
-        record = Override.sign(identity, self.federation_id, envoy_id, bolt_id, hlc.now())
+        return Override.sign(identity, self.federation_id, envoy_id, bolt_id, hlc.now())
+
+    def write_override(self, identity, hlc, envoy_id, bolt_id):
+        """``new_override``, merged at once; the record."""
+        record = self.new_override(identity, hlc, envoy_id, bolt_id)
         self.add_record(record)
         return record
 
@@ -395,10 +400,6 @@ class Roster:
                 hashes.append(section)
             self._digest = roster_digest(self.federation_id, self.founder_id, hashes)
         return self._digest
-
-    def digest_text(self):
-        """The digest as base64 (ETags, logs)."""
-        return b64(self.digest())
 
     def to_data(self):
         """The whole state, JSON-ready; ``Roster.from_data`` reads it back."""

@@ -20,7 +20,6 @@ from vigo.interfaces.components import ILocalRoster
 from vigo.interfaces.errors import Refusal
 from vigo.spanner.roster.hlc import HLC
 from vigo.spanner.roster.parts import RosterParts
-from vigo.spanner.roster.records import Override
 from vigo.spanner.roster.store import load_roster, save_roster
 from vigo.store import shielded
 
@@ -137,10 +136,7 @@ class LocalRoster:
         held = roster.override_of(envoy_id)
         if held is not None and held.bolt_id == bolt_id:
             return defer.succeed(held)
-        if held is not None:
-            self.hlc.observe(held.hlc)
-        record = Override.sign(self._identity, roster.federation_id, envoy_id, bolt_id,
-                               self.hlc.now())
+        record = roster.new_override(self._identity, self.hlc, envoy_id, bolt_id)
         # Persist just this record (a drain writes thousands: saving the whole
         # roster each time made a drain quadratic), then take it in.
         parts = RosterParts(roster.federation_id, roster.founder_id, overrides=(record,))
