@@ -15,6 +15,8 @@ from vigo.config import (
     ConfigError,
     DbusConfig,
     GossipConfig,
+    LimitsConfig,
+    PortLimits,
     ServerConfig,
     SnapshotConfig,
     SpannerConfig,
@@ -206,6 +208,14 @@ class DefaultTests(FixedHostnameMixin, SynchronousTestCase):
             ),
             dbus=DbusConfig(bus="none"),
             source=source,
+            limits=LimitsConfig(
+                envoy=PortLimits(handshake=10.0, first_request=30.0, idle=600.0,
+                                 per_source=20_000, connections=50_000),
+                api=PortLimits(handshake=10.0, first_request=10.0, idle=120.0,
+                               per_source=128, connections=1024),
+                peer=PortLimits(handshake=10.0, first_request=10.0, idle=900.0,
+                                per_source=16, connections=1024),
+            ),
         )
 
     def test_empty_mapping(self):
@@ -280,6 +290,13 @@ FULL = {
         "snapshot": {"anti_entropy": "1h30m"},
     },
     "dbus": {"bus": "unix:path=/run/vigo/bus"},
+    "limits": {
+        "envoy": {"handshake": "5s", "first_request": "20s", "idle": "1h",
+                  "per_source": 500, "connections": 9000},
+        "api": {"handshake": "2s", "first_request": "3s", "idle": "45s",
+                "per_source": 8, "connections": 64},
+        "peer": {"idle": "30m"},
+    },
 }
 
 
@@ -321,8 +338,25 @@ class EveryKeyTests(FixedHostnameMixin, SynchronousTestCase):
                 ),
                 dbus=DbusConfig(bus="unix:path=/run/vigo/bus"),
                 source="x.yaml",
+                limits=LimitsConfig(
+                    envoy=PortLimits(handshake=5.0, first_request=20.0, idle=3600.0,
+                                     per_source=500, connections=9000),
+                    api=PortLimits(handshake=2.0, first_request=3.0, idle=45.0,
+                                   per_source=8, connections=64),
+                    peer=PortLimits(handshake=10.0, first_request=10.0, idle=1800.0,
+                                    per_source=16, connections=1024),
+                ),
             ),
         )
+
+    def test_the_envoy_idle_limit_follows_the_checkin_interval(self):
+        self.assertEqual(config_from_mapping({"checkin": {"interval": "5m"}}).limits.envoy.idle,
+                         1200.0)  # four intervals, once that is over ten minutes
+        error = self.assertRaises(ConfigError, config_from_mapping,
+                                  {"checkin": {"interval": "1m"},
+                                   "limits": {"envoy": {"idle": "60s"}}})
+        self.assertIn("limits.envoy.idle", str(error))
+        self.assertIn("longer than checkin.interval", str(error))
 
     def test_frozen(self):
         cfg = config_from_mapping(FULL)
@@ -397,7 +431,11 @@ class ExampleFileTests(FixedHostnameMixin, SynchronousTestCase):
 
         with open(EXAMPLE, encoding="utf-8") as f:
             data = yaml.safe_load(f)
-        self.assertEqual(set(data), {"server", "checkin", "hostcrates", "spanner", "dbus"})
+        self.assertEqual(set(data),
+                         {"server", "checkin", "hostcrates", "spanner", "dbus", "limits"})
+        self.assertEqual(set(data["limits"]), set(schema.LIMIT_DEFAULTS))
+        for port in schema.LIMIT_DEFAULTS:
+            self.assertEqual(set(data["limits"][port]), schema._LIMIT_KEYS)
         self.assertEqual(set(data["server"]), schema._SERVER_KEYS)
         self.assertEqual(set(data["server"]["tls"]), {"cert_file", "key_file"})
         self.assertEqual(set(data["checkin"]), {"interval", "offline_after"})
@@ -527,7 +565,7 @@ class ValidationTests(FixedHostnameMixin, SynchronousTestCase):
 
     def test_unknown_keys(self):
         for key, allowed in [
-            ("servers", "allowed: checkin, dbus, hostcrates, server, spanner"),
+            ("servers", "allowed: checkin, dbus, hostcrates, limits, server, spanner"),
             ("server.port", "allowed: api_listen, data_dir, envoy_listen, hostname, tls"),
             ("server.tls.ca_file", "allowed: cert_file, key_file"),
             ("checkin.timeout", "allowed: interval, offline_after"),

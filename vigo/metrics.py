@@ -119,6 +119,34 @@ class SpannerCollector:
             yield dropped
 
 
+class PortsCollector:
+    """Connections of each listening port (``ports``: name to ``PortService``,
+    read at scrape time): open ones, and those refused or cut, by reason."""
+
+    def __init__(self, ports):
+        self.ports = ports
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        open_ = GaugeMetricFamily("vigo_connections", "Connections open on a port, TLS "
+                                  "handshakes included", labels=["port"])
+        refused = CounterMetricFamily("vigo_connections_refused",
+                                      "Connections refused (over a cap) or cut (past a "
+                                      "deadline), by port and reason",
+                                      labels=["port", "reason"])
+        for name, port in sorted(self.ports.items()):
+            if port.guard is None:
+                continue
+            stats = port.guard.stats()
+            open_.add_metric([name], stats["open"])
+            for reason, n in sorted(stats["refused"].items()):
+                refused.add_metric([name, reason], n)
+        yield open_
+        yield refused
+
+
 def metrics_registry(*collectors):
     """A fresh registry holding ``collectors`` (a ``FleetCollector``, and a
     bolt's ``SpannerCollector``)."""

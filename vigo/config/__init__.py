@@ -30,6 +30,8 @@ from vigo.config.model import (
     Config,
     DbusConfig,
     GossipConfig,
+    LimitsConfig,
+    PortLimits,
     ServerConfig,
     SnapshotConfig,
     SpannerConfig,
@@ -41,6 +43,7 @@ from vigo.config.values import DAY, Address, parse_address, parse_duration
 
 __all__ = [
     "DAY", "MIGRATION_DOC", "RETIRED_KEYS", "Address", "CheckinConfig", "Config", "ConfigError",
-    "DbusConfig", "GossipConfig", "ServerConfig", "SnapshotConfig", "SpannerConfig", "TLSFiles",
+    "DbusConfig", "GossipConfig", "LimitsConfig", "PortLimits", "ServerConfig",
+    "SnapshotConfig", "SpannerConfig", "TLSFiles",
     "config_from_mapping", "find_config_file", "load_config", "parse_address", "parse_duration",
 ]

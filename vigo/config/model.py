@@ -69,6 +69,24 @@ class DbusConfig:
 
 
 @attr.s(frozen=True, auto_attribs=True)
+class PortLimits:
+    """One port's ``limits`` section: deadlines (seconds) and connection caps."""
+    handshake: float
+    first_request: float
+    idle: float
+    per_source: int
+    connections: int
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class LimitsConfig:
+    """The ``limits`` section: the limits of each listening port."""
+    envoy: PortLimits
+    api: PortLimits
+    peer: PortLimits
+
+
+@attr.s(frozen=True, auto_attribs=True)
 class Config:
     """The whole validated server.yaml; ``source`` is the file loaded, or None."""
     server: ServerConfig
@@ -77,3 +95,4 @@ class Config:
     spanner: SpannerConfig
     dbus: DbusConfig
     source: str | None
+    limits: LimitsConfig

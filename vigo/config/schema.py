@@ -16,6 +16,8 @@ from vigo.config.model import (
     Config,
     DbusConfig,
     GossipConfig,
+    LimitsConfig,
+    PortLimits,
     ServerConfig,
     SnapshotConfig,
     SpannerConfig,
@@ -40,21 +42,24 @@ def config_from_mapping(data, *, source=None, base_dir="."):
     """
     where = "config" if source is None else source
     _refuse_retired_keys(where, data)
-    top = _Section(where, "", data, {"server", "checkin", "hostcrates", "spanner", "dbus"})
+    top = _Section(where, "", data, {"server", "checkin", "hostcrates", "spanner", "dbus",
+                                     "limits"})
     server = _server(top.section("server", _SERVER_KEYS), base_dir)
     checkin = top.section("checkin", {"interval", "offline_after"})
     dbus = top.section("dbus", {"bus"})
+    interval = checkin.get("interval", "15s",
+                           check.duration(0, DAY, "more than 0s, at most 1d"))
     return Config(
         server=server,
         checkin=CheckinConfig(
-            interval=checkin.get(
-                "interval", "15s", check.duration(0, DAY, "more than 0s, at most 1d")),
+            interval=interval,
             offline_after=checkin.get("offline_after", 3, check.integer(1, 100)),
         ),
         hostcrates=top.get("hostcrates", None, check.optional(check.path(base_dir))),
         spanner=_spanner(top.section("spanner", _SPANNER_KEYS), server.hostname),
         dbus=DbusConfig(bus=dbus.get("bus", "none", check.bus)),
         source=source,
+        limits=_limits(top.section("limits", set(LIMIT_DEFAULTS)), interval),
     )
 
 
@@ -101,6 +106,46 @@ def _spanner(spanner, hostname):
             anti_entropy=snapshot.get("anti_entropy", "30s", check.duration(1, DAY, "1s to 1d")),
         ),
     )
+
+
+#: Each port's limits unless ``limits.<port>`` says otherwise (``idle: None``: see
+#: ``_limits``). Connections past a cap are refused as they are accepted; past
+#: a deadline, aborted.
+LIMIT_DEFAULTS = {
+    "envoy": {"handshake": 10.0, "first_request": 30.0, "idle": None,
+              "per_source": 20_000, "connections": 50_000},
+    "api": {"handshake": 10.0, "first_request": 10.0, "idle": 120.0,
+            "per_source": 128, "connections": 1024},
+    "peer": {"handshake": 10.0, "first_request": 10.0, "idle": 900.0,
+             "per_source": 16, "connections": 1024},
+}
+_LIMIT_KEYS = {"handshake", "first_request", "idle", "per_source", "connections"}
+
+
+def _limits(limits, interval):
+    """Each port's ``PortLimits``. The envoy port's ``idle`` defaults to four
+    check-in intervals (at least 10 minutes), and must be longer than one:
+    envoys are silent between check-ins."""
+    ports = {}
+    for port, defaults in LIMIT_DEFAULTS.items():
+        section = limits.section(port, _LIMIT_KEYS)
+        idle = defaults["idle"] if defaults["idle"] is not None else max(600.0, 4 * interval)
+        ports[port] = PortLimits(
+            handshake=section.get("handshake", defaults["handshake"],
+                                  check.duration(0.01, 3600, "10ms to 1h")),
+            first_request=section.get("first_request", defaults["first_request"],
+                                      check.duration(0.01, 3600, "10ms to 1h")),
+            idle=section.get("idle", idle, check.duration(0.1, 7 * DAY, "100ms to 7d")),
+            per_source=section.get("per_source", defaults["per_source"],
+                                   check.integer(1, 1_000_000)),
+            connections=section.get("connections", defaults["connections"],
+                                    check.integer(1, 1_000_000)),
+        )
+    if ports["envoy"].idle <= interval:
+        _fail(limits.where, "limits.envoy.idle", ports["envoy"].idle,
+              f"must be longer than checkin.interval ({interval:g} s): envoys are silent "
+              "between check-ins")
+    return LimitsConfig(**ports)
 
 
 def _refuse_retired_keys(where, data):

@@ -3,8 +3,10 @@
 Each port is a ``PortService``: a child of the server's service tree that
 listens when the tree starts it and stops listening when the tree stops it
 (the envoy port with eager TCP writes, ``vigo.fleet.port``; the API and the
-peer port over TLS). Listening is synchronous, so a port that cannot be bound
-fails the start at once, naming the address.
+peer port plain TCP), each over TLS and bounded by a ``PortGuard``
+(``vigo.server.limits``: connection caps before TLS, handshake, first-request
+and idle deadlines inside it). Listening is synchronous, so a port that cannot
+be bound fails the start at once, naming the address.
 
 ``Advertised`` is where clients should dial this server: each port's listen
 host, or the server's hostname when it listens on every interface, with the
@@ -14,11 +16,11 @@ carry these.
 """
 
 from twisted.application import service
-from twisted.protocols.policies import WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 
 from vigo.config import Address
 from vigo.fleet.port import listen_eager
+from vigo.server.limits import PortGuard
 from vigo.tls import identity_server_options
 
 #: A reconnect storm of 10,000 envoys overflows Twisted's default backlog of 50.
@@ -39,26 +41,31 @@ class UnbufferedTLSFactory(TLSMemoryBIOFactory):
 
 class PortService(service.Service):
     """One listening port: ``listen()`` (which returns an ``IListeningPort``)
-    when started, ``stopListening`` when stopped. With ``connections`` (the
-    ``WrappingFactory`` the port serves), stopping also hangs up on every
-    connection it accepted, so that peers do not wait on a server that stopped."""
+    when started, ``stopListening`` when stopped; ``guard`` is its
+    ``PortGuard`` (its idle sweep runs while the port listens). With
+    ``hang_up``, stopping also hangs up on every connection it accepted, so
+    that peers do not wait on a server that stopped."""
 
-    def __init__(self, name, listen, connections=None):
+    def __init__(self, name, listen, guard=None, hang_up=False):
         self.setName(name)
         self._listen = listen
-        self._connections = connections
+        self.guard = guard
+        self._hang_up = hang_up
         self.port = None
 
     def startService(self):
         self.port = self._listen()
+        if self.guard is not None:
+            self.guard.start()
         service.Service.startService(self)
 
     def stopService(self):
         service.Service.stopService(self)
         port, self.port = self.port, None
-        if self._connections is not None:
-            for protocol in list(self._connections.protocols):
-                protocol.transport.loseConnection()
+        if self.guard is not None:
+            self.guard.stop()
+            if self._hang_up:
+                self.guard.hang_up()
         return None if port is None else port.stopListening()
 
     def bound(self):
@@ -66,26 +73,30 @@ class PortService(service.Service):
         return None if self.port is None else self.port.getHost().port
 
 
-def envoy_port(reactor, listen, identity, channel_factory):
+def envoy_port(reactor, listen, identity, channel_factory, limits):
     """The envoy port on ``listen`` (an ``Address``): TLS with the identity's
-    certificate (pinned by envoys), eager writes, a deep backlog."""
-    factory = UnbufferedTLSFactory(identity_server_options(identity), False, channel_factory)
+    certificate (pinned by envoys), eager writes, a deep backlog; ``limits``
+    its ``PortLimits``."""
+    guard = PortGuard("envoy", limits, reactor)
+    factory = guard.caps(UnbufferedTLSFactory(identity_server_options(identity), False,
+                                              guard.deadlines(channel_factory)))
     return PortService("envoy", lambda: listen_eager(reactor, listen.port, factory,
-                                                     ENVOY_BACKLOG, listen.host))
+                                                     ENVOY_BACKLOG, listen.host), guard)
 
 
-def tls_port(reactor, name, listen, factory, options, backlog=50, hang_up=False):
+def tls_port(reactor, name, listen, factory, options, limits, backlog=50, hang_up=False):
     """A TLS port named ``name`` on ``listen`` with ``options`` (a context
-    factory); with ``hang_up``, stopping it closes the connections it accepted."""
-    connections = WrappingFactory(factory) if hang_up else None
-    serving = factory if connections is None else connections
-    return PortService(name, lambda: reactor.listenSSL(listen.port, serving, options,
-                                                       backlog, listen.host), connections)
+    factory) and ``limits`` (its ``PortLimits``); with ``hang_up``, stopping it
+    closes the connections it accepted."""
+    guard = PortGuard(name, limits, reactor)
+    guarded = guard.caps(TLSMemoryBIOFactory(options, False, guard.deadlines(factory)))
+    return PortService(name, lambda: reactor.listenTCP(listen.port, guarded, backlog,
+                                                       listen.host), guard, hang_up)
 
 
-def api_port(reactor, listen, site, options):
+def api_port(reactor, listen, site, options, limits):
     """The HTTPS admin API on ``listen``."""
-    return tls_port(reactor, "api", listen, site, options, API_BACKLOG)
+    return tls_port(reactor, "api", listen, site, options, limits, API_BACKLOG)
 
 
 class Advertised:

@@ -149,7 +149,7 @@ def build(config, reactor, exit_on_failure=False):
                    admin, registry, server_status, loaders=[roster.load],
                    after_start=[lambda: member.restarted], exit_on_failure=exit_on_failure)
     server.add_port(tls_port(reactor, "peer", spanner.peer_listen, peer_server_factory(portal),
-                             peer_server_options(identity), hang_up=True))
+                             peer_server_options(identity), config.limits.peer, hang_up=True))
     for child in (clients, own_row, drainer, member):
         child.setServiceParent(server)
     server.spanner = SpannerParts(

@@ -20,6 +20,7 @@ from vigo.fleet.fleet import Fleet
 from vigo.fleet.hostcrates import Hostcrates
 from vigo.fleet.moves import EnvoyMoves
 from vigo.identity import load_or_create_identity
+from vigo.metrics import PortsCollector
 from vigo.server.ports import Advertised, api_port, envoy_port
 from vigo.server.service import VigoServer
 from vigo.store import Store
@@ -79,7 +80,8 @@ def serve(config, reactor, parts, enrollment, envoys, federation, registry, stat
         loaders=[parts.fleet.load, lambda: parts.api_tokens.load(data_dir), *loaders],
         after_start=after_start, exit_on_failure=exit_on_failure)
     server.add_port(envoy_port(reactor, config.server.envoy_listen, parts.identity,
-                               EnvoyChannelFactory(parts.fleet, enrollment, reactor)))
+                               EnvoyChannelFactory(parts.fleet, enrollment, reactor),
+                               config.limits.envoy))
     if config.server.tls is not None:
         cert, key = config.server.tls.cert_file, config.server.tls.key_file
     else:
@@ -88,7 +90,8 @@ def serve(config, reactor, parts, enrollment, envoys, federation, registry, stat
     server.api = AdminAPI(parts.api_tokens, parts.identity.id, status, parts.enrollment_tokens,
                           envoys, federation, registry, reactor, spanner=spanner_routes)
     server.add_port(api_port(reactor, config.server.api_listen, api_site(server.api.resource()),
-                             api_server_options(cert, key)))
+                             api_server_options(cert, key), config.limits.api))
+    registry.register(PortsCollector(parts.advertised.ports))
     server.enrollment = enrollment
     server.registry = registry
     server.api_tokens = parts.api_tokens

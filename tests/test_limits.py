@@ -1,0 +1,208 @@
+"""Every listening port bounded: caps before TLS, deadlines inside it, counted.
+
+The guard's two layers are driven in memory on a ``Clock``; then a real envoy
+port on loopback shows what an attacker saw: connections that never finish
+the TLS handshake are cut (they were held forever), and connections over a
+cap are closed as they are accepted.
+"""
+
+import socket
+
+from twisted.internet import defer, protocol, reactor
+from twisted.internet.address import IPv4Address
+from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.logger import Logger
+from twisted.trial import unittest
+from zope.interface import implementer
+
+from vigo.config import Address, PortLimits, config_from_mapping
+from vigo.metrics import PortsCollector
+from vigo.server.limits import PortGuard
+from vigo.server.ports import envoy_port
+
+LIMITS = PortLimits(handshake=5.0, first_request=3.0, idle=60.0, per_source=2, connections=3)
+
+
+@implementer(IHandshakeListener)
+class Recorder(protocol.Protocol):
+    def __init__(self):
+        self.received, self.handshakes, self.lost = [], 0, None
+
+    def handshakeCompleted(self):
+        self.handshakes += 1
+
+    def dataReceived(self, data):
+        self.received.append(data)
+
+    def connectionLost(self, reason):
+        self.lost = reason
+
+
+def address(host="10.0.0.1", port=40000):
+    return IPv4Address("TCP", host, port)
+
+
+class Connection:
+    """One accepted connection through the deadlines layer (``inner``, the
+    port's one factory), on a StringTransport."""
+
+    def __init__(self, inner, host="10.0.0.1"):
+        self.watched = inner.buildProtocol(address(host))
+        self.app = self.watched.wrappedProtocol
+        self.transport = StringTransport(peerAddress=address(host))
+        self.watched.makeConnection(self.transport)
+
+    @property
+    def aborted(self):
+        return self.transport.disconnecting
+
+
+class CapsTests(unittest.SynchronousTestCase):
+    def setUp(self):
+        self.guard = PortGuard("envoy", LIMITS, Clock())
+        self.caps = self.guard.caps(protocol.Factory.forProtocol(protocol.Protocol))
+
+    def test_per_source_then_global(self):
+        first = self.caps.buildProtocol(address("10.0.0.1"))
+        second = self.caps.buildProtocol(address("10.0.0.1"))
+        self.assertIsNotNone(first)
+        self.assertIsNotNone(second)
+        self.assertIsNone(self.caps.buildProtocol(address("10.0.0.1")), "third from one source")
+        self.assertIsNotNone(self.caps.buildProtocol(address("10.0.0.2")))
+        self.assertIsNone(self.caps.buildProtocol(address("10.0.0.3")), "over the global cap")
+        self.assertEqual(self.guard.stats(), {"open": 3, "refused": {
+            "connections": 1, "per_source": 1, "handshake": 0, "first_request": 0,
+            "idle": 0}})
+        # A connection that ends gives its place back.
+        first.makeConnection(StringTransport())
+        first.connectionLost(None)
+        self.assertEqual(self.guard.open, 2)
+        self.assertIsNotNone(self.caps.buildProtocol(address("10.0.0.1")))
+
+    def test_refusals_are_logged_once_a_minute_per_reason(self):
+        events = []
+        self.guard.log = Logger(observer=events.append)
+        for _ in range(5):
+            self.guard.refuse("per_source")
+        self.guard.refuse("connections")
+        self.assertEqual([e["why"] for e in events], [
+            "a source holds limits.envoy.per_source (2) connections",
+            "the port holds limits.envoy.connections (3) connections"])
+        self.guard.clock.advance(60)
+        self.guard.refuse("per_source")
+        self.assertEqual(events[-1]["total"], 6)
+        self.assertEqual(len(events), 3)
+
+
+class DeadlineTests(unittest.SynchronousTestCase):
+    def setUp(self):
+        self.clock = Clock()
+        self.guard = PortGuard("envoy", LIMITS, self.clock)
+        self.inner = self.guard.deadlines(protocol.Factory.forProtocol(Recorder))
+
+    def connection(self, host="10.0.0.1"):
+        return Connection(self.inner, host)
+
+    def test_no_handshake_in_time_is_aborted(self):
+        connection = self.connection()
+        self.clock.advance(4.9)
+        self.assertFalse(connection.aborted)
+        self.clock.advance(0.1)
+        self.assertTrue(connection.aborted)
+        self.assertEqual(self.guard.refused["handshake"], 1)
+
+    def test_no_first_request_after_the_handshake_is_aborted(self):
+        connection = self.connection()
+        self.clock.advance(4.0)
+        connection.watched.handshakeCompleted()
+        self.assertEqual(connection.app.handshakes, 1, "passed on to the application")
+        self.clock.advance(10.0)  # past the handshake deadline: cancelled
+        self.assertTrue(connection.aborted)
+        self.assertEqual(dict(self.guard.refused), {"first_request": 1})
+
+    def test_a_request_in_time_is_let_through(self):
+        connection = self.connection()
+        connection.watched.handshakeCompleted()
+        self.clock.advance(2.9)
+        connection.watched.dataReceived(b"hello")
+        self.clock.advance(30.0)
+        self.assertFalse(connection.aborted)
+        self.assertEqual(connection.app.received, [b"hello"])
+        self.assertEqual(sum(self.guard.refused.values()), 0)
+
+    def test_silence_past_idle_is_cut_by_the_sweep(self):
+        self.guard.start()
+        self.addCleanup(self.guard.stop)
+        busy, quiet = self.connection(), self.connection("10.0.0.2")
+        for connection in (busy, quiet):
+            connection.watched.handshakeCompleted()
+            connection.watched.dataReceived(b"first")
+        for _ in range(8):  # 120 s: busy speaks every 15 s, quiet never again
+            self.clock.advance(15.0)
+            busy.watched.dataReceived(b"checkin")
+        self.assertTrue(quiet.aborted)
+        self.assertFalse(busy.aborted)
+        self.assertEqual(dict(self.guard.refused), {"idle": 1})
+
+    def test_hang_up_closes_every_connection(self):
+        connections = [self.connection("10.0.0.%d" % (n,)) for n in (1, 2)]
+        self.guard.hang_up()
+        self.assertTrue(all(c.transport.disconnecting for c in connections))
+
+
+class EnvoyPortTests(unittest.TestCase):
+    """A real envoy port on loopback, with short deadlines."""
+
+    def setUp(self):
+        from tests.fleetkit import FleetKit
+        from vigo.fleet.channel import EnvoyChannelFactory
+
+        self.kit = FleetKit(self)
+        limits = PortLimits(handshake=0.3, first_request=0.3, idle=60.0, per_source=50,
+                            connections=60)
+        self.port = envoy_port(reactor, Address("127.0.0.1", 0), self.kit.identity,
+                               EnvoyChannelFactory(self.kit.fleet, self.kit.enrollment,
+                                                   reactor), limits)
+        self.port.startService()
+        self.addCleanup(self.port.stopService)
+
+    def connect(self):
+        """A raw TCP connection that will never start TLS; a Deferred that fires
+        once the server has closed it."""
+        closed = defer.Deferred()
+
+        class Silent(protocol.Protocol):
+            def connectionLost(self, reason):
+                closed.callback(None)
+
+        connected = protocol.ClientCreator(reactor, Silent).connectTCP(
+            "127.0.0.1", self.port.bound())
+        connected.addCallback(lambda p: self.addCleanup(p.transport.abortConnection))
+        return connected.addCallback(lambda _: closed)
+
+    @defer.inlineCallbacks
+    def test_connections_that_never_handshake_are_cut(self):
+        yield defer.gatherResults([self.connect() for _ in range(40)])  # each closed by it
+        self.assertEqual(self.port.guard.refused["handshake"], 40)
+        self.assertEqual(self.port.guard.open, 0)
+
+    @defer.inlineCallbacks
+    def test_over_the_cap_is_closed_at_once(self):
+        sockets = []
+        for _ in range(50):
+            s = socket.create_connection(("127.0.0.1", self.port.bound()))
+            self.addCleanup(s.close)
+            sockets.append(s)
+        yield self.connect()  # the 51st from 127.0.0.1: closed by the server
+        self.assertEqual(self.port.guard.refused["per_source"], 1)
+        metrics = list(PortsCollector({"envoy": self.port}).collect())
+        refused = {tuple(sample.labels.values()): sample.value for sample in metrics[1].samples}
+        self.assertEqual(refused[("envoy", "per_source")], 1)
+
+
+class ConfigTests(unittest.SynchronousTestCase):
+    def test_every_port_has_its_limits(self):
+        limits = config_from_mapping({"limits": {"peer": {"per_source": 4}}}).limits
+        self.assertEqual((limits.peer.per_source, limits.api.per_source), (4, 128))

@@ -1,0 +1,239 @@
+"""Every listening port bounded: connection caps and deadlines, counted.
+
+A ``PortGuard`` holds one port's ``PortLimits`` (``limits.<port>`` in
+server.yaml) and enforces them in two layers around the port's TLS:
+
+* **caps**, outside TLS (``PortGuard.caps``): a connection over the port's
+  global cap (``connections``) or over the cap of one source address
+  (``per_source``) is closed as it is accepted, before any TLS work;
+* **deadlines**, inside TLS (``PortGuard.deadlines``): the TLS handshake must
+  finish within ``handshake`` seconds of the accept, the first request must
+  arrive within ``first_request`` seconds of the handshake, and a connection
+  silent for ``idle`` seconds is closed. A connection past a deadline is
+  *aborted* (not closed cleanly: before its handshake a clean close would wait
+  forever for the TLS layer to flush what the server wrote).
+
+Every refusal is counted by port and reason (``vigo_connections_refused_total``)
+and the open connections by port (``vigo_connections``), handshakes included.
+Idle connections are found by a sweep every ``idle / 4`` seconds, so the hot
+path pays one clock read per read, not a timer reset.
+"""
+
+import collections
+
+from twisted.internet import task
+from twisted.logger import Logger
+from twisted.internet.interfaces import IHandshakeListener
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from zope.interface import implementer
+
+REASONS = ("connections", "per_source", "handshake", "first_request", "idle")
+#: Seconds between two log lines for one port and reason (the counter counts all).
+LOG_EVERY = 60.0
+
+_EXPLAINED = {
+    "connections": "the port holds limits.{port}.connections ({limit}) connections",
+    "per_source": "a source holds limits.{port}.per_source ({limit}) connections",
+    "handshake": "no TLS handshake within limits.{port}.handshake ({limit:g} s)",
+    "first_request": "no request within limits.{port}.first_request ({limit:g} s)",
+    "idle": "silent for limits.{port}.idle ({limit:g} s)",
+}
+
+
+class _Capped(ProtocolWrapper):
+    """A connection the caps let in; it gives its place back when it ends."""
+
+    def __init__(self, factory, wrapped, source):
+        ProtocolWrapper.__init__(self, factory, wrapped)
+        self.source = source
+
+    def connectionLost(self, reason):
+        self.factory.guard.released(self.source)
+        ProtocolWrapper.connectionLost(self, reason)
+
+
+class _CapsFactory(WrappingFactory):
+    protocol = _Capped
+
+    def __init__(self, guard, wrapped):
+        WrappingFactory.__init__(self, wrapped)
+        self.guard = guard
+
+    def buildProtocol(self, addr):
+        source = getattr(addr, "host", None)
+        if not self.guard.admit(source):
+            return None  # the port closes the socket at once
+        wrapped = self.wrappedFactory.buildProtocol(addr)
+        if wrapped is None:
+            self.guard.released(source)
+            return None
+        return self.protocol(self, wrapped, source)
+
+    def registerProtocol(self, protocol):
+        """Connections are counted by the guard, not kept here."""
+
+    def unregisterProtocol(self, protocol):
+        """See ``registerProtocol``."""
+
+
+@implementer(IHandshakeListener)
+class _Watched(ProtocolWrapper):
+    """A connection inside TLS, watched for its handshake, first request and silence."""
+
+    def __init__(self, factory, wrapped):
+        ProtocolWrapper.__init__(self, factory, wrapped)
+        self._clock = factory.guard.clock
+        self.last_active = self._clock.seconds()
+        self.requested = False
+        self.cut = False
+        self._deadline = None
+
+    def makeConnection(self, transport):
+        guard = self.factory.guard
+        self._deadline = self._clock.callLater(guard.limits.handshake, self._expired, "handshake")
+        ProtocolWrapper.makeConnection(self, transport)
+
+    def handshakeCompleted(self):
+        self._cancel()
+        if not self.requested:
+            self._deadline = self._clock.callLater(self.factory.guard.limits.first_request,
+                                                   self._expired, "first_request")
+        if IHandshakeListener.providedBy(self.wrappedProtocol):
+            self.wrappedProtocol.handshakeCompleted()
+
+    def dataReceived(self, data):
+        self.last_active = self._clock.seconds()
+        if not self.requested:
+            self.requested = True
+            self._cancel()
+        self.wrappedProtocol.dataReceived(data)
+
+    def connectionLost(self, reason):
+        self._cancel()
+        ProtocolWrapper.connectionLost(self, reason)
+
+    def _cancel(self):
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def _expired(self, reason):
+        self._deadline = None
+        self._cut(reason)
+
+    def _cut(self, reason):
+        self.cut = True
+        self.factory.guard.refuse(reason)
+        self.transport.abortConnection()
+
+    def idle(self, now, limit):
+        """Abort if silent for ``limit`` seconds; True if it did."""
+        if self.requested and not self.cut and now - self.last_active >= limit:
+            self._cut("idle")
+            return True
+        return False
+
+
+class _DeadlinesFactory(WrappingFactory):
+    protocol = _Watched
+
+    def __init__(self, guard, wrapped):
+        WrappingFactory.__init__(self, wrapped)
+        self.guard = guard
+
+
+class PortGuard:
+    """The limits of one port (named ``name``): ``limits`` is its
+    ``PortLimits``, ``clock`` an ``IReactorTime``."""
+
+    log = Logger()
+
+    def __init__(self, name, limits, clock):
+        self.name = name
+        self.limits = limits
+        self.clock = clock
+        self.refused = collections.Counter()
+        self.open = 0
+        self._by_source = collections.Counter()
+        self._watched = None
+        self._sweep = None
+        self._logged = {}
+
+    # -- the two layers ----------------------------------------------------------------
+
+    def caps(self, factory):
+        """``factory`` (the port's TLS factory) with the connection caps before it."""
+        return _CapsFactory(self, factory)
+
+    def deadlines(self, factory):
+        """``factory`` (the application's, inside TLS) with the deadlines around it."""
+        self._watched = _DeadlinesFactory(self, factory)
+        return self._watched
+
+    # -- caps --------------------------------------------------------------------------
+
+    def admit(self, source):
+        """Take a place for a new connection from ``source``; False (counted)
+        when the port or that source is full."""
+        if self.open >= self.limits.connections:
+            self.refuse("connections")
+            return False
+        if self._by_source[source] >= self.limits.per_source:
+            self.refuse("per_source")
+            return False
+        self.open += 1
+        self._by_source[source] += 1
+        return True
+
+    def released(self, source):
+        self.open -= 1
+        self._by_source[source] -= 1
+        if self._by_source[source] <= 0:
+            del self._by_source[source]
+
+    def refuse(self, reason):
+        """Count a connection refused or cut for ``reason``; log it unless this
+        port logged that reason less than ``LOG_EVERY`` seconds ago."""
+        self.refused[reason] += 1
+        now = self.clock.seconds()
+        last = self._logged.get(reason)
+        if last is None or now - last >= LOG_EVERY:
+            self._logged[reason] = now
+            self.log.warn("{port} port: connection refused or cut: {why} ({total} so far; "
+                          "vigo_connections_refused_total)", port=self.name,
+                          why=_EXPLAINED[reason].format(
+                              port=self.name, limit=getattr(self.limits, reason)),
+                          total=self.refused[reason])
+
+    # -- idle sweep --------------------------------------------------------------------
+
+    def start(self):
+        """Look for idle connections every ``idle / 4`` seconds from now."""
+        if self._sweep is None:
+            self._sweep = task.LoopingCall(self.sweep)
+            self._sweep.clock = self.clock
+            self._sweep.start(max(self.limits.idle / 4.0, 0.01), now=False)
+
+    def stop(self):
+        if self._sweep is not None and self._sweep.running:
+            self._sweep.stop()
+        self._sweep = None
+
+    def sweep(self):
+        """Abort the connections silent for ``idle`` seconds; how many."""
+        if self._watched is None:
+            return 0
+        now, limit = self.clock.seconds(), self.limits.idle
+        return sum(1 for protocol in list(self._watched.protocols)
+                   if protocol.idle(now, limit))
+
+    def hang_up(self):
+        """Close every connection this port accepted (the server is stopping)."""
+        if self._watched is not None:
+            for protocol in list(self._watched.protocols):
+                protocol.transport.loseConnection()
+
+    def stats(self):
+        """``{"open": n, "refused": {reason: n}}`` for metrics."""
+        return {"open": self.open, "refused": {reason: self.refused[reason]
+                                               for reason in REASONS}}
