@@ -54,10 +54,11 @@ def write_config(directory, **sections):
 class ServerProcess(protocol.ProcessProtocol):
     """One ``twistd -n vigo`` child process."""
 
-    def __init__(self, config_path, args=(), env=None):
+    def __init__(self, config_path, args=(), env=None, prefix=()):
         self.config_path = config_path
         self.args = list(args)
         self.env = dict(env or {})  # e.g. VIGO_FAILPOINTS (vigo.failpoints)
+        self.prefix = list(prefix)  # a command that execs twistd (ip netns exec NS): same PID
         self.output = b""
         self.ready = defer.Deferred()
         self.ended = defer.Deferred()
@@ -72,7 +73,8 @@ class ServerProcess(protocol.ProcessProtocol):
             return json.load(f)["server"]["data_dir"]
 
     def start(self):
-        argv = [tool("twistd"), "-n", "--pidfile=", "vigo", "--config", self.config_path]
+        argv = self.prefix + [tool("twistd"), "-n", "--pidfile=", "vigo", "--config",
+                                  self.config_path]
         self.transport = reactor.spawnProcess(
             self, argv[0], argv + self.args, env=environment(**self.env),
             path=os.path.dirname(self.config_path),
@@ -133,8 +135,8 @@ class ToolProcess(protocol.ProcessProtocol):
 
     stop_signal = "KILL"  # it keeps nothing worth flushing
 
-    def __init__(self, name, *args):
-        self.argv = [tool(name)] + [str(a) for a in args]
+    def __init__(self, name, *args, prefix=()):
+        self.argv = list(prefix) + [tool(name)] + [str(a) for a in args]
         self.output = b""
         self.ended = defer.Deferred()
 
@@ -160,10 +162,12 @@ class ToolProcess(protocol.ProcessProtocol):
         return self.ended
 
 
-def run_tool(name, *args, **env):
-    """(stdout, stderr, exit code) of one run of a console script."""
+def run_tool(name, *args, prefix=(), **env):
+    """(stdout, stderr, exit code) of one run of a console script; ``prefix``
+    is a command it runs under (e.g. ``ip netns exec NS``), which must exec it."""
+    argv = list(prefix) + [tool(name)] + [str(a) for a in args]
     return getProcessOutputAndValue(
-        tool(name), [str(a) for a in args], env=environment(**env), reactor=reactor
+        argv[0], argv[1:], env=environment(**env), reactor=reactor
     )
 
 
