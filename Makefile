@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 DEPS   := $(VENV)/.deps-installed
 JOBS   ?= 2
 
-.PHONY: all install demo run test bench lint clean
+.PHONY: all install demo run test bench lint fuzz clean
 
 all: test
 
@@ -46,6 +46,41 @@ bench: install
 	$(BIN)/python bench/federation.py all
 	$(BIN)/python bench/drain.py
 	$(BIN)/python bench/scale.py
+
+# Coverage-guided fuzzing (atheris, libFuzzer) of the decoders strangers reach:
+# each harness of fuzz/ runs FUZZ_SECONDS on its corpus in var/fuzz/, and the
+# target fails on a crash (an unexpected exception, a broken promise, a hang
+# past 10 s, 2 GB), whose input is left in var/fuzz/crashes/. It fuzzes the
+# working tree; atheris is the `fuzz` extra of setup.cfg. Not part of `make test`.
+FUZZ_SECONDS ?= 30
+FUZZ_HARNESSES := envoy_frames gossip snapshot tokens rest_body schema config
+
+fuzz: $(BIN)/python
+	@$(BIN)/python -c 'import twisted, nacl, yaml, treq' 2>/dev/null || $(MAKE) $(DEPS)
+	@$(BIN)/python -c 'import atheris' 2>/dev/null || $(BIN)/pip install -q 'atheris>=2.3' \
+	  || { echo "make fuzz: atheris could not be installed into $(VENV): it needs a wheel" \
+	       "for this Python and platform, or clang with libFuzzer to build one"; exit 1; }
+	@mkdir -p var/fuzz/crashes
+	@failed=""; for name in $(FUZZ_HARNESSES); do \
+	  mkdir -p var/fuzz/$$name; \
+	  if $(BIN)/python fuzz/fuzz_$$name.py -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
+	      -rss_limit_mb=2048 -artifact_prefix=var/fuzz/crashes/$$name- var/fuzz/$$name \
+	      >var/fuzz/$$name.log 2>&1; then \
+	    echo "fuzz $$name: ok, $$(grep -o 'Done [0-9]* runs in [0-9]* second(s)' \
+	      var/fuzz/$$name.log), corpus of $$(ls var/fuzz/$$name | wc -l) inputs"; \
+	  else \
+	    echo "fuzz $$name: FAILED (whole log: var/fuzz/$$name.log)"; \
+	    grep -A 30 -e 'Uncaught Python exception' -e 'ERROR: libFuzzer' \
+	      var/fuzz/$$name.log | grep -v '^0x' | head -n 40; \
+	    failed="$$failed $$name"; \
+	  fi; \
+	done; \
+	if [ -n "$$failed" ]; then \
+	  echo "make fuzz: crashed:$$failed (inputs in var/fuzz/crashes/; replay one with" \
+	       "$(BIN)/python fuzz/fuzz_NAME.py var/fuzz/crashes/FILE)"; exit 1; \
+	fi; \
+	echo "make fuzz: no crash in $(FUZZ_SECONDS) s of each of the" \
+	     "$(words $(FUZZ_HARNESSES)) harnesses"
 
 clean:
 	rm -rf $(VENV) build *.egg-info _trial_temp* var

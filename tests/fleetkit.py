@@ -103,6 +103,16 @@ class RecordingConnection:
         self.dropped = "hung up"
 
 
+def decode_frames(data):
+    """Every (kind, fields-or-body) in a byte stream of framed messages."""
+    out = []
+    while data:
+        length = int.from_bytes(data[:4], "big")
+        out.append(decode_frame(data[:4 + length]))
+        data = data[4 + length:]
+    return out
+
+
 def decode_frame(data):
     """(kind, fields-or-body) of one framed message."""
     body = data[4:]

@@ -99,6 +99,18 @@ class FacadeServer:
             wired["spanner"] = StandaloneSpannerAPI(self.federation, self.api_tokens)
         return AdminAPI(**wired)
 
+    @classmethod
+    def started(cls, testcase):
+        """A server on an ``ImmediateStore``, started, closed at ``testcase``'s cleanup."""
+        server = cls(testcase.mktemp(), new_clock(), ImmediateStore())
+        testcase.addCleanup(server.store.close)
+        testcase.successResultOf(defer.ensureDeferred(server.start()))
+        return server
+
+    def admin_headers(self):
+        """Request headers carrying the local admin token."""
+        return {b"authorization": [b"Bearer " + self.admin_token().encode()]}
+
     async def start(self):
         """Load as ``VigoServer`` does before it listens (the store, the fleet
         index, the API tokens); uptime counts from now."""
@@ -748,13 +760,9 @@ class TokenFuzzTests(unittest.SynchronousTestCase):
     """Any JSON in a token request is a 201 or a 400, and a 400 stores nothing."""
 
     def setUp(self):
-        data_dir = self.mktemp()
-        os.makedirs(data_dir)
-        self.server = FacadeServer(data_dir, new_clock(), ImmediateStore())
-        self.addCleanup(self.server.store.close)
-        self.successResultOf(defer.ensureDeferred(self.server.start()))
+        self.server = FacadeServer.started(self)
         self.stub = StubTreq(self.server.api.resource())
-        self.headers = {b"authorization": [b"Bearer " + self.server.admin_token().encode()]}
+        self.headers = self.server.admin_headers()
 
     def post(self, data):
         d = self.stub.post("http://vigo.test/api/v1/tokens", data=data, headers=self.headers)

@@ -8,7 +8,6 @@ real one-bolt ``BoltAdmin`` and ``FederatedEnvoys`` instead, and
 """
 
 import json
-import os
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -960,12 +959,8 @@ class BodyFuzzTests(unittest.SynchronousTestCase):
     """Any JSON to init, invite or join is answered, and a 400 reaches nothing."""
 
     def setUp(self):
-        data_dir = self.mktemp()
-        os.makedirs(data_dir)
-        self.server = FacadeServer(data_dir, new_clock(), ImmediateStore())
-        self.addCleanup(self.server.store.close)
-        self.successResultOf(defer.ensureDeferred(self.server.start()))
-        self.headers = {b"authorization": [b"Bearer " + self.server.admin_token().encode()]}
+        self.server = FacadeServer.started(self)
+        self.headers = self.server.admin_headers()
 
     def post(self, spanner, path, body):
         api = self.server.admin_api(federation=spanner, envoys=spanner.envoy_operations())

@@ -1,6 +1,5 @@
 """The envoy channel protocol over an in-memory transport."""
 
-import json
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -8,24 +7,9 @@ from twisted.internet import defer
 from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 
-from tests.fleetkit import EnvoyKey, FleetKit
+from tests.fleetkit import EnvoyKey, FleetKit, decode_frames
 from vigo.fleet import wire
 from vigo.fleet.channel import ATTACH_TIMEOUT, EnvoyChannelFactory
-
-
-def frames(data):
-    """Every (kind, payload) in a byte stream of frames."""
-    out = []
-    while data:
-        length = int.from_bytes(data[:4], "big")
-        body, data = data[4 : 4 + length], data[4 + length :]
-        if body[0] == wire.NO_CHANGE:
-            out.append((body[0], wire.decode_no_change(body)))
-        elif len(body) == 1:
-            out.append((body[0], None))
-        else:
-            out.append((body[0], json.loads(body[1:])))
-    return out
 
 
 class ChannelTests(unittest.TestCase):
@@ -45,7 +29,7 @@ class ChannelTests(unittest.TestCase):
         transport = transport or self.transport
         data = transport.value()
         transport.clear()
-        return frames(data)
+        return decode_frames(data)
 
     def send_json(self, kind, fields, protocol=None):
         (protocol or self.protocol).dataReceived(wire.frame(wire.encode_json(kind, fields)))
@@ -54,6 +38,20 @@ class ChannelTests(unittest.TestCase):
         ts = self.kit.now_ms()
         return {"envoy_id": key.id, "server_id": self.kit.identity.id, "ts": ts,
                 "signature": wire.b64(key.attach_signature(self.kit.identity.id, ts))}
+
+    def test_the_port_guard_is_told_of_each_whole_frame(self):
+        told = []
+        protocol = self.factory.buildProtocol(None)
+        transport = StringTransport()
+        transport.request_received = lambda: told.append(len(told))
+        protocol.makeConnection(transport)
+        self.addCleanup(protocol.connectionLost, None)
+        frame = wire.frame(wire.encode_json(wire.ATTACH, {"envoy_id": "x"}))
+        for byte in frame[:-1]:
+            protocol.dataReceived(bytes((byte,)))
+        self.assertEqual(told, [], "a frame not yet whole is no request")
+        protocol.dataReceived(frame[-1:])
+        self.assertEqual(told, [0])
 
     @defer.inlineCallbacks
     def test_register_attach_checkin(self):

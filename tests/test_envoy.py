@@ -10,6 +10,7 @@ import io
 import json
 import os
 import random
+import sys
 
 from twisted.internet import defer
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError
@@ -491,6 +492,17 @@ class ProtocolTests(TestCase):
         self.assertTrue(self.transport.disconnecting)
 
 
+class AttachedAnswerTests(unittest.SynchronousTestCase):
+    def test_a_server_time_that_is_no_plausible_time_is_ignored(self):
+        from vigo.envoy.answers import decode_attached
+
+        for sent, read in ((1.79e9, 1.79e9), (1790000000, 1.79e9), (10**400, None),
+                           (-1, None), (True, None), ("now", None)):
+            body = bytes((wire.ATTACHED,)) + json.dumps(
+                {"envoy_id": "e", "interval": 15, "last_seq": 7, "server_time": sent}).encode()
+            self.assertEqual(decode_attached(body, "e").server_time, read, sent)
+
+
 class SequenceTests(TestCase):
     def test_time_based(self):
         self.assertEqual(next_seq(0, 1.5), 1_500_000)
@@ -830,6 +842,45 @@ class RunnerTests(TestCase):
                           ["sim", "--token", "t", "--count", "5", "--hostname-template", "x"])
         args = parser.parse_args(["run", "--state-dir", "d", "--once"])
         self.assertTrue(args.once)
+
+    def test_the_token_from_a_file_the_environment_or_the_command_line(self):
+        parser = envoy_main.build_parser()
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(" vgoe_file\n")
+
+        def source(argv, environ=None, stdin=""):
+            args = parser.parse_args(["register", "--state-dir", "d", *argv])
+            return envoy_main._token_text(parser, args, environ or {}, io.StringIO(stdin))
+
+        env = {"VIGO_ENROLL_TOKEN": "vgoe_env\n"}
+        self.assertEqual(source(["--token-file", path], env), ("--token-file", "vgoe_file"))
+        self.assertEqual(source(["--token-file", "-"], env, "vgoe_stdin\n"),
+                         ("--token-file", "vgoe_stdin"))
+        self.assertEqual(source([], env), ("$VIGO_ENROLL_TOKEN", "vgoe_env"))
+        self.assertEqual(source(["--token", "vgoe_arg"], env), ("--token", "vgoe_arg"))
+        stderr = self.patch_stderr()
+        for argv, env in ((["--token-file", path + "-nope"], {}), ([], {}),
+                          ([], {"VIGO_ENROLL_TOKEN": "  "})):
+            self.assertRaises(SystemExit, source, argv, env)
+        self.assertIn("cannot read", stderr.getvalue())
+        self.assertIn("give --token-file FILE (or - for standard input), set "
+                      "$VIGO_ENROLL_TOKEN, or give --token TOKEN", stderr.getvalue())
+        self.assertRaises(SystemExit, parser.parse_args,
+                          ["register", "--state-dir", "d", "--token", "a", "--token-file", "b"])
+
+    def patch_stderr(self):
+        stderr = io.StringIO()
+        self.patch(sys, "stderr", stderr)
+        return stderr
+
+    def test_a_bad_token_names_where_it_came_from(self):
+        stderr = self.patch_stderr()
+        with self.assertRaises(SystemExit) as caught:
+            envoy_main.main(["register", "--state-dir", "d"],
+                            environ={"VIGO_ENROLL_TOKEN": "garbage"})
+        self.assertEqual(caught.exception.code, 2)
+        self.assertIn("$VIGO_ENROLL_TOKEN: not an enrollment token", stderr.getvalue())
 
     def test_listener(self):
         runner = envoy_main.EnvoyRunner(self.clock, None, io.StringIO())

@@ -64,9 +64,10 @@ class IntegrationTestCase(unittest.TestCase):
         return self.server(config, *args, env=env).start()
 
     @defer.inlineCallbacks
-    def tool(self, name, *args, expect=0):
-        """Run a console script; ``(stdout, stderr)`` as text, exit code checked."""
-        out, err, code = yield run_tool(name, *args)
+    def tool(self, name, *args, expect=0, **env):
+        """Run a console script (``env``: more environment); ``(stdout, stderr)``
+        as text, exit code checked."""
+        out, err, code = yield run_tool(name, *args, **env)
         out, err = out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
         self.assertEqual(
             code, expect,
@@ -83,8 +84,8 @@ class IntegrationTestCase(unittest.TestCase):
         out, _ = yield self.vigocli(data_dir, *args, "--json")
         return json.loads(out)
 
-    def envoy(self, *args, expect=0):
-        return self.tool("vigo-envoy", *args, expect=expect)
+    def envoy(self, *args, expect=0, **env):
+        return self.tool("vigo-envoy", *args, expect=expect, **env)
 
     @defer.inlineCallbacks
     def new_token(self, data_dir, uses):
@@ -96,10 +97,22 @@ class IntegrationTestCase(unittest.TestCase):
         return token
 
     @defer.inlineCallbacks
-    def register(self, server, token, hostname, state_dir, expect=0):
+    def register(self, server, token, hostname, state_dir, expect=0, via="--token"):
+        """``vigo-envoy register``, given the token ``via`` ``--token``,
+        ``--token-file`` or ``$VIGO_ENROLL_TOKEN``."""
+        env, given = {}, []
+        if via == "--token":
+            given = ["--token", token]
+        elif via == "--token-file":
+            path = os.path.join(self.directory(), "enroll-token")
+            with open(path, "w") as f:
+                f.write(token + "\n")
+            given = ["--token-file", path]
+        else:
+            env = {"VIGO_ENROLL_TOKEN": token}
         out, err = yield self.envoy(
-            "register", "--server", server.envoy_server, "--token", token,
-            "--hostname", hostname, "--state-dir", state_dir, expect=expect,
+            "register", "--server", server.envoy_server, *given,
+            "--hostname", hostname, "--state-dir", state_dir, expect=expect, **env,
         )
         if expect:
             return err
@@ -209,7 +222,7 @@ class WalkthroughTests(IntegrationTestCase):
         once = yield self.new_token(data, 1)
         spare = yield self.new_token(data, 1)
         k1 = os.path.join(base, "k1")
-        k1_id = yield self.register(server, once, "k1.dc1.example.com", k1)
+        k1_id = yield self.register(server, once, "k1.dc1.example.com", k1, via="--token-file")
         yield server.kill()
         self.assertEqual(server.exit_signal, signal.SIGKILL)
 
@@ -224,12 +237,59 @@ class WalkthroughTests(IntegrationTestCase):
         err = yield self.register(server, once, "k2.dc1.example.com", k2, expect=1)
         self.assertIn("already used 1 of 1 times", err)
         # The token minted just before the kill is there, unused: the retry enrolls.
-        yield self.register(server, spare, "k2.dc1.example.com", k2)
+        yield self.register(server, spare, "k2.dc1.example.com", k2, via="VIGO_ENROLL_TOKEN")
         self.assertBundle((yield self.run_once(k1)))
         # web1 still checks in. Whether it is pushed again is not pinned down:
         # clearing its pending push was written behind, and the kill came first.
         out = yield self.run_once(state)
         self.assertRegex(out, r"\A(bundle|no_change) ")
+
+
+class ReplayAfterKillTests(IntegrationTestCase):
+    """Replay protection survives SIGKILL (vigo/fleet/replay.py)."""
+
+    @defer.inlineCallbacks
+    def test_a_sequence_used_before_sigkill_is_refused_after_it(self):
+        from twisted.internet import reactor
+
+        from vigo.envoy import main as envoy
+        from vigo.envoy.answers import Refused
+        from vigo.envoy.state import EnvoyState
+
+        base = self.directory()
+        envoy_port, api_port = free_ports(2)
+        config = write_config(base, server={"envoy_listen": f"127.0.0.1:{envoy_port}",
+                                            "api_listen": f"127.0.0.1:{api_port}"})
+        server = yield self.start(config)
+        token = yield self.new_token(server.data_dir, 1)
+        state_dir = os.path.join(base, "web1")
+        yield self.register(server, token, WEB1, state_dir)
+
+        # Check in twice, then SIGKILL before the write-behind (every 10 s) runs.
+        state = EnvoyState.open(state_dir)
+        protocol, _ = yield envoy.attach(reactor, state)
+        used = [state.last_seq + 1, state.last_seq + 2]
+        for seq in used:
+            answer, _ = yield protocol.checkin(seq, state.bundle_version)
+            self.assertIn(answer, ("bundle", "no_change"))
+        protocol.close()
+        yield server.kill()
+        self.assertEqual(server.exit_signal, signal.SIGKILL)
+
+        server = yield self.start(config)
+        protocol, attached = yield envoy.attach(reactor, state)
+        self.addCleanup(protocol.close)
+        self.assertGreater(attached.last_seq, used[-1])
+        for seq in used:  # signed afresh even: the sequence alone is refused
+            refused = yield self.assertFailure(protocol.checkin(seq, state.bundle_version),
+                                               Refused)
+            self.assertEqual(refused.code, "replayed")
+            protocol.close()
+            protocol, _ = yield envoy.attach(reactor, state)
+        # The envoy goes on above the last sequence its Attach answer gave it.
+        answer, _ = yield protocol.checkin(state.last_seq + 1, state.bundle_version)
+        self.assertIn(answer, ("bundle", "no_change"))
+        self.assertRegex((yield self.run_once(state_dir)), r"\A(bundle|no_change) ")
 
 
 class RefusalAndSimulatorTests(IntegrationTestCase):
@@ -415,6 +475,36 @@ class StartFailureTests(IntegrationTestCase):
             "envoy_listen": "127.0.0.1:%d" % (taken.getHost().port,)})
         [line] = yield self.failed_start(config)
         self.assertIn("Address already in use", line)
+
+    @defer.inlineCallbacks
+    def test_a_secret_file_open_to_others(self):
+        config = write_config(self.directory())
+        server = yield self.start(config)
+        yield server.stop()
+        token = os.path.join(server.data_dir, "admin-token")
+        os.chmod(token, 0o644)
+        [line] = yield self.failed_start(config)
+        self.assertEqual(line, "twistd vigo: cannot start: %s (the local admin API token) is "
+                         "open to others (mode 644); run: chmod 600 %s" % (token, token))
+        os.chmod(token, 0o600)
+        os.chmod(server.data_dir, 0o755)
+        [line] = yield self.failed_start(config)
+        self.assertIn("the data directory %s is open to others (mode 755); run: chmod 700"
+                      % (server.data_dir,), line)
+
+    @defer.inlineCallbacks
+    def test_a_gossip_port_in_use_stops_a_bolt_before_it_joins(self):
+        # Two bolts on one host in unicast mode with one gossip.port: the second
+        # must not start (before, it started, and a join failed once committed).
+        taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(taken.close)
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        config = write_config(self.directory(), spanner={
+            "mode": "spanner", "peer_listen": "127.0.0.1:0",
+            "gossip": {"multicast": False, "interface": "127.0.0.1", "port": port}})
+        [line] = yield self.failed_start(config)
+        self.assertIn("Couldn't listen on 127.0.0.1:%d" % (port,), line)
 
     @defer.inlineCallbacks
     def test_bad_hostcrates(self):

@@ -34,7 +34,10 @@ class Recorder(protocol.Protocol):
         self.handshakes += 1
 
     def dataReceived(self, data):
+        # A toy protocol: a request is whole once its "." has come.
         self.received.append(data)
+        if data.endswith(b"."):
+            self.transport.request_received()
 
     def connectionLost(self, reason):
         self.lost = reason
@@ -125,12 +128,33 @@ class DeadlineTests(unittest.SynchronousTestCase):
     def test_a_request_in_time_is_let_through(self):
         connection = self.connection()
         connection.watched.handshakeCompleted()
-        self.clock.advance(2.9)
-        connection.watched.dataReceived(b"hello")
+        self.clock.advance(2.0)
+        connection.watched.dataReceived(b"hel")
+        self.clock.advance(0.9)
+        connection.watched.dataReceived(b"lo.")
         self.clock.advance(30.0)
         self.assertFalse(connection.aborted)
-        self.assertEqual(connection.app.received, [b"hello"])
+        self.assertEqual(connection.app.received, [b"hel", b"lo."])
         self.assertEqual(sum(self.guard.refused.values()), 0)
+
+    def test_bytes_that_never_make_a_request_do_not_hold_a_connection(self):
+        # A slowloris: a byte a second, never a whole request.
+        self.guard.start()
+        self.addCleanup(self.guard.stop)
+        first, later = self.connection(), self.connection("10.0.0.2")
+        first.watched.handshakeCompleted()
+        later.watched.handshakeCompleted()
+        later.watched.dataReceived(b"one request.")
+        for _ in range(3):
+            self.clock.advance(1.0)
+            first.watched.dataReceived(b"x")
+        self.assertTrue(first.aborted, "no whole first request within 3 s")
+        for _ in range(60):
+            self.clock.advance(1.0)
+            if not later.aborted:
+                later.watched.dataReceived(b"x")
+        self.assertTrue(later.aborted, "no whole request within idle (60 s)")
+        self.assertEqual(dict(self.guard.refused), {"first_request": 1, "idle": 1})
 
     def test_silence_past_idle_is_cut_by_the_sweep(self):
         self.guard.start()
@@ -138,10 +162,10 @@ class DeadlineTests(unittest.SynchronousTestCase):
         busy, quiet = self.connection(), self.connection("10.0.0.2")
         for connection in (busy, quiet):
             connection.watched.handshakeCompleted()
-            connection.watched.dataReceived(b"first")
+            connection.watched.dataReceived(b"first.")
         for _ in range(8):  # 120 s: busy speaks every 15 s, quiet never again
             self.clock.advance(15.0)
-            busy.watched.dataReceived(b"checkin")
+            busy.watched.dataReceived(b"checkin.")
         self.assertTrue(quiet.aborted)
         self.assertFalse(busy.aborted)
         self.assertEqual(dict(self.guard.refused), {"idle": 1})

@@ -50,9 +50,14 @@ class CertifiedTransport(iosim.FakeTransport):
     """A fake server transport whose TLS peer presented ``certificate``."""
 
     certificate = None
+    requests = 0
 
     def getPeerCertificate(self):
         return self.certificate
+
+    def request_received(self):
+        """What the peer port's guard (vigo/server/limits.py) is told."""
+        self.requests += 1
 
 
 class InMemoryWire:
@@ -63,7 +68,7 @@ class InMemoryWire:
         client_factory = pb.PBClientFactory()
         client = client_factory.buildProtocol(None)
         server = peer_server_factory(portal).buildProtocol(None)
-        server_transport = CertifiedTransport(server, isServer=True)
+        server_transport = self.server_transport = CertifiedTransport(server, isServer=True)
         if identity is not None:
             server_transport.certificate = crypto.X509.from_cryptography(
                 identity_certificate(identity))
@@ -130,6 +135,13 @@ class PortalTests(unittest.TestCase):
 
     def test_facade_provides_ibolt(self):
         verifyObject(IBolt, self.alpha)
+
+    def test_the_port_guard_is_told_of_each_whole_message(self):
+        wire, _ = self.member()
+        before = wire.server_transport.requests
+        self.assertGreaterEqual(before, 2, "the dialect and the login")
+        wire.done(wire.root.callRemote("login"))
+        self.assertGreater(wire.server_transport.requests, before)
 
     def test_fakes_and_real_parts_provide_their_interfaces(self):
         verifyObject(IBolt, StubBolt())

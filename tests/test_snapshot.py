@@ -1,12 +1,12 @@
 """Signed roster snapshots: only the pinned bolt's, only intact, never a crash."""
 
-import copy
 import json
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.trial import unittest
 
+from tests.documents import json_paths, replaced
 from tests.rosterkit import B0, B1, FED, FOUNDER, ITEMS, OUTSIDER, delivered
 from vigo.spanner.canonical import canonical
 from vigo.spanner.roster import parts as roster_module
@@ -31,29 +31,7 @@ json_values = st.recursive(
 )
 
 
-def leaf_paths(value, path=()):
-    """Every path to a value inside a JSON document."""
-    yield path
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield from leaf_paths(item, path + (key,))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from leaf_paths(item, path + (index,))
-
-
-PATHS = list(leaf_paths(SIGNED))
-
-
-def replaced(document, path, value):
-    document = copy.deepcopy(document)
-    if not path:
-        return value
-    target = document
-    for step in path[:-1]:
-        target = target[step]
-    target[path[-1]] = value
-    return document
+PATHS = list(json_paths(SIGNED))
 
 
 class SnapshotTests(unittest.SynchronousTestCase):

@@ -2,7 +2,7 @@
 
 import re
 
-_LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
+_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
 
 
 class HostnameError(ValueError):
@@ -19,7 +19,7 @@ def normalise_hostname(hostname):
     if not name or len(name) > 253:
         raise HostnameError("%r is not a hostname (1 to 253 characters)" % (hostname,))
     for label in name.split("."):
-        if not _LABEL.match(label):
+        if _LABEL.fullmatch(label) is None:
             raise HostnameError(
                 "%r is not a hostname (labels are letters, digits and '-', "
                 "1 to 63 characters)" % (hostname,)

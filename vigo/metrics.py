@@ -46,9 +46,19 @@ class FleetCollector:
         for name, n in sorted(stats.transitions.items()):
             transitions.add_metric([name], n)
         yield transitions
+        frames_refused = CounterMetricFamily(
+            "vigo_envoy_frames_refused", "Envoy frames refused by the channel, by reason",
+            labels=["reason"],
+        )
+        for reason, n in sorted(stats.frames_refused.items()):
+            frames_refused.add_metric([reason], n)
+        yield frames_refused
         yield CounterMetricFamily("vigo_enrollments", "Envoys enrolled", value=stats.enrollments)
         yield CounterMetricFamily("vigo_force_pushes", "Force-pushes asked", value=stats.pushes)
         yield CounterMetricFamily("vigo_attaches", "Envoy attaches", value=stats.attaches)
+        yield CounterMetricFamily(
+            "vigo_checkin_reservations", "Check-ins answered after a sequence reservation "
+            "was written (replay protection's slow path)", value=stats.reservations)
         age = HistogramMetricFamily(
             "vigo_checkin_age_seconds", "Time between an envoy's consecutive check-ins"
         )

@@ -65,11 +65,12 @@ def makeService(options):
 
     from vigo.fleet.hostcrates import HostcratesError
     from vigo.identity import IdentityError
+    from vigo.private_files import PrivateFileError
     from vigo.server import build_server
     from vigo.tls import TLSFilesError
 
     try:
         return build_server(options.config, reactor, exit_on_failure=True)
-    except (HostcratesError, IdentityError, OSError, TLSFilesError) as e:
+    except (HostcratesError, IdentityError, OSError, PrivateFileError, TLSFilesError) as e:
         sys.stderr.write("twistd vigo: cannot start: %s\n" % (e,))
         raise SystemExit(1) from None

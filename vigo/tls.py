@@ -92,9 +92,17 @@ def ensure_api_certificate(data_dir, hostname, listen_host):
             serialization.NoEncryption(),
         ),
     )
-    with open(cert_path + ".tmp", "wb") as f:
-        f.write(cert.public_bytes(serialization.Encoding.PEM))
-    os.replace(cert_path + ".tmp", cert_path)
+    # The certificate is public (vigocli and browsers read it): 0644 whatever
+    # the umask, and never writable by others.
+    tmp = cert_path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.fchmod(fd, 0o644)
+        os.write(fd, cert.public_bytes(serialization.Encoding.PEM))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, cert_path)
     return cert_path, key_path
 
 

@@ -98,7 +98,7 @@ class EnrollmentToken:
             )
         try:
             payload = json.loads(_unb64url(text[len(ENROLLMENT_PREFIX):]).decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):
             raise TokenError("the token is damaged (its payload is not JSON)") from None
         if not isinstance(payload, dict) or payload.get("v") != 1:
             raise TokenError("unsupported enrollment token version")

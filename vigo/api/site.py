@@ -1,13 +1,23 @@
-"""The HTTP site of the API: bodies are capped before they are read.
+"""The HTTP site of the API: bodies are capped before they are read, and
+secrets never reach the access log.
 
 Twisted reads a whole request body before any resource sees it; a client could
 send gigabytes. ``BoundedRequest`` answers 413 (JSON, like every API error) as
 soon as the declared length, or the bytes actually received, pass the cap, and
 hangs up without storing the rest.
+
+A token belongs in the ``Authorization`` header; one put in the URL (refused:
+401) would otherwise be written to the access log in full. ``access_log_line``
+writes Twisted's combined log format with every Vigo token (``vgot_`` API,
+``vgoe_`` enrollment, ``vgoj_`` join) and the value of every query parameter
+that names a secret replaced by ``REDACTED``, in the path, the query and the
+Referer alike.
 """
 
 import json
+import re
 
+from twisted.web.http import combinedLogFormatter
 from twisted.web.server import Request, Site
 
 MAX_BODY = 64 * 1024
@@ -47,12 +57,54 @@ class BoundedRequest(Request):
     def requestReceived(self, command, path, version):
         if self.too_large:
             return
+        # A whole request is in: the port's guard counts these, not bytes
+        # (vigo/server/limits.py).
+        notify = getattr(self.channel.transport, "request_received", None)
+        if notify is not None:
+            notify()
         Request.requestReceived(self, command, path, version)
 
 
+_TOKEN = re.compile(rb"vgo[tej]_[^&;/?#\s\"]*")
+_SECRET_PARAMETER = re.compile(
+    rb"(?i)([?&;](?:[a-z_-]*token|access_token|api_key|apikey|key|password|secret|auth"
+    rb"|authorization)=)[^&;#]*")
+
+
+def redact(text):
+    """``text`` (bytes: a URI or a header) with tokens and secret parameters
+    replaced by ``REDACTED``."""
+    if text is None:
+        return None
+    return _SECRET_PARAMETER.sub(rb"\1REDACTED", _TOKEN.sub(b"REDACTED", text))
+
+
+class _Redacted:
+    """The parts of a request ``combinedLogFormatter`` reads, redacted."""
+
+    def __init__(self, request):
+        self._request = request
+        self.uri = redact(request.uri)
+
+    def __getattr__(self, name):
+        return getattr(self._request, name)
+
+    def getHeader(self, name):
+        value = self._request.getHeader(name)
+        if isinstance(value, str):
+            return redact(value.encode("latin-1")).decode("latin-1")
+        return redact(value)
+
+
+def access_log_line(timestamp, request):
+    """One combined-log-format line for ``request``, secrets redacted."""
+    return combinedLogFormatter(timestamp, _Redacted(request))
+
+
 def api_site(resource):
-    """A quiet ``Site`` for the API resource, with capped request bodies."""
-    site = Site(resource, requestFactory=BoundedRequest)
+    """A quiet ``Site`` for the API resource, with capped request bodies and
+    an access log without secrets."""
+    site = Site(resource, requestFactory=BoundedRequest, logFormatter=access_log_line)
     site.displayTracebacks = False
     site.noisy = False
     return site

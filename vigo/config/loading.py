@@ -71,6 +71,10 @@ def _read_yaml(path):
         raise ConfigError(f"{path}: cannot read the config file: {e}") from None
     except RecursionError:
         raise ConfigError(f"{path}: the YAML is nested too deeply to read") from None
+    except ValueError as e:
+        # PyYAML builds some values with Python's own parsers: an impossible
+        # date (2001-13-01), an int of more than 4,300 digits.
+        raise ConfigError(f"{path}: a value Python cannot read: {e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

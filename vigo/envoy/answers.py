@@ -7,6 +7,7 @@ malformed. Whether an answer is expected at all is the protocol's business
 """
 
 import json
+import math
 from collections import namedtuple
 
 from vigo.fleet import wire
@@ -73,11 +74,20 @@ def decode_attached(body, envoy_id):
                              f"not {envoy_id!r}")
     if fields["interval"] <= 0:
         raise wire.WireError("Attached interval must be positive")
-    server_time = fields.get("server_time")
-    return Attached(
-        envoy_id, float(fields["interval"]), fields["last_seq"],
-        float(server_time) if isinstance(server_time, (int, float)) else None,
-    )
+    return Attached(envoy_id, float(fields["interval"]), fields["last_seq"],
+                    _seconds(fields.get("server_time")))
+
+
+def _seconds(value):
+    """An optional time in seconds as a finite float, or None (a server that
+    sends none, or one that is not a plausible time: ``float(10**400)`` would
+    raise)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, int) and not 0 <= value < wire.MAX_INT:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
 def decode_bundle(body):

@@ -1,11 +1,14 @@
 """``vigo-envoy``: enroll this machine, run its envoy, or simulate a fleet.
 
-    vigo-envoy register --server HOST:PORT --token TOKEN [--hostname H] --state-dir DIR
+    vigo-envoy register [--server HOST:PORT] TOKEN-SOURCE [--hostname H] --state-dir DIR
     vigo-envoy run --state-dir DIR [--once]
-    vigo-envoy sim --server HOST:PORT --token TOKEN --count N --interval 15s
+    vigo-envoy sim [--server HOST:PORT] TOKEN-SOURCE --count N --interval 15s
                    [--hostname-template 'web{n}.dc1.example.com'] [--duration 60s] [--json]
                    [--concurrency 200] [--source-addresses 4]
 
+The enrollment token (TOKEN-SOURCE) is read from ``--token-file FILE`` (``-``:
+standard input), else from ``$VIGO_ENROLL_TOKEN``, else given as ``--token
+TOKEN``, which other users of the machine can see in ``ps``.
 ``--server`` is where to connect (default: the address in the token); the
 server's key is always pinned to the fingerprint in the token. Exit codes:
 0 done, 1 refused or failed (the server's reason is printed), 2 usage.
@@ -46,6 +49,18 @@ def _template(text):
     return text
 
 
+#: Where an enrollment token is read from when no option gives it.
+TOKEN_ENVIRONMENT = "VIGO_ENROLL_TOKEN"
+
+
+def _token_options(p, what):
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--token-file", metavar="FILE",
+                        help=f"read {what} from FILE ('-': standard input)")
+    source.add_argument("--token", help=f"{what} on the command line (shows in ps; "
+                        f"prefer --token-file or ${TOKEN_ENVIRONMENT})")
+
+
 def build_parser():
     """The ``vigo-envoy`` argument parser."""
     parser = argparse.ArgumentParser(prog="vigo-envoy", description=__doc__.split("\n")[0])
@@ -53,7 +68,7 @@ def build_parser():
     p = commands.add_parser("register", help="enroll this machine with a token")
     p.add_argument("--server", type=_address, metavar="HOST:PORT",
                    help="where to connect (default: the token's address)")
-    p.add_argument("--token", required=True, help="an enrollment token (vgoe_...)")
+    _token_options(p, "the enrollment token (vgoe_...)")
     p.add_argument("--hostname", help="this envoy's hostname (default: the FQDN)")
     p.add_argument("--state-dir", required=True, metavar="DIR")
     p = commands.add_parser("run", help="check in forever (or --once)")
@@ -62,7 +77,7 @@ def build_parser():
     p = commands.add_parser("sim", help="simulate N envoys in this process")
     p.add_argument("--server", type=_address, metavar="HOST:PORT",
                    help="where to connect (default: the token's address)")
-    p.add_argument("--token", required=True, help="an enrollment token with enough uses")
+    _token_options(p, "an enrollment token with enough uses")
     p.add_argument("--count", type=int, required=True, metavar="N")
     p.add_argument("--interval", type=_positive_duration, default=15.0,
                    help="check-in interval (default 15s)")

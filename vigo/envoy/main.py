@@ -7,6 +7,7 @@ the ``Simulator``. A failure becomes a message on stderr and an exit code.
 """
 
 import json
+import os
 import random
 import signal
 import socket
@@ -16,14 +17,14 @@ from twisted.internet import defer, task
 from zope.interface import implementer
 
 from vigo.envoy.answers import Redirected, Refused
-from vigo.envoy.arguments import build_parser
+from vigo.envoy.arguments import TOKEN_ENVIRONMENT, build_parser
 from vigo.envoy.cadence import jittered, next_seq, reconnect_delay
 from vigo.envoy.dial import connect
 from vigo.envoy.protocol import IEnvoyListener
 from vigo.envoy.sim.figures import format_summary
 from vigo.envoy.sim.simulator import Simulator
 from vigo.envoy.state import EnvoyState, StateError
-from vigo.tokens import EnrollmentToken, TokenError
+from vigo.tokens import MAX_TOKEN_LENGTH, EnrollmentToken, TokenError
 
 MAX_HOPS = 5  # redirects followed in a row
 REQUEST_TIMEOUT = 30.0
@@ -319,18 +320,43 @@ def sim_command(reactor, args, token, out):
 # -- the command line -----------------------------------------------------------
 
 
-def main(argv=None, out=None):
-    """The ``vigo-envoy`` console script."""
+def _token_text(parser, args, environ, stdin):
+    """``(where it came from, text)`` of the enrollment token: ``--token``,
+    ``--token-file`` or ``$VIGO_ENROLL_TOKEN``; a usage error if none."""
+    if args.token is not None:
+        return "--token", args.token
+    if args.token_file is not None:
+        try:
+            if args.token_file == "-":
+                text = stdin.read(MAX_TOKEN_LENGTH + 2)
+            else:
+                with open(args.token_file, encoding="utf-8") as f:
+                    text = f.read(MAX_TOKEN_LENGTH + 2)
+        except (OSError, UnicodeDecodeError) as e:
+            parser.error(f"--token-file: cannot read {args.token_file}: {e}")
+        return "--token-file", text.strip()
+    text = environ.get(TOKEN_ENVIRONMENT, "").strip()
+    if text:
+        return "$" + TOKEN_ENVIRONMENT, text
+    parser.error(f"the enrollment token: give --token-file FILE (or - for standard input), "
+                 f"set ${TOKEN_ENVIRONMENT}, or give --token TOKEN")
+
+
+def main(argv=None, out=None, environ=None, stdin=None):
+    """The ``vigo-envoy`` console script (``environ`` and ``stdin``: the
+    process's unless given)."""
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # piped into head: end quietly
     parser = build_parser()
     args = parser.parse_args(argv)
     out = out or sys.stdout
     token = None
     if args.command in ("register", "sim"):
+        source, text = _token_text(parser, args, environ if environ is not None else os.environ,
+                                   stdin or sys.stdin)
         try:
-            token = EnrollmentToken.decode(args.token)
+            token = EnrollmentToken.decode(text)
         except TokenError as e:
-            parser.error(f"--token: {e}")
+            parser.error(f"{source}: {e}")
     if args.command == "sim" and args.count < 0:
         parser.error("--count must not be negative")
 

@@ -5,6 +5,12 @@ A connection must Register or Attach first; once attached it is bound to its
 envoy record, and each CheckIn is answered straight from the fleet index.
 The server speaks first only to push: ForcePush, Redirect, or a refusal before
 it hangs up.
+
+A frame the channel cannot take is answered with a Refused frame and counted
+in ``FleetStats.frames_refused`` by reason (``oversize``, ``malformed``,
+``unknown_type``, ``not_attached``, ``busy``); all but a CheckIn of the wrong
+size from an attached envoy (answered by the fleet) also hang up. Nothing a
+stranger sends raises out of ``dataReceived``.
 """
 
 from twisted.internet import defer
@@ -19,6 +25,11 @@ from vigo.interfaces.errors import Refusal
 
 ATTACH_TIMEOUT = 60.0  # seconds a connection may stay unattached
 _CHECKIN = wire.CHECKIN
+_CHECKIN_LENGTH = wire.CHECKIN_FRAME_LENGTH
+
+
+def _nothing():
+    pass
 
 
 @implementer(IEnvoyConnection)
@@ -35,6 +46,7 @@ class EnvoyChannelProtocol(Protocol):
         self._buffer = b""
         self._busy = False
         self._timeout = None
+        self._request_received = _nothing
 
     # -- IEnvoyConnection ---------------------------------------------------------
 
@@ -56,6 +68,8 @@ class EnvoyChannelProtocol(Protocol):
 
     def connectionMade(self):
         self._timeout = self.clock.callLater(ATTACH_TIMEOUT, self._unattached)
+        # The port's guard counts whole frames, not bytes (vigo/server/limits.py).
+        self._request_received = getattr(self.transport, "request_received", _nothing)
 
     def connectionLost(self, reason):
         if self._timeout is not None and self._timeout.active():
@@ -73,16 +87,25 @@ class EnvoyChannelProtocol(Protocol):
             length = int.from_bytes(buffer[offset : offset + 4], "big")
             if not 0 < length <= wire.MAX_REQUEST:
                 self._buffer = b""
-                self.drop(Refusal("malformed", "frame length %d is out of range" % (length,)))
+                self._refuse_frame("oversize" if length else "malformed",
+                                   "frame length %d is out of range" % (length,))
                 return
             end = offset + 4 + length
             if end > size:
                 break
             body = buffer[offset + 4 : end]
             offset = end
+            self._request_received()
             record = self.record
             if body[0] == _CHECKIN and record is not None:
-                self.transport.write(self.fleet.checkin(record, body))
+                if length != _CHECKIN_LENGTH:  # the fleet answers it (malformed), and counts it
+                    self.fleet.stats.frames_refused["malformed"] += 1
+                answer = self.fleet.checkin(record, body)
+                if type(answer) is bytes:
+                    self.transport.write(answer)
+                else:  # after a sequence reservation is durable (vigo/fleet/replay.py)
+                    answer.addCallback(self.transport.write).addErrback(
+                        lambda f: self.log.failure("answering a check-in failed", f))
             else:
                 self._cold(body)
             if self.transport.disconnecting:
@@ -95,7 +118,7 @@ class EnvoyChannelProtocol(Protocol):
     def _cold(self, body):
         kind = body[0]
         if self._busy:
-            self.drop(Refusal("busy", "one request at a time: wait for the answer"))
+            self._refuse_frame("busy", "one request at a time: wait for the answer", "busy")
             return
         try:
             if kind == wire.ATTACH:
@@ -103,15 +126,25 @@ class EnvoyChannelProtocol(Protocol):
             elif kind == wire.REGISTER:
                 self._register(body)
             elif kind == wire.CHECKIN:
-                self.drop(Refusal("not_attached", "attach before checking in"))
+                self._refuse_frame("not_attached", "attach before checking in", "not_attached")
             else:
-                self.drop(Refusal("malformed", "unknown message type 0x%02x" % (kind,)))
+                self._refuse_frame("unknown_type", "unknown message type 0x%02x" % (kind,))
         except wire.WireError as e:
-            self.drop(Refusal("malformed", str(e)))
+            self._refuse_frame("malformed", str(e))
         except Refusal as refusal:
             self._refuse(refusal)
         except Redirected as redirect:
             self.drop(redirect)
+        except Exception:
+            # A bug, not the envoy's doing: logged, counted, answered, hung up.
+            self.log.failure("the envoy channel failed on a {kind} frame",
+                             kind=wire.NAMES.get(kind, "0x%02x" % (kind,)))
+            self._refuse_frame("internal", "the server failed on this frame", "internal")
+
+    def _refuse_frame(self, reason, message, code="malformed"):
+        """Count a frame refused for ``reason``, answer Refused ``code`` and hang up."""
+        self.fleet.stats.frames_refused[reason] += 1
+        self.drop(Refusal(code, message))
 
     def _refuse(self, refusal):
         if refusal.code == "malformed":

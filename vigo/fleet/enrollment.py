@@ -19,6 +19,7 @@ from vigo.fleet import wire
 from vigo.fleet.enrollment_tokens import check_token
 from vigo.fleet.index import ACTIVE, EnvoyRecord
 from vigo.fleet.ownership import NoOwner, Redirected
+from vigo.fleet.replay import first_reservation
 from vigo.hostnames import HostnameError, normalise_hostname
 from vigo.identity import key_id, verify_signature
 from vigo.interfaces.actions import IBoltEnrollment
@@ -52,9 +53,9 @@ def store_envoy(cursor, now, envoy_id, hostname, public_key, token_id):
     """Store an enrolled envoy whose token was redeemed elsewhere (at its minter)."""
     check_enrollable(cursor, envoy_id, hostname)
     cursor.execute(
-        "INSERT INTO envoys (id, hostname, public_key, state, enrolled_at, token_id, last_seen) "
-        "VALUES (?, ?, ?, 'active', ?, ?, ?)",
-        (envoy_id, hostname, public_key, now, token_id, now),
+        "INSERT INTO envoys (id, hostname, public_key, state, enrolled_at, token_id, last_seen, "
+        "seq_reserved) VALUES (?, ?, ?, 'active', ?, ?, ?, ?)",
+        (envoy_id, hostname, public_key, now, token_id, now, first_reservation(0, now)),
     )
 
 
@@ -142,12 +143,22 @@ class Enrollment:
         try:
             hostname = normalise_hostname(hostname)
             token = EnrollmentToken.decode(token_text)
+            # JSON's "\udc00" escapes decode to text UTF-8 cannot encode: the
+            # signed message, the secret's hash and peer calls would all fail.
+            for field in token.token_id, token.secret, token.server_id:
+                field.encode("utf-8")
         except (HostnameError, TokenError) as e:
             raise Refusal("bad_request", str(e)) from None
-        if len(public_key) != 32:
+        except UnicodeEncodeError:
+            raise Refusal("bad_request", "the token is damaged (a field is not text)") from None
+        except RecursionError:
+            raise Refusal("bad_request", "the token is damaged (nested too deeply)") from None
+        if type(public_key) is not bytes or len(public_key) != 32:
             raise Refusal("bad_request", "the public key must be 32 bytes (Ed25519)")
         now = self.clock.seconds()
-        if abs(timestamp_ms / 1000.0 - now) > 300:
+        # 0 <= ts < 2**63 first: ts / 1000.0 of a huge int raises OverflowError.
+        if (type(timestamp_ms) is not int or not 0 <= timestamp_ms < wire.MAX_INT
+                or abs(timestamp_ms / 1000.0 - now) > 300):
             raise Refusal("stale", "the timestamp is off by more than 300 s; fix the clock")
         message = wire.register_message(sent_hostname, public_key, token.token_id, timestamp_ms)
         if not verify_signature(public_key, message, signature):
@@ -169,7 +180,8 @@ class Enrollment:
 
         def enrolled(_):
             record = EnvoyRecord(envoy_id, hostname, public_key, None,
-                                 enrolled_at=now, last_seen=now)
+                                 enrolled_at=now, last_seen=now,
+                                 seq_reserved=first_reservation(0, now))
             self.fleet.add(record)
             for listener in list(self.listeners):
                 try:  # best-effort (a D-Bus signal): the envoy is enrolled

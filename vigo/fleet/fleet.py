@@ -11,8 +11,9 @@ import json
 from nacl.bindings import crypto_sign_open
 from nacl.exceptions import BadSignatureError
 from nacl.exceptions import ValueError as NaclValueError
+from twisted.logger import Logger
 
-from vigo.fleet import wire
+from vigo.fleet import replay, wire
 from vigo.fleet.index import ACTIVE, MOVED, REVOKED, EnvoyRecord, FleetIndex
 from vigo.fleet.ownership import Redirected
 from vigo.fleet.stats import FleetStats
@@ -26,9 +27,10 @@ FLUSH_BATCH = 500  # rows an UPDATE batch writes behind
 
 
 def load_envoys(cursor):
+    replay.reserve_after_restart(cursor)
     return cursor.execute(
         "SELECT id, hostname, public_key, state, enrolled_at, last_seen, last_seq, "
-        "checkins, applied_version, pending_push, redirect FROM envoys"
+        "seq_reserved, checkins, applied_version, pending_push, redirect FROM envoys"
     ).fetchall()
 
 
@@ -36,6 +38,7 @@ def write_behind(cursor, rows):
     for start in range(0, len(rows), FLUSH_BATCH):
         cursor.executemany(
             "UPDATE envoys SET last_seen = ?, last_seq = MAX(last_seq, ?), "
+            "seq_reserved = MAX(seq_reserved, ?), "
             "checkins = ?, applied_version = ?, pending_push = ? WHERE id = ?",
             rows[start : start + FLUSH_BATCH],
         )
@@ -66,6 +69,8 @@ class Fleet:
     ``IStore``; ``hostcrates`` gives each envoy its bundle.
     """
 
+    log = Logger()
+
     def __init__(self, store, identity, hostcrates, clock, interval, offline_after):
         self.store = store
         self.identity = identity
@@ -84,13 +89,13 @@ class Fleet:
         return self.store.run(load_envoys).addCallback(self._loaded)
 
     def _loaded(self, rows):
-        for (id, hostname, key, state, enrolled, seen, seq, checkins, applied,
+        for (id, hostname, key, state, enrolled, seen, seq, reserved, checkins, applied,
              pending, redirect) in rows:
             self.index.add(
                 EnvoyRecord(
                     id, hostname, key, self.hostcrates.bundle_for(hostname),
                     state=state, enrolled_at=enrolled, last_seen=seen,
-                    last_seq=seq, checkins=checkins, applied_version=applied,
+                    last_seq=seq, seq_reserved=reserved, checkins=checkins, applied_version=applied,
                     pending_push=bool(pending),
                     redirect=json.loads(redirect) if redirect else None,
                 )
@@ -142,7 +147,9 @@ class Fleet:
             record.connection = None
 
     def checkin(self, record, body):
-        """The frame answering one CheckIn body from ``record``'s connection."""
+        """The frame answering one CheckIn body from ``record``'s connection;
+        a Deferred of it when the answer waits for a sequence reservation to
+        be durable (rarely: vigo/fleet/replay.py)."""
         stats = self.stats
         try:
             seq, timestamp_ms, fingerprint, signature = wire.decode_checkin(body)
@@ -181,8 +188,15 @@ class Fleet:
         bundle = record.bundle
         if fingerprint == bundle.version and not record.pending_push:
             stats.checkins["no_change"] += 1
-            return wire.no_change(seq)
-        stats.checkins["bundle"] += 1
+            answer = wire.no_change(seq)
+        else:
+            answer = self._bundle(record, seq, bundle)
+        if seq > record.seq_reserved:
+            return self._reserve(record, seq, answer)
+        return answer
+
+    def _bundle(self, record, seq, bundle):
+        self.stats.checkins["bundle"] += 1
         record.pending_push = False
         return wire.frame(
             wire.encode_json(
@@ -200,6 +214,25 @@ class Fleet:
             )
         )
 
+    def _reserve(self, record, seq, answer):
+        """``answer`` once a reservation above ``seq`` is durable (a Deferred):
+        the slow path of replay protection (vigo/fleet/replay.py)."""
+        self.stats.reservations += 1
+        reserved = seq + replay.RESERVE
+
+        def reserved_(_):
+            record.seq_reserved = max(record.seq_reserved, reserved)
+            return answer
+
+        def failed(failure):
+            self.log.failure("could not reserve check-in sequences for envoy {envoy}",
+                             failure, envoy=record.id)
+            return refused(Refusal("unavailable", "the server could not record this "
+                                   "check-in; try again", retryable=True), seq)
+
+        return self.store.run(replay.reserve, record.id, reserved).addCallbacks(
+            reserved_, failed)
+
     def _verify(self, record, message, signature):
         try:
             crypto_sign_open(signature + message, record.public_key)
@@ -208,7 +241,10 @@ class Fleet:
         return True
 
     def _check_fresh(self, timestamp_ms):
-        if abs(timestamp_ms / 1000.0 - self.clock.seconds()) > MAX_CLOCK_SKEW:
+        # The decoders give 0 <= ts < 2**63; checked again here, so that no
+        # caller's ts can overflow the division (ts=10**400: OverflowError).
+        if (type(timestamp_ms) is not int or not 0 <= timestamp_ms < wire.MAX_INT
+                or abs(timestamp_ms / 1000.0 - self.clock.seconds()) > MAX_CLOCK_SKEW):
             raise Refusal("stale", "the timestamp is off by more than %d s; "
                           "fix the envoy's clock" % (MAX_CLOCK_SKEW,))
 
@@ -303,12 +339,24 @@ class Fleet:
         if not self._dirty:
             return self.store.run(lambda cursor: 0)
         dirty, self._dirty = self._dirty, []
-        rows = []
+        rows, extended = [], []
+        extension = replay.extension
         for record in dirty:
             record.dirty = False
-            rows.append((record.last_seen, record.last_seq, record.checkins,
+            reserved = extension(record.last_seq, record.seq_reserved)
+            if reserved != record.seq_reserved:
+                extended.append((record, reserved))
+            rows.append((record.last_seen, record.last_seq, reserved, record.checkins,
                          record.applied_version, int(record.pending_push), record.id))
-        return self.store.run(write_behind, rows).addCallback(lambda _: len(rows))
+
+        def written(_):
+            # Durable now: sequences up to the new reservations may be used.
+            for record, reserved in extended:
+                if reserved > record.seq_reserved:
+                    record.seq_reserved = reserved
+            return len(rows)
+
+        return self.store.run(write_behind, rows).addCallback(written)
 
     def sweep(self):
         """Mark envoys silent for ``offline_after`` intervals offline."""

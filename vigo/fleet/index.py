@@ -27,6 +27,7 @@ class EnvoyRecord:
         "enrolled_at",
         "last_seen",
         "last_seq",
+        "seq_reserved",
         "checkins",
         "applied_version",
         "pending_push",
@@ -47,6 +48,7 @@ class EnvoyRecord:
         enrolled_at=0.0,
         last_seen=None,
         last_seq=0,
+        seq_reserved=0,
         checkins=0,
         applied_version=None,
         pending_push=False,
@@ -60,6 +62,8 @@ class EnvoyRecord:
         self.enrolled_at = enrolled_at
         self.last_seen = last_seen
         self.last_seq = last_seq
+        # Durable at or above every accepted sequence (vigo/fleet/replay.py).
+        self.seq_reserved = seq_reserved
         self.checkins = checkins
         self.applied_version = applied_version or ZERO_VERSION
         self.pending_push = pending_push

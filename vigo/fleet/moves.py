@@ -21,6 +21,7 @@ from zope.interface import implementer
 from vigo.fleet import wire
 from vigo.fleet.index import ACTIVE, MOVED, REVOKED, EnvoyRecord
 from vigo.fleet.ownership import Redirected
+from vigo.fleet.replay import first_reservation
 from vigo.identity import key_id
 from vigo.interfaces.components import IEnvoyMoves
 from vigo.interfaces.errors import Refusal
@@ -90,14 +91,18 @@ def accept_envoy(cursor, fields, now):
     if row is None:
         cursor.execute(
             "INSERT INTO envoys (id, hostname, public_key, state, enrolled_at, token_id, "
-            "last_seen, last_seq, applied_version) VALUES (?, ?, ?, 'active', ?, ?, ?, ?, ?)",
+            "last_seen, last_seq, seq_reserved, applied_version) "
+            "VALUES (?, ?, ?, 'active', ?, ?, ?, ?, ?, ?)",
             (envoy_id, hostname, public_key, fields["enrolled_at"], fields["token_id"], now,
-             fields["last_seq"], fields["applied_version"]))
+             fields["last_seq"], first_reservation(fields["last_seq"], now),
+             fields["applied_version"]))
     else:
         cursor.execute(
             "UPDATE envoys SET hostname = ?, state = 'active', redirect = NULL, "
-            "last_seq = MAX(last_seq, ?), applied_version = ? WHERE id = ?",
-            (hostname, fields["last_seq"], fields["applied_version"], envoy_id))
+            "last_seq = MAX(last_seq, ?), seq_reserved = MAX(seq_reserved, ?), "
+            "applied_version = ? WHERE id = ?",
+            (hostname, fields["last_seq"], first_reservation(fields["last_seq"], now),
+             fields["applied_version"], envoy_id))
     return True
 
 
@@ -169,7 +174,8 @@ class EnvoyMoves:
             record = EnvoyRecord(
                 fields["id"], fields["hostname"], fields["public_key"], None,
                 enrolled_at=fields["enrolled_at"], last_seen=now,
-                last_seq=fields["last_seq"], applied_version=fields["applied_version"])
+                last_seq=fields["last_seq"], applied_version=fields["applied_version"],
+                seq_reserved=first_reservation(fields["last_seq"], now))
             fleet.add(record)
         elif changed:
             if record.hostname != fields["hostname"]:
@@ -178,6 +184,8 @@ class EnvoyMoves:
                 record.bundle = fleet.hostcrates.bundle_for(record.hostname)
             record.redirect = None
             record.last_seq = max(record.last_seq, fields["last_seq"])
+            record.seq_reserved = max(record.seq_reserved,
+                                      first_reservation(fields["last_seq"], now))
             record.applied_version = fields["applied_version"]
             fleet.index.set_state(record, ACTIVE)
         return record.id

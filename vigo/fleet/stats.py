@@ -11,15 +11,24 @@ AGE_BUCKETS = (1.0, 5.0, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800
 
 
 class FleetStats:
-    """Check-ins by status, state transitions, and a check-in age histogram."""
+    """Check-ins by status, state transitions, and a check-in age histogram.
+
+    ``frames_refused`` counts the envoy frames the channel refused, by reason
+    (``oversize``, ``malformed``, ``unknown_type``, ``not_attached``, ``busy``,
+    ``internal``); see ``vigo.fleet.channel``.
+    """
 
     def __init__(self):
         self.checkins = collections.Counter()
         self.refusals = collections.Counter()
+        self.frames_refused = collections.Counter()
         self.transitions = collections.Counter()
         self.enrollments = 0
         self.attaches = 0
         self.pushes = 0
+        # Check-ins answered only after a sequence reservation was written
+        # (vigo/fleet/replay.py): rare; many mean envoys' clocks jump.
+        self.reservations = 0
         self.age_counts = [0] * (len(AGE_BUCKETS) + 1)
         self.age_sum = 0.0
 

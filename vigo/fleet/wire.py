@@ -7,12 +7,15 @@ Bundle, Redirect, ...) carry a small JSON object. Why not AMP: see
 docs/envoy-protocol.md (AMP's key/value boxes cost ~40-55 us a request here,
 a third of the whole check-in budget).
 
-Every decoder checks sizes and types and raises ``WireError`` with a reason;
-it never returns a half-read message.
+Every decoder checks sizes, types and ranges and raises ``WireError`` with a
+reason, and nothing else: it never returns a half-read message, and an integer
+it returns is in ``[0, MAX_INT)``, so no arithmetic on it can overflow (a float
+of ``ts / 1000``, a SQLite INTEGER column).
 """
 
 import base64
 import json
+import math
 import struct
 
 # Envoy -> server
@@ -43,6 +46,11 @@ NAMES = {
 
 MAX_REQUEST = 16 * 1024  # largest frame an envoy may send
 MAX_RESPONSE = 4 * 1024 * 1024  # largest frame a server may send (bundles)
+MAX_INT = 2**63  # every integer in a frame (ts, seq, ...) is in [0, MAX_INT)
+# A CheckIn's seq is below MAX_SEQ: the fleet stores seq + a reservation
+# (vigo/fleet/replay.py) in a SQLite INTEGER, so it leaves room above it.
+# Sequences are microsecond timestamps: 2**62 us is 146,000 years.
+MAX_SEQ = 2**62
 
 # CheckIn: seq, timestamp (ms since the epoch), state fingerprint, signature.
 CHECKIN_BODY = struct.Struct(">QQ32s64s")
@@ -89,21 +97,34 @@ def encode_json(kind, fields):
 def decode_json(body, required):
     """The JSON object of a frame body, with ``required`` fields type-checked.
 
-    ``required`` maps a field name to its Python type (or a tuple of types).
+    ``required`` maps a field name to its Python type (or a tuple of types). A
+    required integer must be in ``[0, MAX_INT)`` and a required float finite.
+    Anything else than a JSON object of those raises ``WireError``: bad UTF-8,
+    ``NaN``/``Infinity``, an integer of more digits than Python reads, JSON
+    nested deeper than the parser recurses.
     """
+    name = NAMES.get(body[0], "frame") if body else "frame"
     try:
-        fields = json.loads(body[1:].decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise WireError("%s body is not a JSON object" % (NAMES.get(body[0], "frame"),)) from None
+        fields = json.loads(body[1:].decode("utf-8"), parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise WireError("%s body is not a JSON object" % (name,)) from None
     if not isinstance(fields, dict):
-        raise WireError("%s body is not a JSON object" % (NAMES.get(body[0], "frame"),))
-    for name, kind in required.items():
-        value = fields.get(name)
+        raise WireError("%s body is not a JSON object" % (name,))
+    for field, kind in required.items():
+        value = fields.get(field)
         if not isinstance(value, kind) or isinstance(value, bool) and bool not in _types(kind):
-            raise WireError(
-                "%s needs %r of type %s" % (NAMES.get(body[0], "frame"), name, _type_name(kind))
-            )
+            raise WireError("%s needs %r of type %s" % (name, field, _type_name(kind)))
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int) and not 0 <= value < MAX_INT:
+            raise WireError("%s %r is out of range (0 to 2**63 - 1)" % (name, field))
+        if isinstance(value, float) and not math.isfinite(value):
+            raise WireError("%s %r must be a finite number" % (name, field))
     return fields
+
+
+def _no_constant(constant):
+    raise ValueError("%s is not JSON" % (constant,))
 
 
 def _types(kind):
@@ -133,12 +154,20 @@ def checkin_signing_prefix(envoy_id):
 
 
 def decode_checkin(body):
-    """(seq, timestamp_ms, fingerprint, signature) of a CheckIn body."""
+    """(seq, timestamp_ms, fingerprint, signature) of a CheckIn body.
+
+    ``seq`` and ``timestamp_ms`` are u64 on the wire, but ``seq`` is below
+    ``MAX_SEQ`` and ``timestamp_ms`` below ``MAX_INT`` here: the envoy index's
+    SQLite INTEGER columns hold no more.
+    """
     if len(body) != CHECKIN_FRAME_LENGTH:
         raise WireError(
             "CheckIn must be %d bytes, not %d" % (CHECKIN_FRAME_LENGTH, len(body))
         )
-    return CHECKIN_BODY.unpack_from(body, 1)
+    decoded = CHECKIN_BODY.unpack_from(body, 1)
+    if decoded[0] >= MAX_SEQ or decoded[1] >= MAX_INT:
+        raise WireError("CheckIn seq must be below 2**62 and ts below 2**63")
+    return decoded
 
 
 def no_change(seq):

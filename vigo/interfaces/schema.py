@@ -42,7 +42,7 @@ def _format_path(parts):
     text = ""
     for part in parts:
         if isinstance(part, int):
-            text += "[%d]" % (part,)
+            text += "[%s]" % (_short(part),)
         elif isinstance(part, _Key):
             text += "[%s]" % (_short(part.key),)
         elif text:
@@ -62,6 +62,11 @@ class _Key:
 
 
 def _short(value):
+    if isinstance(value, int) and value.bit_length() > _MAX_INT_BITS:
+        # repr() refuses ints of more than 4,300 digits (ValueError).
+        return "an int of %d bits" % (value.bit_length(),)
+    if isinstance(value, str):
+        value = value.encode("utf-8", "backslashreplace").decode("utf-8")  # lone surrogates
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
@@ -293,7 +298,7 @@ def _json_size(value, path, budget, used, depth):
             _fail(path, "expected a finite number, got %r" % (value,))
         return used + len(repr(value))
     if isinstance(value, str):
-        return used + _string_size(value, budget - used)
+        return used + _string_size(value, budget - used, path)
     if isinstance(value, (list, tuple, dict)) and depth >= MAX_DEPTH:
         _fail(path, "nested deeper than %d levels" % (MAX_DEPTH,))
     if isinstance(value, (list, tuple)):
@@ -310,7 +315,7 @@ def _json_size(value, path, budget, used, depth):
                 break
             if not isinstance(key, str):
                 _fail(path + (_Key(key),), "expected a str key, got %s" % (_type_name(key),))
-            used += 1 + _string_size(key, budget - used)
+            used += 1 + _string_size(key, budget - used, path + (_Key(key),))
             used = _json_size(item, path + (_Key(key),), budget, used, depth + 1)
         return used
     _fail(path, "expected JSON data (dict, list, str, int, float, bool, None), got %s"
@@ -330,12 +335,15 @@ def _check_json_size(value, path, max_bytes):
     return size
 
 
-def _string_size(text, budget):
+def _string_size(text, budget, path):
     # Each character encodes to at least one byte: skip the encoding of a
     # string that cannot fit anyway.
     if len(text) > budget:
         return len(text)
-    return len(json.dumps(text, ensure_ascii=False).encode("utf-8"))
+    try:
+        return len(json.dumps(text, ensure_ascii=False).encode("utf-8"))
+    except UnicodeEncodeError:
+        _fail(path, "expected text, got a string that is not valid Unicode (a lone surrogate)")
 
 
 def check_json(value, max_bytes, path="result"):

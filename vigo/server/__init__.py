@@ -15,9 +15,9 @@ def build_server(config, reactor, exit_on_failure=False):
     """The ``VigoServer`` for ``config``: a standalone server, or a spanner bolt.
 
     A standalone server imports no federation code at all. Raises
-    ``IdentityError``, ``HostcratesError``, ``TLSFilesError`` or ``OSError``
-    for a data directory, key, certificate or hostcrates file that cannot be
-    used (``twistd vigo`` says so in one line).
+    ``IdentityError``, ``PrivateFileError``, ``HostcratesError``,
+    ``TLSFilesError`` or ``OSError`` for a data directory, key, certificate or
+    hostcrates file that cannot be used (``twistd vigo`` says so in one line).
     """
     if config.spanner.mode == "spanner":
         from vigo.server.spanner import build

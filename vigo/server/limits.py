@@ -7,23 +7,31 @@ server.yaml) and enforces them in two layers around the port's TLS:
   global cap (``connections``) or over the cap of one source address
   (``per_source``) is closed as it is accepted, before any TLS work;
 * **deadlines**, inside TLS (``PortGuard.deadlines``): the TLS handshake must
-  finish within ``handshake`` seconds of the accept, the first request must
-  arrive within ``first_request`` seconds of the handshake, and a connection
-  silent for ``idle`` seconds is closed. A connection past a deadline is
-  *aborted* (not closed cleanly: before its handshake a clean close would wait
-  forever for the TLS layer to flush what the server wrote).
+  finish within ``handshake`` seconds of the accept, the first whole request
+  must arrive within ``first_request`` seconds of the handshake, and a
+  connection that brings no whole request for ``idle`` seconds is closed. A
+  connection past a deadline is *aborted* (not closed cleanly: before its
+  handshake a clean close would wait forever for the TLS layer to flush what
+  the server wrote).
+
+"Whole request" is the application's word, not bytes: a client that sends a
+byte now and then (a slowloris) resets no deadline. Each application protocol
+tells the guard when one is in, through its transport's ``request_received``
+(duck-typed, so the protocols import nothing from here): the envoy channel per
+frame, the API's ``BoundedRequest`` per HTTP request, the peer port's broker
+per PB message.
 
 Every refusal is counted by port and reason (``vigo_connections_refused_total``)
 and the open connections by port (``vigo_connections``), handshakes included.
 Idle connections are found by a sweep every ``idle / 4`` seconds, so the hot
-path pays one clock read per read, not a timer reset.
+path pays one clock read per request, not a timer reset.
 """
 
 import collections
 
 from twisted.internet import task
-from twisted.logger import Logger
 from twisted.internet.interfaces import IHandshakeListener
+from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from zope.interface import implementer
 
@@ -35,8 +43,8 @@ _EXPLAINED = {
     "connections": "the port holds limits.{port}.connections ({limit}) connections",
     "per_source": "a source holds limits.{port}.per_source ({limit}) connections",
     "handshake": "no TLS handshake within limits.{port}.handshake ({limit:g} s)",
-    "first_request": "no request within limits.{port}.first_request ({limit:g} s)",
-    "idle": "silent for limits.{port}.idle ({limit:g} s)",
+    "first_request": "no whole request within limits.{port}.first_request ({limit:g} s)",
+    "idle": "no whole request for limits.{port}.idle ({limit:g} s)",
 }
 
 
@@ -78,12 +86,13 @@ class _CapsFactory(WrappingFactory):
 
 @implementer(IHandshakeListener)
 class _Watched(ProtocolWrapper):
-    """A connection inside TLS, watched for its handshake, first request and silence."""
+    """A connection inside TLS, watched for its handshake, first request and
+    silence; the application protocol's transport."""
 
     def __init__(self, factory, wrapped):
         ProtocolWrapper.__init__(self, factory, wrapped)
         self._clock = factory.guard.clock
-        self.last_active = self._clock.seconds()
+        self.last_request = self._clock.seconds()
         self.requested = False
         self.cut = False
         self._deadline = None
@@ -101,12 +110,12 @@ class _Watched(ProtocolWrapper):
         if IHandshakeListener.providedBy(self.wrappedProtocol):
             self.wrappedProtocol.handshakeCompleted()
 
-    def dataReceived(self, data):
-        self.last_active = self._clock.seconds()
+    def request_received(self):
+        """The application took in one whole request (the deadlines count these)."""
+        self.last_request = self._clock.seconds()
         if not self.requested:
             self.requested = True
             self._cancel()
-        self.wrappedProtocol.dataReceived(data)
 
     def connectionLost(self, reason):
         self._cancel()
@@ -127,8 +136,8 @@ class _Watched(ProtocolWrapper):
         self.transport.abortConnection()
 
     def idle(self, now, limit):
-        """Abort if silent for ``limit`` seconds; True if it did."""
-        if self.requested and not self.cut and now - self.last_active >= limit:
+        """Abort if no whole request came for ``limit`` seconds; True if it did."""
+        if self.requested and not self.cut and now - self.last_request >= limit:
             self._cut("idle")
             return True
         return False

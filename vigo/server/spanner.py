@@ -25,7 +25,7 @@ from vigo.fleet.enrollment import Enrollment
 from vigo.fleet.ownership import StandaloneOwnership
 from vigo.fleet.view import BoltFleet
 from vigo.metrics import FleetCollector, SpannerCollector, metrics_registry
-from vigo.server.ports import tls_port
+from vigo.server.ports import PortService, tls_port
 from vigo.server.status import ServerStatus
 from vigo.server.wiring import add_dbus, fleet_parts, serve
 from vigo.spanner.admin import BoltAdmin, FederatedEnvoys
@@ -33,6 +33,7 @@ from vigo.spanner.bolt import Bolt
 from vigo.spanner.drain import Drainer
 from vigo.spanner.enrollment_routing import EnrollmentRouter
 from vigo.spanner.gossip.gossiper import Gossiper, gossip_addresses, listener_for
+from vigo.spanner.gossip.port import GossipPort
 from vigo.spanner.gossip.pulls import SnapshotPuller
 from vigo.spanner.handover import HandoverRepair
 from vigo.spanner.invites import Invites
@@ -111,9 +112,10 @@ def build(config, reactor, exit_on_failure=False):
             own_row.announce_to(bolt_id)
 
     own = OwnFigures(fleet, reactor)
+    gossip_port = GossipPort(listener_for(reactor, spanner.gossip))
     gossiper = Gossiper(
         reactor, identity, roster, spanner.gossip, own.counters,
-        listener_for(reactor, spanner.gossip), on_digest_mismatch=puller.pull,
+        gossip_port.lend, on_digest_mismatch=puller.pull,
         on_state_change=peer_changed,
         peer_addresses=lambda: gossip_addresses(roster, me, spanner.gossip.port))
     roster.on_change(gossiper.send_now)
@@ -150,6 +152,8 @@ def build(config, reactor, exit_on_failure=False):
                    after_start=[lambda: member.restarted], exit_on_failure=exit_on_failure)
     server.add_port(tls_port(reactor, "peer", spanner.peer_listen, peer_server_factory(portal),
                              peer_server_options(identity), config.limits.peer, hang_up=True))
+    # Bound now, though only a member gossips: a clash stops the start, not a join.
+    server.add_port(PortService("gossip", gossip_port.bind))
     for child in (clients, own_row, drainer, member):
         child.setServiceParent(server)
     server.spanner = SpannerParts(

@@ -21,6 +21,7 @@ from vigo.fleet.hostcrates import Hostcrates
 from vigo.fleet.moves import EnvoyMoves
 from vigo.identity import load_or_create_identity
 from vigo.metrics import PortsCollector
+from vigo.private_files import check_data_dir, check_private_file
 from vigo.server.ports import Advertised, api_port, envoy_port
 from vigo.server.service import VigoServer
 from vigo.store import Store
@@ -44,10 +45,13 @@ class FleetParts:
 def fleet_parts(config, reactor):
     """The fleet half of a server: built, nothing opened or listening yet.
 
-    Raises ``IdentityError``, ``HostcratesError`` or ``OSError`` for a data
-    directory, key or hostcrates file that cannot be used.
+    Raises ``PrivateFileError``, ``IdentityError``, ``HostcratesError`` or
+    ``OSError`` for a data directory, key or hostcrates file that cannot be used.
     """
     server = config.server
+    check_data_dir(server.data_dir)
+    if server.tls is not None:
+        check_private_file(server.tls.key_file, "the API's TLS key, server.tls.key_file")
     identity = load_or_create_identity(server.data_dir)
     hostcrates = Hostcrates.from_file(config.hostcrates) if config.hostcrates else Hostcrates()
     store = Store.in_directory(server.data_dir, reactor)

@@ -101,7 +101,7 @@ class Invite:
         body = text[len(PREFIX):]
         try:
             data = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-        except (binascii.Error, ValueError, UnicodeDecodeError):
+        except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
             raise InviteError("the invite is damaged (not base64url JSON)") from None
         if not isinstance(data, dict) or data.get("v") != 1:
             raise InviteError("unsupported invite version")

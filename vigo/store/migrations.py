@@ -123,6 +123,14 @@ MIGRATIONS = (
         6,
         ("ALTER TABLE enrollment_tokens ADD COLUMN withdrawn_at REAL",),
     ),
+    (
+        # Each envoy's check-in sequence reservation: at or above every
+        # sequence accepted from it, written before a sequence above it is
+        # acknowledged, so replay protection survives a crash
+        # (vigo/fleet/replay.py). Existing envoys get theirs at the next start.
+        7,
+        ("ALTER TABLE envoys ADD COLUMN seq_reserved INTEGER NOT NULL DEFAULT 0",),
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

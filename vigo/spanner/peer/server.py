@@ -362,9 +362,21 @@ class _PeerLogin(pb.Referenceable):
         raise LoginRefused(str(failure.value))
 
 
+class _PeerServerBroker(pb.Broker):
+    """A server broker that tells the port's guard of each whole PB message
+    (vigo/server/limits.py counts these, not bytes)."""
+
+    def callExpressionReceived(self, obj):
+        notify = getattr(self.transport, "request_received", None)
+        if notify is not None:
+            notify()
+        pb.Broker.callExpressionReceived(self, obj)
+
+
 def peer_server_factory(portal, key_of=peer_key):
     """The PB server factory of the peer port."""
     factory = pb.PBServerFactory(PeerLoginRoot(portal, key_of))
+    factory.protocol = _PeerServerBroker
     factory.noisy = False
     return factory
 
