@@ -102,6 +102,52 @@ def refusal_in(testcase, answer, error_type, text):
     return error
 
 
+class BoundedBrokerTests(unittest.SynchronousTestCase):
+    """One PB message is bounded: a peer cannot make the other side buffer more."""
+
+    def broker(self):
+        from twisted.internet.testing import StringTransport
+
+        from vigo.spanner.peer.broker import BoundedBroker
+
+        class Factory:
+            def clientConnectionMade(self, broker):
+                pass
+
+        broker = BoundedBroker(isClient=False)
+        broker.factory = Factory()
+        broker.max_message = 1000
+        transport = StringTransport()
+        told = []
+        transport.request_received = lambda: told.append(1)
+        broker.makeConnection(transport)
+        return broker, transport, told
+
+    def test_a_message_past_the_bound_hangs_up(self):
+        from twisted.spread import banana
+
+        broker, transport, told = self.broker()
+        broker.dataReceived(banana.encode(b"pb"))  # the dialect: one whole message
+        self.assertEqual(told, [1])
+        broker.expressionReceived = lambda message: None
+        item = banana.encode([b"message", 1, b"root", b"x" * 600])
+        broker.dataReceived(item[:-10])
+        self.assertFalse(transport.disconnecting)
+        broker.dataReceived(b"\x80" * 500)  # still no whole message: over 1,000 bytes
+        self.assertTrue(transport.disconnecting)
+
+    def test_whole_messages_reset_the_count(self):
+        from twisted.spread import banana
+
+        broker, transport, told = self.broker()
+        broker.dataReceived(banana.encode(b"pb"))
+        broker.expressionReceived = lambda message: None  # what PB makes of them is not at stake
+        for _ in range(5):
+            broker.dataReceived(banana.encode([b"decref", 12345]) * 20)
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(len(told), 101)
+
+
 class PortalTests(unittest.TestCase):
     """The portal, checker, realm and perspectives, with no sockets."""
 

@@ -31,6 +31,7 @@ from vigo.interfaces.errors import (
     from_wire,
 )
 from vigo.spanner.peer.actions import check_call
+from vigo.spanner.peer.broker import BoundedBroker
 from vigo.spanner.peer.tls import PeerClientCreator, peer_key
 
 #: Seconds a call waits for its answer before failing with PeerUnreachable.
@@ -50,8 +51,9 @@ def default_retry_policy():
     return backoffPolicy(initialDelay=0.5, maxDelay=30.0, factor=2.0)
 
 
-class _PeerBroker(pb.Broker):
-    """A client broker that says when it is ready for calls, or lost."""
+class _PeerBroker(BoundedBroker):
+    """A client broker (messages bounded) that says when it is ready for
+    calls, or lost."""
 
     def __init__(self):
         super().__init__(isClient=True)

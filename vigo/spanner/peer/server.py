@@ -44,6 +44,7 @@ from vigo.interfaces.errors import (
 )
 from vigo.interfaces.schema import Json, SchemaError, String, check_json
 from vigo.spanner.peer.actions import MAX_RESULT_BYTES, check_call, checked, run_checked_action
+from vigo.spanner.peer.broker import BoundedBroker
 from vigo.spanner.peer.tls import PeerKeyError, peer_key, peer_server_options
 
 MAX_JOIN_ROW_BYTES = 16 * 1024
@@ -362,21 +363,10 @@ class _PeerLogin(pb.Referenceable):
         raise LoginRefused(str(failure.value))
 
 
-class _PeerServerBroker(pb.Broker):
-    """A server broker that tells the port's guard of each whole PB message
-    (vigo/server/limits.py counts these, not bytes)."""
-
-    def callExpressionReceived(self, obj):
-        notify = getattr(self.transport, "request_received", None)
-        if notify is not None:
-            notify()
-        pb.Broker.callExpressionReceived(self, obj)
-
-
 def peer_server_factory(portal, key_of=peer_key):
     """The PB server factory of the peer port."""
     factory = pb.PBServerFactory(PeerLoginRoot(portal, key_of))
-    factory.protocol = _PeerServerBroker
+    factory.protocol = BoundedBroker
     factory.noisy = False
     return factory
 
