@@ -10,6 +10,8 @@ import os
 import signal
 import sys
 
+import yaml
+
 from twisted.internet import defer, error, protocol, reactor
 from twisted.internet.utils import getProcessOutputAndValue
 
@@ -70,7 +72,7 @@ class ServerProcess(protocol.ProcessProtocol):
     @property
     def data_dir(self):
         with open(self.config_path) as f:
-            return json.load(f)["server"]["data_dir"]
+            return yaml.safe_load(f)["server"]["data_dir"]  # JSON, or a restored YAML
 
     def start(self):
         argv = self.prefix + [tool("twistd"), "-n", "--pidfile=", "vigo", "--config",

@@ -292,6 +292,44 @@ class ReplayAfterKillTests(IntegrationTestCase):
         self.assertRegex((yield self.run_once(state_dir)), r"\A(bundle|no_change) ")
 
 
+class BackupTests(IntegrationTestCase):
+    """A backup taken while the server runs restores a server that serves its envoys."""
+
+    @defer.inlineCallbacks
+    def test_backup_while_running_then_restore_elsewhere(self):
+        base = self.directory()
+        envoy_port, api_port = free_ports(2)
+        config = write_config(base, server={"envoy_listen": f"127.0.0.1:{envoy_port}",
+                                            "api_listen": f"127.0.0.1:{api_port}"})
+        server = yield self.start(config)
+        server_id = server.run["server_id"]
+        token = yield self.new_token(server.data_dir, 1)
+        state = os.path.join(base, "web1")
+        envoy_id = yield self.register(server, token, WEB1, state)
+        self.assertBundle((yield self.run_once(state)))
+
+        archive = os.path.join(base, "backup.tar.gz")
+        out, _ = yield self.vigocli(server.data_dir, "backup", "create", archive)
+        self.assertRegex(out, rf"(?m)^server +{server_id}$")
+        self.assertEqual(file_mode(archive), 0o600)
+        yield server.kill()  # the machine is lost
+
+        restored_dir = os.path.join(base, "restored")
+        out, _ = yield self.tool("vigocli", "backup", "restore", archive,
+                                 "--data-dir", restored_dir)
+        self.assertIn(f"start it with: twistd vigo --config {restored_dir}/server.yaml", out)
+        restored = yield self.start(os.path.join(restored_dir, "server.yaml"))
+        self.assertEqual(restored.run["server_id"], server_id)
+        self.assertEqual(restored.run["envoy_port"], envoy_port)
+        # The envoy attaches as before (same address, same pinned key) and checks in.
+        self.assertRegex((yield self.run_once(state)), r"\A(bundle|no_change) ")
+        shown = yield self.vigocli_json(restored_dir, "envoys", "show", WEB1)
+        self.assertEqual((shown["id"], shown["state"]), (envoy_id, "active"))
+        err = (yield self.tool("vigocli", "backup", "restore", archive, "--data-dir",
+                               restored_dir, expect=1))[1]
+        self.assertIn("is not empty", err)
+
+
 class RefusalAndSimulatorTests(IntegrationTestCase):
     """What is refused, through the real path; and 50 simulated envoys meanwhile."""
 

@@ -197,6 +197,19 @@ def build_parser():
     act.add_argument("--arg", dest="args", action=KeyValues, metavar="KEY=VALUE",
                      help="an argument (repeat for more); VALUE is JSON if it parses "
                           "as JSON, else text")
+
+    backup = groups.add_parser("backup", help="back up or restore a server (on its host)") \
+        .add_subparsers(dest="action", metavar="ACTION", required=True)
+    made = command(backup, "create", "backup create",
+                   "write a consistent backup of the server in --data-dir DIR to FILE, "
+                   "while it runs")
+    made.add_argument("file", metavar="FILE", help="the archive to write (mode 0600)")
+    made.add_argument("--config", metavar="PATH",
+                      help="the server's server.yaml (default: the one it runs with, "
+                           "from DIR/run.json)")
+    restored = command(backup, "restore", "backup restore",
+                       "restore a backup into a new data directory (--data-dir DIR)")
+    restored.add_argument("file", metavar="FILE", help="an archive from 'backup create'")
     return parser
 
 

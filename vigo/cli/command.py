@@ -24,6 +24,9 @@ class Command:
     #: command (``vigo.cli.drain``); ``ask(method, path, body)`` is one of them.
     flow = attr.ib(default=None)
     failed = attr.ib(default=None)  # answer -> True when a 2xx answer still exits 1
+    #: (options, out, err) -> exit status: a command that works on this host's
+    #: files and asks no server (``vigo.cli.backup``); the rest is then unused.
+    local = attr.ib(default=None)
 
 
 def segment(value):

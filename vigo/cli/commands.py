@@ -12,13 +12,15 @@ The rows live with their printers, one module per command group:
 * ``vigo.cli.tokens``: ``token ...`` and ``api-token ...``;
 * ``vigo.cli.envoys``: ``envoys ...``;
 * ``vigo.cli.spanner``: ``spanner ...`` (with its nested ``bolt`` group);
-* ``vigo.cli.drain``: ``spanner bolt drain`` and ``remove``, in several steps.
+* ``vigo.cli.drain``: ``spanner bolt drain`` and ``remove``, in several steps;
+* ``vigo.cli.backup``: ``backup create`` and ``restore``, which work on this
+  host's files and ask no server.
 
 A new group of commands is a new subparser group plus a new module of rows
 added here, as the spanner ones are; nothing else changes.
 """
 
-from vigo.cli import drain, envoys, server, spanner, tokens
+from vigo.cli import backup, drain, envoys, server, spanner, tokens
 
 COMMANDS = {
     **server.COMMANDS,
@@ -26,4 +28,5 @@ COMMANDS = {
     **envoys.COMMANDS,
     **spanner.COMMANDS,
     **drain.COMMANDS,
+    **backup.COMMANDS,
 }

@@ -78,6 +78,8 @@ async def run(reactor, options, out=None, err=None, environ=None):
     err = sys.stderr if err is None else err
     environ = os.environ if environ is None else environ
     command = COMMANDS[options.command]
+    if command.local is not None:
+        return command.local(options, out, err)
     try:
         target = resolve_target(options, environ)
         client, pool = http_client(reactor, target)

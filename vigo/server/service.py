@@ -157,6 +157,8 @@ class VigoServer(service.MultiService):
             "envoy_address": str(self.advertised.envoy()),
             "mode": self.config.spanner.mode,
             "peer_port": ports["peer"].bound() if "peer" in ports else None,
+            # For vigocli backup create: the config to back up with the data.
+            "config_file": self.config.source,
         }
         path = self._run_file()
         if os.path.exists(path):
