@@ -451,3 +451,207 @@ class DecodeFuzzTests(unittest.SynchronousTestCase):
         for part in ("rows", "removals", "consumed", "overrides"):
             for item in decoded[part]:
                 self.assertIn(item, ROSTER_DATA[part])
+
+
+# -- verifying off the reactor thread: the same merge, its checks made beforehand ----------
+
+B1_REMOVED_BY_B0 = RemovalRecord.sign(B0, FED, B1.id, 9)
+FORGED = [
+    attr.evolve(B2_1, name="forged"),  # its own signature fails
+    attr.evolve(B0_1, admission=B3.sign(B0_1.admission_message())),  # admitted by the wrong key
+    resigned(B1_1, B1, bolt_id=B0.id, seq=5),  # the pin fails
+    AdmissionRow.found(OUTSIDER, FED, "rogue", ADDRESSES, ["*"]),  # no chain
+    applicant(B4, OUTSIDER),  # its admitter never arrives: held back
+    attr.evolve(B1_REMOVED_BY_B0, signature=b"\1" * 64),  # a forged signature
+    attr.evolve(Override.sign(B1, FED, "e4", B1.id, (8, 0)), bolt_id=B0.id),  # altered
+    RemovalRecord.sign(OUTSIDER, FED, FOUNDER.id, 1),  # unknown signer: held back
+    B1_REMOVED_BY_B0,  # the genuine one, beside its forgery
+]
+MIXED = ITEMS + FORGED
+mixed = st.lists(st.sampled_from(MIXED), max_size=30)
+
+
+def planned_checks(roster, incoming):
+    """What ``vigo.spanner.roster.verify`` does, on this thread: the checks the
+    merge will make, made now."""
+    from vigo.spanner.roster.verify import check_chunk_here
+
+    checks = list(dict.fromkeys(c for c in roster.checks_for(incoming) if c is not None))
+    return dict(zip(checks, check_chunk_here(checks), strict=True))
+
+
+def report_fields(report):
+    return (dict(report.accepted), dict(report.rejected), report.held_back, report.duplicates,
+            report.equivocations)
+
+
+class VerifiedMergeTests(unittest.SynchronousTestCase):
+    """``Roster.merge(VerifiedParts)`` is ``Roster.merge(RosterParts)``, and verifies nothing."""
+
+    def counted_verify(self):
+        from vigo.spanner.roster import crdt as roster_module
+
+        calls = []
+        real = roster_module.verify
+        self.patch(roster_module, "verify", lambda *a: calls.append(a) or real(*a))
+        return calls
+
+    def both(self, base, incoming, between=()):
+        """Merge ``incoming`` into copies of ``base``: at once, and verified
+        beforehand (with ``between`` merged into the second copy in between)."""
+        from vigo.spanner.roster.parts import VerifiedParts
+
+        synchronous = base.copy()
+        for item in between:
+            synchronous.merge(parts(item))
+        expected = synchronous.merge(incoming)
+        ahead = base.copy()
+        checks = planned_checks(ahead, incoming)
+        for item in between:
+            ahead.merge(parts(item))
+        calls = self.counted_verify()
+        report = ahead.merge(VerifiedParts.of(incoming, checks))
+        self.assertEqual(report_fields(report), report_fields(expected))
+        self.assertEqual(ahead.digest(), synchronous.digest())
+        self.assertEqual(ahead.to_data(), synchronous.to_data())
+        self.assertEqual(ahead.pending_count(), synchronous.pending_count())
+        self.assertEqual(ahead.rejections, synchronous.rejections)
+        return calls
+
+    @FAST
+    @given(mixed, mixed)
+    def test_same_merge_and_no_second_verification(self, xs, ys):
+        calls = self.both(delivered(xs), parts(*ys))
+        self.assertEqual(calls, [])
+
+    @FAST
+    @given(mixed, st.permutations(MIXED))
+    def test_whole_shuffled_snapshots(self, xs, shuffled):
+        calls = self.both(delivered(xs), parts(*shuffled))
+        self.assertEqual(calls, [])
+
+    @FAST
+    @given(mixed, mixed, st.lists(st.sampled_from(MIXED), min_size=1, max_size=5))
+    def test_a_roster_changed_in_between_is_still_merged_the_same(self, xs, ys, between):
+        # What the plan did not foresee is verified then, and only that.
+        self.both(delivered(xs), parts(*ys), between)
+
+    def test_the_plan_skips_what_is_held(self):
+        roster = delivered(ITEMS)
+        held = roster.parts()
+        self.assertEqual([c for c in roster.checks_for(held) if c is not None], [])
+        # A loser of an equivocation is checked again, as the merge does.
+        loser = min(B1_2, B1_2X, key=lambda r: r.signature)
+        self.assertEqual([c for c in roster.checks_for(parts(loser)) if c is not None],
+                         [(B1.public_key, loser.message(), loser.signature),
+                          (B0.public_key, loser.admission_message(), loser.admission)])
+        fresh = Roster(FED, FOUNDER.id)
+        checks = [c for c in fresh.checks_for(parts(FOUNDER_1, B0_1, B1_1)) if c is not None]
+        # three own signatures, three admissions (B1's admitter comes in the same parts)
+        self.assertEqual(len(checks), 6)
+        self.assertIn((B0.public_key, B1_1.admission_message(), B1_1.admission), checks)
+        self.assertEqual(list(fresh.checks_for(parts(B0_1, federation_id="otherfed"))), [])
+
+    def test_forged_results_are_not_believed_blindly(self):
+        # A wrong entry can only concern its own exact (key, message, signature):
+        # a lookup never stands in for another item's check.
+        from vigo.spanner.roster.parts import VerifiedParts
+
+        forged = attr.evolve(B2_1, name="forged")
+        roster = delivered([FOUNDER_1, B0_1, B1_1])
+        honest = VerifiedParts.of(parts(forged), planned_checks(roster, parts(forged)))
+        self.assertEqual(roster.copy().merge(honest).rejected["bad_signature"], 1)
+        self.assertIn((forged.public_key, forged.message(), forged.signature), honest.checks)
+
+    def test_adopt_takes_a_merged_copy(self):
+        roster = delivered([FOUNDER_1, B0_1])
+        copy = roster.copy()
+        copy.merge(parts(B1_1, B1_2, *ITEMS[-5:]))
+        version = roster.version
+        roster.adopt(copy)
+        self.assertEqual(roster.to_data(), delivered([FOUNDER_1, B0_1, B1_1, B1_2, *ITEMS[-5:]])
+                         .to_data())
+        self.assertGreater(roster.version, version)
+
+
+class StepTests(unittest.SynchronousTestCase):
+    """Work in steps: the same result run at once or a step at a time."""
+
+    @FAST
+    @given(st.lists(st.tuples(st.integers(0, 5), st.integers()), max_size=5000))
+    def test_sorting_in_chunks_is_sorted(self, items):
+        from vigo.spanner.roster import steps
+
+        self.patch(steps, "SORT_CHUNK", 7)
+        key = lambda item: item[0]  # noqa: E731 (ties: the input order must stay)
+        ordered = steps.run_steps(steps.sorting(items, key=key))
+        self.assertEqual(list(ordered), sorted(items, key=key))
+
+    def test_merging_and_digesting_step_by_step(self):
+        from vigo.spanner.roster import steps
+
+        class Turns:  # a reactor that runs its calls when told, one turn at a time
+            def __init__(self):
+                self.calls = []
+
+            def callLater(self, delay, f, *args):
+                self.calls.append(lambda: f(*args))
+
+            def run(self, d):
+                turns = 0
+                while not d.called:
+                    self.calls.pop(0)()
+                    turns += 1
+                return turns
+
+        self.patch(steps, "SLICE", 0.0)  # one step a turn
+        turns = Turns()
+        roster = Roster(FED, FOUNDER.id)
+        merging = steps.run_sliced(turns, roster.merging(parts(*reversed(ITEMS))))
+        self.assertNoResult(merging)
+        self.assertGreater(turns.run(merging), len(ITEMS))
+        report = self.successResultOf(merging)
+        self.assertEqual(report_fields(report),
+                         report_fields(Roster(FED, FOUNDER.id).merge(parts(*reversed(ITEMS)))))
+        digesting = steps.run_sliced(turns, roster.digesting())
+        self.assertGreater(turns.run(digesting), len(ITEMS) // 2)
+        self.assertEqual(self.successResultOf(digesting), delivered(ITEMS).digest())
+        self.assertEqual(roster.digest(), delivered(ITEMS).digest())
+
+    def test_cancelling_stops_the_steps(self):
+        from vigo.spanner.roster import steps
+
+        self.patch(steps, "SLICE", 0.0)
+        clock, ran = Clock(), []
+
+        def work():
+            for n in range(100):
+                ran.append(n)
+                yield
+
+        d = steps.run_sliced(clock, work())
+        d.cancel()
+        self.failureResultOf(d)
+        clock.advance(0)
+        self.assertEqual(ran, [0])
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class GainedTests(unittest.SynchronousTestCase):
+    """``Roster.gained``: what a merge took in, so a bolt writes only that."""
+
+    @FAST
+    @given(mixed, mixed)
+    def test_everything_held_was_held_before_or_is_gained(self, xs, ys):
+        from vigo.spanner.roster.steps import run_steps
+
+        base = delivered(xs)
+        held_back = base.held_back()
+        merged = base.copy()
+        incoming = parts(*ys)
+        merged.merge(incoming)
+        gained = run_steps(merged.gained(base, incoming, held_back))
+        before = {id(item) for item in base.parts().rows + base.parts().records()}
+        new = {id(item) for item in gained.rows + gained.records()}
+        held = merged.parts().rows + merged.parts().records()
+        self.assertEqual({id(item) for item in held} - before, new)

@@ -6,6 +6,16 @@ merges it. Pulls happen when gossip says a peer's digest differs from ours
 random peer (forever, so an isolated bolt keeps trying). ``If-None-Match``
 carries our digest, so an unchanged roster costs a 304.
 
+Every pull is bounded. Its whole exchange (connecting, TLS, the answer's
+headers and its last byte) must end within ``PULL_TIMEOUT``, and the body is
+read to at most ``MAX_SNAPSHOT_BYTES``: the connection is dropped as soon as
+more arrives (or a longer length is announced). So a peer that floods or
+drips, or whatever answers at a dead bolt's address, costs at most that much
+memory and time, never holds that peer's pulls or the bolt's shutdown. The
+bytes are then opened and merged in slices on the reactor thread and the
+signatures verified in threads (``vigo.spanner.roster.verify``): a big
+snapshot never stalls check-ins.
+
 The HTTPS connection is not what makes a snapshot trustworthy: its signature
 is checked against the key *our* roster pins for the bolt we asked, and every
 row in it is verified again on merge. So the puller accepts the peer API's
@@ -31,21 +41,91 @@ pulling big snapshots takes at most about ``busy_share`` of the bolt's time.
 
 import math
 import random
+import time
 
 from OpenSSL import SSL
 from treq.client import HTTPClient
 from twisted.application import service
-from twisted.internet import defer, task
+from twisted.internet import defer, protocol, task
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.logger import Logger
-from twisted.web.client import Agent, HTTPConnectionPool
-from twisted.web.iweb import IPolicyForHTTPS
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
+from twisted.web.http import PotentialDataLoss
+from twisted.web.iweb import UNKNOWN_LENGTH, IPolicyForHTTPS
 from zope.interface import implementer
 
-from vigo.spanner.roster.snapshot import MAX_SNAPSHOT_BYTES, SnapshotError, open_snapshot
+from vigo.spanner.roster.snapshot import MAX_SNAPSHOT_BYTES, SnapshotError, opening_snapshot
+from vigo.spanner.roster.steps import run_sliced
+from vigo.spanner.roster.verify import Verifier
 
-#: Seconds a snapshot pull may take.
+#: Seconds a pull's whole exchange may take: connecting, TLS, the request, the
+#: answer's headers and its last byte. Past it the connection is dropped.
 PULL_TIMEOUT = 10.0
+#: Bytes of an answer other than a snapshot (an error, a 304) read at most.
+MAX_OTHER_BYTES = 64 * 1024
+#: A merge that took this long (seconds: opening, verifying, merging and
+#: persisting a snapshot) is logged, with its size and report.
+SLOW_MERGE = 0.1
+
+
+class Oversize(Exception):
+    """An answer went past its size limit; the connection was dropped there."""
+
+
+class _BoundedBody(protocol.Protocol):
+    """Collects a response body of at most ``limit`` bytes (see ``read_body``)."""
+
+    def __init__(self, limit):
+        self.limit = limit
+        self.done = defer.Deferred(self._cancel)
+        self._parts = []
+        self._size = 0
+
+    def dataReceived(self, data):
+        if self.done.called:
+            return
+        self._size += len(data)
+        if self._size > self.limit:
+            self._fail(Oversize("more than %d bytes" % (self.limit,)))
+            return
+        self._parts.append(data)
+
+    def connectionLost(self, reason):
+        if self.done.called:
+            return
+        if reason.check(ResponseDone, PotentialDataLoss):
+            body, self._parts = b"".join(self._parts), []
+            self.done.callback(body)
+        else:
+            self._parts = []
+            self.done.errback(reason)
+
+    def _fail(self, error):
+        self._parts = []
+        self._stop()
+        self.done.errback(error)
+
+    def _cancel(self, _):
+        self._parts = []
+        self._stop()
+
+    def _stop(self):
+        if self.transport is not None:
+            self.transport.stopProducing()  # closes the connection: nothing more is read
+
+
+def read_body(response, limit):
+    """The body of ``response`` (an ``IResponse``), at most ``limit`` bytes: a
+    Deferred. Past the limit, as its length says or as it arrives, the
+    connection is dropped at once and the Deferred fails with ``Oversize``;
+    cancelling it drops the connection too. Never holds more than ``limit``."""
+    body = _BoundedBody(limit)
+    response.deliverBody(body)
+    length = response.length
+    if length is not UNKNOWN_LENGTH and length is not None and length > limit and (
+            not body.done.called):
+        body._fail(Oversize("%d bytes announced, over %d" % (length, limit)))
+    return body.done
 
 
 class PullRequests:
@@ -147,26 +227,42 @@ class SnapshotPuller(service.Service):
     """Pulls snapshots for the bolt ``bolt_id`` into ``roster`` (its
     ``ILocalRoster``), every ``anti_entropy`` seconds while it runs and
     whenever ``pull`` is asked (a digest mismatch). ``http`` is a treq-like
-    client (tests give a ``StubTreq``); ``rng`` picks the anti-entropy peer."""
+    client (tests give a ``StubTreq``); ``rng`` picks the anti-entropy peer.
+
+    Every pull's exchange has a deadline (``timeout``: connecting, the answer
+    and its last byte) and a size limit (``limit``) enforced as the bytes
+    arrive; the snapshot is then opened and merged in slices on the reactor
+    thread, its signatures verified in threads (``verifier``). Outcomes are
+    counted in ``pulls``: ``ok``, ``same`` (304), ``rejected`` (a snapshot
+    that does not open), ``oversize``, ``timeout`` and ``failed`` (anything
+    else: unreachable, an HTTP error). Stopping cancels the pulls under way.
+    """
 
     name = "snapshot-puller"
     log = Logger()
 
-    def __init__(self, reactor, bolt_id, roster, anti_entropy, rng=None, http=None):
+    def __init__(self, reactor, bolt_id, roster, anti_entropy, rng=None, http=None,
+                 timeout=PULL_TIMEOUT, limit=MAX_SNAPSHOT_BYTES, verifier=None):
         self.reactor = reactor
         self.bolt_id = bolt_id
         self.roster = roster
         self.rng = rng or random.Random()
         self.anti_entropy = anti_entropy
+        self.timeout = timeout
+        self.limit = limit
         self._pool = HTTPConnectionPool(reactor, persistent=True)
         self.http = http or HTTPClient(Agent(
             reactor, contextFactory=SnapshotTLSPolicy(), pool=self._pool))
-        self.pulls = {"ok": 0, "same": 0, "failed": 0, "rejected": 0}
+        self.verifier = verifier or Verifier(reactor)
+        self.pulls = {"ok": 0, "same": 0, "failed": 0, "rejected": 0, "oversize": 0,
+                      "timeout": 0}
         self._in_flight = {}
         self._loop = None
+        self._stopping = False
 
     def startService(self):
         service.Service.startService(self)
+        self._stopping = False
         if self._loop is None:
             self._loop = task.LoopingCall(self.pull_random)
             self._loop.clock = self.reactor
@@ -174,14 +270,19 @@ class SnapshotPuller(service.Service):
                 lambda f: self.log.failure("anti-entropy loop stopped", f))
 
     def stopService(self):
-        """Stop pulling; a Deferred that fires once pulls and connections are closed."""
+        """Stop pulling: the pulls under way are cancelled (their connections
+        dropped, their work dropped); a Deferred that fires once the idle
+        connections are closed."""
         service.Service.stopService(self)
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self._loop = None
-        in_flight = list(self._in_flight.values())
-        d = defer.DeferredList(in_flight) if in_flight else defer.succeed(None)
-        return d.addCallback(lambda _: self._pool.closeCachedConnections())
+        self._stopping = True
+        for pulling in list(self._in_flight.values()):
+            pulling.cancel()
+        self._stopping = False
+        self.verifier.stop()
+        return self._pool.closeCachedConnections()
 
     def pull_random(self):
         """Anti-entropy: one pull from a random other bolt of the roster."""
@@ -191,13 +292,15 @@ class SnapshotPuller(service.Service):
             self.pull(self.rng.choice(sorted(others)))
 
     def pull(self, bolt_id):
-        """Pull ``bolt_id``'s snapshot and merge it; a Deferred (never fails)."""
+        """Pull ``bolt_id``'s snapshot and merge it; a Deferred (never fails) of
+        the ``MergeReport``, or None when nothing was merged."""
         if bolt_id in self._in_flight:
             return self._in_flight[bolt_id]
         d = defer.ensureDeferred(self._pull(bolt_id))
         d.addErrback(self._failed, bolt_id)
-        d.addBoth(self._done, bolt_id)
-        self._in_flight[bolt_id] = d
+        if not d.called:
+            self._in_flight[bolt_id] = d
+            d.addBoth(self._done, bolt_id)
         return d
 
     def _done(self, result, bolt_id):
@@ -205,9 +308,13 @@ class SnapshotPuller(service.Service):
         return result
 
     def _failed(self, failure, bolt_id):
-        self.pulls["failed"] += 1
-        self.log.debug("snapshot pull from {bolt} failed: {why}", bolt=bolt_id,
-                       why=failure.getErrorMessage())
+        if self._stopping:
+            return None  # cancelled by stopService, however the cancel surfaced
+        outcome = ("timeout" if failure.check(defer.TimeoutError)
+                   else "oversize" if failure.check(Oversize) else "failed")
+        self.pulls[outcome] += 1
+        self.log.debug("snapshot pull from {bolt} failed ({outcome}): {why}", bolt=bolt_id,
+                       outcome=outcome, why=failure.getErrorMessage())
         return None
 
     async def _pull(self, bolt_id):
@@ -216,26 +323,65 @@ class SnapshotPuller(service.Service):
         if row is None:
             return None
         url = "https://%s/api/v1/spanner/roster" % (row.addresses.api,)
-        digest = roster.digest().hex()
-        response = await self.http.get(
-            url, headers={b"if-none-match": [('"%s"' % digest).encode("ascii")]},
-            timeout=PULL_TIMEOUT)
-        if response.code == 304:
-            await response.text()
+        body = await self._exchange(url, roster.digest().hex())
+        if body is None:
             self.pulls["same"] += 1
             return None
-        body = await response.content()
-        if response.code != 200:
-            raise RuntimeError("HTTP %d from %s" % (response.code, url))
-        if len(body) > MAX_SNAPSHOT_BYTES:
-            raise SnapshotError("oversize", "the snapshot is too large")
+        started = time.monotonic()
         try:
-            snapshot = open_snapshot(body, roster.key_of(bolt_id),
-                                     roster.federation_id)
+            snapshot = await run_sliced(self.reactor, opening_snapshot(
+                body, roster.key_of(bolt_id), roster.federation_id))
         except SnapshotError as e:
             self.pulls["rejected"] += 1
             self.log.warn("rejected the snapshot of bolt {bolt}: {why}", bolt=bolt_id, why=e)
             return None
-        report = await self.roster.merge(snapshot.parts)
+        del body
+        opened = time.monotonic()
+        parts = await self.verifier.verify_parts(roster, snapshot.parts)
+        verified = time.monotonic()
+        report = await self.roster.merge(parts)
         self.pulls["ok"] += 1
+        took = time.monotonic() - started
+        if report.changed and took >= SLOW_MERGE:
+            self.log.info(
+                "merged the snapshot of bolt {bolt} ({items} rows and records) in {seconds:.3f} s "
+                "(opened in {opening:.3f} s, verified in {verifying:.3f} s, merged and saved in "
+                "{merging:.3f} s): {report}", bolt=bolt_id, report=report,
+                items=len(parts.rows) + len(parts.records()), seconds=took,
+                opening=opened - started, verifying=verified - opened,
+                merging=started + took - verified)
         return report
+
+    async def _exchange(self, url, digest):
+        """``_fetch`` within the deadline: cancelled when it passes (the
+        connection dropped), and then ``defer.TimeoutError``."""
+        fetching = defer.ensureDeferred(self._fetch(url, digest))
+        expired = []
+
+        def expire():
+            expired.append(True)
+            fetching.cancel()
+
+        timer = self.reactor.callLater(self.timeout, expire)
+        try:
+            return await fetching
+        except Exception:
+            if expired:
+                raise defer.TimeoutError("no snapshot from %s in %g s"
+                                         % (url, self.timeout)) from None
+            raise
+        finally:
+            if timer.active():
+                timer.cancel()
+
+    async def _fetch(self, url, digest):
+        """The exchange: the snapshot's bytes, or None for a 304 (unchanged)."""
+        response = await self.http.get(
+            url, headers={b"if-none-match": [('"%s"' % digest).encode("ascii")]},
+            unbuffered=True)
+        if response.code != 200:
+            await read_body(response, MAX_OTHER_BYTES)
+            if response.code == 304:
+                return None
+            raise RuntimeError("HTTP %d from %s" % (response.code, url))
+        return await read_body(response, self.limit)

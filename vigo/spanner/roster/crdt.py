@@ -17,9 +17,18 @@ reason a record signed by a bolt not (yet) in the roster, or a row whose
 admitter is not (yet) here, is neither accepted nor forgotten: it is held
 back in a bounded pending pool, counted, and retried at every merge, so
 deliveries in any order converge to the same roster.
+
+A merge is written in steps (``merging``): run at once it is ``merge``; a
+bolt runs a big one in slices on its reactor thread. Its signature checks can
+be made beforehand, off that thread (``checks_for`` lists them and
+``VerifiedParts`` carries their results: ``vigo.spanner.roster.verify``); the
+merge then looks each one up where it would verify, so it decides exactly as
+it would have, in the same order.
 """
 
 import collections
+import hashlib
+import itertools
 
 import attr
 
@@ -28,10 +37,10 @@ from vigo.spanner.roster.parts import (
     RECORD_KINDS,
     MergeReport,
     RosterParts,
+    VerifiedParts,
     new_federation_id,
     parts_digest,
     roster_digest,
-    section_hash,
 )
 from vigo.spanner.roster.records import (
     ConsumedToken,
@@ -43,6 +52,7 @@ from vigo.spanner.roster.records import (
     verify,
 )
 from vigo.spanner.roster.rows import ACTIVE, DRAINING, REMOVED, AdmissionRow
+from vigo.spanner.roster.steps import run_steps, sorting
 
 MAX_PENDING = 100_000  # per pool (rows, records); the oldest go first
 
@@ -50,6 +60,20 @@ __all__ = [
     "AdmissionRow", "ConsumedToken", "MergeReport", "Override", "RemovalRecord", "Roster",
     "RosterError", "RosterParts", "new_federation_id", "parts_digest",
 ]
+
+
+def _checker(checks):
+    """The signature check a merge makes: ``verify``, or first a lookup in
+    ``checks`` (results made beforehand, by ``(key, message, signature)``)."""
+    if checks is None:
+        return verify
+    check = verify
+
+    def checked(public_key, message, signature):
+        ok = checks.get((public_key, message, signature))
+        return check(public_key, message, signature) if ok is None else ok
+
+    return checked
 
 
 class Roster:
@@ -71,6 +95,7 @@ class Roster:
         self._section_hashes = {}
         self._digest = None
         self.rejections = collections.Counter()  # every rejection ever, by reason
+        self.version = 0  # +1 at every merge (a change, or maybe one)
 
     @classmethod
     def found(cls, identity, federation_id, name, addresses, patterns):
@@ -97,8 +122,19 @@ class Roster:
         """Join ``other`` (a ``Roster`` or ``RosterParts``) into this roster.
 
         A ``Roster``'s state was verified on its way in and is taken as is;
-        ``RosterParts`` are verified record by record. Returns a ``MergeReport``.
+        ``RosterParts`` are verified record by record (``VerifiedParts`` carry
+        the results of those checks, made beforehand, off the reactor thread:
+        see ``vigo.spanner.roster.verify``). Returns a ``MergeReport``.
         """
+        return run_steps(self.merging(other))
+
+    def merging(self, other):
+        """``merge`` in steps: a generator that yields (None) between items and
+        returns the ``MergeReport``, for a caller that runs a big merge in
+        slices (``vigo.spanner.roster.steps.run_sliced``). Run to its end, it
+        is ``merge``. Between steps the roster is half merged: slice only a
+        private copy, and leave it alone until the merge ends."""
+        self.version += 1
         report = MergeReport()
         if isinstance(other, Roster):
             trusted = other.parts()
@@ -107,6 +143,7 @@ class Roster:
             verified_rows = True
         else:
             trusted, rows, records, verified_rows = None, other.rows, other.records(), False
+        check = _checker(other.checks if isinstance(other, VerifiedParts) else None)
         source = trusted if trusted is not None else other
         if (source.federation_id, source.founder_id) != (self.federation_id, self.founder_id):
             total = len(rows) + len(records) + (
@@ -117,12 +154,20 @@ class Roster:
         if trusted is not None:
             for row in trusted.rows:
                 self._accept_row(row, report)
+                yield
             for record in trusted.records():
                 self._accept_record(record, report)
-        waiting_rows = [self._consider_row(row, report, verified_rows) for row in rows]
-        self._resolve_rows(report)
-        waiting_records = [self._consider_record(record, report) for record in records]
-        self._resolve_records(report)
+                yield
+        waiting_rows = []
+        for row in rows:
+            waiting_rows.append(self._consider_row(row, report, verified_rows, check))
+            yield
+        yield from self._resolve_rows(report, check)
+        waiting_records = []
+        for record in records:
+            waiting_records.append(self._consider_record(record, report))
+            yield
+        yield from self._resolve_records(report, check)
         for key in waiting_rows:
             if key is not None and key in self._pending_rows:
                 report.rejected["no_chain"] += 1
@@ -135,11 +180,115 @@ class Roster:
         self.rejections.update(report.rejected)
         return report
 
+    def checks_for(self, parts):
+        """The signature checks that merging the untrusted ``parts`` into this
+        roster, as it is now, will make: a generator of ``(public key, message,
+        signature)``, with a None between items that need none (a caller
+        slices on those too).
+
+        The same decisions as the merge, made ahead: rows and records already
+        held (or beaten) need no check; a row's own signature needs its key;
+        its admission needs its admitter's key, which the roster pins or a row
+        in ``parts`` brings (the key pin makes it the only key of that id); a
+        record needs its signer's key, found the same way. A check the merge
+        then makes that is not among these (the roster changed meanwhile) is
+        simply made then.
+        """
+        if (parts.federation_id, parts.founder_id) != (self.federation_id, self.founder_id):
+            return
+        rows = self._rows
+        # bolt id -> key of the rows that may join the roster in this merge:
+        # those held back already and those in ``parts``, each past the pin
+        brought = {row.bolt_id: row.public_key for row in self._pending_rows.values()}
+        admitted = []
+        for row in parts.rows:
+            if not self._to_check(row):
+                yield None
+                continue
+            brought.setdefault(row.bolt_id, row.public_key)
+            if (row.bolt_id, row.rank) in self._pending_rows:
+                yield None  # its own signature was checked when it was held back
+            else:
+                yield (row.public_key, row.message(), row.signature)
+            admitted.append(row)
+        for row in itertools.chain(admitted, self._pending_rows.values()):
+            admitter = row.admitted_by
+            if (admitter == row.bolt_id) != (row.bolt_id == self.founder_id):
+                key = None  # no chain: refused without a check
+            elif admitter == row.bolt_id:
+                key = row.public_key
+            else:
+                held = rows.get(admitter)
+                key = held.public_key if held is not None else brought.get(admitter)
+            yield None if key is None else (key, row.admission_message(), row.admission)
+        for record in parts.records():
+            held = self._records[record.KIND].get(record.key)
+            if held is not None and (held == record or not record.wins_over(held)):
+                yield None  # refused before any check
+            else:
+                yield self._record_check(record, brought)
+        for record in self._pending_records:  # each is checked once its signer is here
+            yield self._record_check(record, brought)
+
+    def _to_check(self, row):
+        """False when the merge refuses ``row`` before any check (as ``_consider_row``)."""
+        held = self._rows.get(row.bolt_id)
+        return not ((held is not None and (held == row or row.seq < held.seq))
+                    or row.federation_id != self.federation_id
+                    or derive_id(row.public_key) != row.bolt_id)
+
+    def _record_check(self, record, brought):
+        signer = self._rows.get(record.signer_id)
+        key = signer.public_key if signer is not None else brought.get(record.signer_id)
+        return None if key is None else (
+            key, record.message(self.federation_id), record.signature)
+
+    def held_back(self):
+        """The pending pools as ``RosterParts``: rows waiting for their admitter,
+        records for their signer (what a merge may take in besides its parts)."""
+        kinds = {kind: [] for kind in RECORD_KINDS}
+        for record in self._pending_records:
+            kinds[record.KIND].append(record)
+        return RosterParts(self.federation_id, self.founder_id, self._pending_rows.values(),
+                           *[kinds[kind] for kind in RECORD_KINDS])
+
+    def gained(self, base, *sources):
+        """The rows and records of ``sources`` (``RosterParts``) that this
+        roster holds and ``base`` (a ``Roster``) does not, the very objects, as
+        ``RosterParts``. For a copy of ``base`` merged with ``parts``, given
+        ``parts`` and what ``base.held_back()`` before, exactly what the merge
+        took in. In steps (see ``merging``)."""
+        rows, kinds = [], {kind: [] for kind in RECORD_KINDS}
+        for source in sources:
+            for row in source.rows:
+                if self._rows.get(row.bolt_id) is row and base._rows.get(row.bolt_id) is not row:
+                    rows.append(row)
+                yield
+            for record in source.records():
+                held = self._records[record.KIND]
+                if held.get(record.key) is record and (
+                        base._records[record.KIND].get(record.key) is not record):
+                    kinds[record.KIND].append(record)
+                yield
+        return RosterParts(self.federation_id, self.founder_id, rows,
+                           *[kinds[kind] for kind in RECORD_KINDS])
+
+    def adopt(self, other):
+        """Take ``other``'s whole state (rows, records, pending pools): a merge
+        of ``other`` when this roster's state is part of it -- ``other`` is a
+        copy of this one, merged into since -- in constant time. ``other`` must
+        not be used after."""
+        self._rows, self._records = other._rows, other._records
+        self._record_bytes = other._record_bytes
+        self._pending_rows, self._pending_records = other._pending_rows, other._pending_records
+        self._section_hashes, self._digest = other._section_hashes, other._digest
+        self.version += 1
+
     def _reject(self, report, reason):
         report.rejected[reason] += 1
         return None
 
-    def _consider_row(self, row, report, verified):
+    def _consider_row(self, row, report, verified, check):
         """Local checks; a row that passes waits in the pending pool for its chain."""
         held = self._rows.get(row.bolt_id)
         if held is not None:
@@ -156,7 +305,7 @@ class Roster:
             return self._reject(report, "foreign")
         if derive_id(row.public_key) != row.bolt_id:
             return self._reject(report, "pin")
-        if not verified and not verify(row.public_key, row.message(), row.signature):
+        if not verified and not check(row.public_key, row.message(), row.signature):
             return self._reject(report, "bad_signature")
         self_admitted = row.admitted_by == row.bolt_id
         if self_admitted != (row.bolt_id == self.founder_id):
@@ -165,22 +314,25 @@ class Roster:
         self._pending_rows[key] = row
         return key
 
-    def _resolve_rows(self, report):
-        """Admit pending rows whose admitter is in the roster, transitively."""
+    def _resolve_rows(self, report, check):
+        """Admit pending rows whose admitter is in the roster, transitively (steps)."""
         if not self._pending_rows:
             return
         waiting = collections.defaultdict(list)
-        for key, row in self._pending_rows.items():
+        for key, row in list(self._pending_rows.items()):
             waiting[row.admitted_by].append(key)
+            yield
         ready = collections.deque(
             admitter for admitter in waiting
             if admitter in self._rows or admitter == self.founder_id)
         while ready:
             admitter = ready.popleft()
             keys = waiting.pop(admitter, ())
-            # The founder's own rows first: they make the founder an admitter.
-            keys = sorted(keys, key=lambda k: k[0] != admitter)
+            # The founder's own rows first: they make the founder an admitter
+            # (otherwise in the order they came).
+            keys = [k for k in keys if k[0] == admitter] + [k for k in keys if k[0] != admitter]
             for key in keys:
+                yield
                 row = self._pending_rows[key]
                 if row.admitted_by == row.bolt_id:
                     admitter_key = row.public_key
@@ -189,7 +341,7 @@ class Roster:
                 else:
                     continue  # the founder's row itself is not here yet
                 del self._pending_rows[key]
-                if not verify(admitter_key, row.admission_message(), row.admission):
+                if not check(admitter_key, row.admission_message(), row.admission):
                     self._reject(report, "bad_admission")
                     continue
                 new_bolt = row.bolt_id not in self._rows
@@ -230,13 +382,14 @@ class Roster:
         self._pending_records[record] = None
         return record
 
-    def _resolve_records(self, report):
+    def _resolve_records(self, report, check):
         for record in list(self._pending_records):
             signer = self._rows.get(record.signer_id)
             if signer is None:
                 continue
+            yield
             del self._pending_records[record]
-            if verify(signer.public_key, record.message(self.federation_id), record.signature):
+            if check(signer.public_key, record.message(self.federation_id), record.signature):
                 self._accept_record(record, report)
             else:
                 self._reject(report, "bad_signature")
@@ -384,21 +537,32 @@ class Roster:
         """SHA-256 over the canonical, sorted encoding of the whole state:
         every signed body and signature, part by part. Equal iff equal rosters."""
         if self._digest is None:
-            hashes = []
-            section = self._section_hashes.get("rows")
+            run_steps(self.digesting())
+        return self._digest
+
+    def digesting(self):
+        """``digest`` in steps (see ``merging``): hashes what changed since the
+        last digest, item by item, and caches it; returns the digest."""
+        version = self.version
+        hashes = []
+        for kind in ("rows",) + RECORD_KINDS:
+            section = self._section_hashes.get(kind)
             if section is None:
-                section = section_hash(
-                    [self._rows[b].digest_bytes() for b in sorted(self._rows)])
-                self._section_hashes["rows"] = section
+                if kind == "rows":
+                    items, digest_bytes = self._rows, AdmissionRow.digest_bytes
+                else:
+                    items, digest_bytes = self._record_bytes[kind], bytes
+                h = hashlib.sha256()  # = section_hash() of the items in key order
+                ordered = yield from sorting(items)
+                for key in ordered:
+                    h.update(digest_bytes(items[key]))
+                    yield
+                section = h.digest()
+                if self.version != version:
+                    return roster_digest(self.federation_id, self.founder_id, hashes)
+                self._section_hashes[kind] = section
             hashes.append(section)
-            for kind in RECORD_KINDS:
-                section = self._section_hashes.get(kind)
-                if section is None:
-                    items = self._record_bytes[kind]
-                    section = section_hash([items[key] for key in sorted(items)])
-                    self._section_hashes[kind] = section
-                hashes.append(section)
-            self._digest = roster_digest(self.federation_id, self.founder_id, hashes)
+        self._digest = roster_digest(self.federation_id, self.founder_id, hashes)
         return self._digest
 
     def to_data(self):

@@ -11,6 +11,8 @@ pulled snapshot's parts) and ``write_override``. Listeners hear of each:
 (gossip then sends at once, so the new digest spreads within a tick).
 """
 
+import gc
+
 from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -20,11 +22,14 @@ from vigo.interfaces.components import ILocalRoster
 from vigo.interfaces.errors import Refusal
 from vigo.spanner.roster.hlc import HLC
 from vigo.spanner.roster.parts import RosterParts
+from vigo.spanner.roster.steps import run_sliced, run_steps
 from vigo.spanner.roster.store import load_roster, save_roster
 from vigo.store import shielded
 
 #: The digest of no roster at all (a bolt not in a federation yet).
 NO_DIGEST = b"\x00" * 32
+#: Merges of more rows and records than this run in slices (``merge``).
+SLICED_MERGE = 256
 
 NOT_MEMBER = ("this bolt is not in a federation yet: 'vigocli spanner init' founds one, "
               "'vigocli spanner bolt join TOKEN' joins one")
@@ -42,6 +47,7 @@ class LocalRoster:
     def __init__(self, store, identity, clock):
         self.current = None
         self.hlc = HLC(clock)
+        self._clock = clock
         self._store = store
         self._identity = identity
         self._member_listeners = []
@@ -121,11 +127,51 @@ class LocalRoster:
 
     @defer.inlineCallbacks
     def merge(self, parts):
+        """Merge ``parts`` into a copy, persist what it took in, take the copy in.
+
+        A big merge (more than ``SLICED_MERGE`` rows and records) runs in
+        slices on the reactor thread, so check-ins go on meanwhile; hand it
+        ``VerifiedParts`` (``vigo.spanner.roster.verify``) and it verifies
+        nothing itself. When the roster did not change meanwhile, taking the
+        copy in is adopting its state (no second merge); otherwise it is
+        merged in, as ``commit`` does. Cancelled while it merges, it drops
+        the copy; once the copy is being written, it is taken in regardless.
+        """
         roster = self.require_member()
+        version = roster.version
+        held_back = roster.held_back()
         candidate = roster.copy()
-        report = candidate.merge(parts)
+        if not isinstance(parts, RosterParts):  # a Roster: what it holds, as before
+            report = candidate.merge(parts)
+            taken = candidate.parts()
+        elif len(parts.rows) + len(parts.records()) <= SLICED_MERGE:
+            report = candidate.merge(parts)
+            taken = run_steps(candidate.gained(roster, parts, held_back))
+        else:
+            # The parts, then the merged copy, are the roster from now on: keep
+            # the collector's full passes off their tens of thousands of
+            # objects, as the server does with what it loads
+            # (vigo.server.service); one such pass, in whichever thread
+            # allocates next, stalls the reactor for milliseconds.
+            gc.freeze()
+            report = yield run_sliced(self._clock, candidate.merging(parts))
+            yield run_sliced(self._clock, candidate.digesting())
+            taken = yield run_sliced(self._clock, candidate.gained(roster, parts, held_back))
+            gc.freeze()
         if candidate.digest() != roster.digest():
-            yield self.commit(candidate)
+            # What the merge took in: the rest is on disk already (every change
+            # is), and saving a whole big roster for each pull that brings
+            # one record is most of that pull's cost.
+            d = self._store.run(save_roster, taken)
+
+            def taken_in(_):
+                if self.current is roster and roster.version == version:
+                    roster.adopt(candidate)
+                else:
+                    self.current.merge(candidate)
+                self._changed()
+
+            yield shielded(d.addCallback(taken_in))
         return report
 
     def write_override(self, envoy_id, bolt_id):

@@ -25,6 +25,7 @@ from vigo.spanner.roster.records import (
     record_digest_bytes,
 )
 from vigo.spanner.roster.rows import AdmissionRow
+from vigo.spanner.roster.steps import run_steps, sorting
 
 FORMAT_VERSION = 1
 MAX_ROWS = 100_000
@@ -76,6 +77,12 @@ class RosterParts:
     def from_data(cls, data):
         """Parts from their JSON form; every type, size and count is checked
         (``RosterError`` with reason ``malformed`` if any is wrong)."""
+        return run_steps(cls.decoding(data))
+
+    @classmethod
+    def decoding(cls, data):
+        """``from_data`` in steps: a generator that yields None between items
+        and returns the parts (see ``vigo.spanner.roster.steps``)."""
         names = frozenset(("version", "federation_id", "founder_id", "rows") + RECORD_KINDS)
         if type(data) is not dict or data.keys() != names:
             raise RosterError("malformed", "a roster must be an object with exactly the fields "
@@ -89,13 +96,37 @@ class RosterParts:
             if type(items) is not list or len(items) > limit:
                 raise RosterError("malformed", "%s must be a list of at most %d" % (name, limit))
             lists[name] = items
-        return cls(
-            check_federation_id(data["federation_id"]),
-            check_bolt_id(data["founder_id"], "founder_id"),
-            [AdmissionRow.from_data(item) for item in lists["rows"]],
-            *[[_RECORD_CLASSES[kind].from_data(item) for item in lists[kind]]
-              for kind in RECORD_KINDS],
-        )
+        federation_id = check_federation_id(data["federation_id"])
+        founder_id = check_bolt_id(data["founder_id"], "founder_id")
+        decoded = {}
+        for name, decode in (("rows", AdmissionRow.from_data),) + tuple(
+                (kind, _RECORD_CLASSES[kind].from_data) for kind in RECORD_KINDS):
+            items = decoded[name] = []
+            for item in lists[name]:
+                items.append(decode(item))
+                yield
+        return cls(federation_id, founder_id, decoded["rows"],
+                   *[decoded[kind] for kind in RECORD_KINDS])
+
+
+@attr.s(frozen=True)
+class VerifiedParts(RosterParts):
+    """``RosterParts`` with the results of the signature checks merging them
+    needs, made beforehand (off the reactor thread: ``vigo.spanner.roster.verify``).
+
+    ``checks`` maps ``(public key, message, signature)`` to whether it
+    verified. ``Roster.merge`` looks a check up there before it would verify,
+    and verifies only what it does not find, so the merge is the same as of
+    the bare parts.
+    """
+
+    checks = attr.ib(factory=dict, eq=False, repr=False)
+
+    @classmethod
+    def of(cls, parts, checks):
+        """``parts`` (``RosterParts``) with ``checks``."""
+        return cls(parts.federation_id, parts.founder_id, parts.rows, parts.removals,
+                   parts.consumed, parts.overrides, checks=checks)
 
 
 def _record_order(record):
@@ -104,11 +135,26 @@ def _record_order(record):
 
 def parts_digest(parts):
     """The digest a roster holding exactly ``parts`` has (see ``Roster.digest``)."""
-    sections = [[row.digest_bytes() for row in sorted(parts.rows, key=lambda r: (r.bolt_id, r.rank))]]
+    return run_steps(digesting_parts(parts))
+
+
+def digesting_parts(parts):
+    """``parts_digest`` in steps (see ``vigo.spanner.roster.steps``)."""
+    hashes = []
+    ordered = yield from sorting(parts.rows, key=lambda r: (r.bolt_id, r.rank))
+    h = hashlib.sha256()  # = section_hash() of the items in order
+    for row in ordered:
+        h.update(row.digest_bytes())
+        yield
+    hashes.append(h.digest())
     for kind in RECORD_KINDS:
-        items = sorted(getattr(parts, kind), key=_record_order)
-        sections.append([record_digest_bytes(r, parts.federation_id) for r in items])
-    return roster_digest(parts.federation_id, parts.founder_id, [section_hash(s) for s in sections])
+        ordered = yield from sorting(getattr(parts, kind), key=_record_order)
+        h = hashlib.sha256()
+        for record in ordered:
+            h.update(record_digest_bytes(record, parts.federation_id))
+            yield
+        hashes.append(h.digest())
+    return roster_digest(parts.federation_id, parts.founder_id, hashes)
 
 
 def section_hash(items):
