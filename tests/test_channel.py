@@ -9,7 +9,7 @@ from twisted.trial import unittest
 
 from tests.fleetkit import EnvoyKey, FleetKit, decode_frames
 from vigo.fleet import wire
-from vigo.fleet.channel import ATTACH_TIMEOUT, EnvoyChannelFactory
+from vigo.fleet.channel import ATTACH_TIMEOUT, HANG_UP_GRACE, EnvoyChannelFactory
 
 
 class ChannelTests(unittest.TestCase):
@@ -115,6 +115,23 @@ class ChannelTests(unittest.TestCase):
         [(kind, fields)] = self.received()
         self.assertEqual(fields["code"], "timeout")
         self.assertTrue(self.transport.disconnecting)
+
+    @defer.inlineCallbacks
+    def test_a_hung_up_client_is_cut_after_the_grace_and_heard_no_more(self):
+        key, _ = yield defer.ensureDeferred(self.kit.enroll())
+        self.protocol.dataReceived(wire.frame(b"\x7f"))  # refused: hung up on
+        self.assertTrue(self.transport.disconnecting)
+        self.assertFalse(self.transport.disconnected)
+        self.received()
+        refused = dict(self.kit.fleet.stats.frames_refused)
+        # It ignores the close and goes on sending: nothing is read, nothing answered.
+        self.send_json(wire.ATTACH, self.attach_fields(key))
+        self.protocol.dataReceived(wire.frame(b"\x7f"))
+        self.assertEqual(self.received(), [])
+        self.assertEqual(dict(self.kit.fleet.stats.frames_refused), refused)
+        self.assertIsNone(self.kit.fleet.index.get(key.id).connection)
+        self.kit.clock.advance(HANG_UP_GRACE)
+        self.assertTrue(self.transport.disconnected, "aborted")
 
     @defer.inlineCallbacks
     def test_connection_lost_detaches(self):

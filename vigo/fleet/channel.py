@@ -24,6 +24,7 @@ from vigo.interfaces.components import IEnvoyConnection
 from vigo.interfaces.errors import Refusal
 
 ATTACH_TIMEOUT = 60.0  # seconds a connection may stay unattached
+HANG_UP_GRACE = 5.0  # seconds a hung-up envoy has to close its end before it is cut
 _CHECKIN = wire.CHECKIN
 _CHECKIN_LENGTH = wire.CHECKIN_FRAME_LENGTH
 
@@ -59,10 +60,15 @@ class EnvoyChannelProtocol(Protocol):
         else:
             self.transport.write(wire.frame(wire.encode_json(wire.REFUSED, refusal.as_dict())))
         self.record = None
-        self.transport.loseConnection()
+        self.hang_up()
 
     def hang_up(self):
+        """Close politely (TLS close_notify), and for good ``HANG_UP_GRACE``
+        seconds later if the envoy has not closed its end by then."""
+        if self._timeout is not None and self._timeout.active():
+            self._timeout.cancel()
         self.transport.loseConnection()
+        self._timeout = self.clock.callLater(HANG_UP_GRACE, self.transport.abortConnection)
 
     # -- Protocol -------------------------------------------------------------------
 
@@ -80,6 +86,8 @@ class EnvoyChannelProtocol(Protocol):
             self.record = None
 
     def dataReceived(self, data):
+        if self.transport.disconnecting:
+            return  # hung up: what a client sends now changes nothing
         buffer = self._buffer + data if self._buffer else data
         offset = 0
         size = len(buffer)

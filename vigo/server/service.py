@@ -29,29 +29,11 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
 from vigo.identity import write_private_file
+from vigo.server.heap import FREEZE_INTERVAL, HEAP_SWEEP_INTERVAL, freeze_survivors, heap_sweep
 from vigo.store import StoreError
 
 FLUSH_INTERVAL = 10.0  # seconds between write-behind batches
 RUN_FILE = "run.json"
-HEAP_SWEEP_INTERVAL = 600.0  # seconds between full sweeps of the frozen heap
-
-
-def heap_sweep():
-    """Collect everything once, then freeze the survivors again.
-
-    Thousands of held TLS connections are hundreds of thousands of objects; a
-    full pass of the cyclic collector over them stalls the reactor for
-    150-300 ms, which showed as check-in p99. So the server freezes its
-    long-lived heap (at start-up and after every write-behind flush) and the
-    collector's automatic passes see only young objects; a connection that
-    closes while frozen is reclaimed here, at most ``HEAP_SWEEP_INTERVAL``
-    later, in one pause every ten minutes instead of several a minute.
-    """
-    gc.unfreeze()
-    gc.collect()
-    gc.freeze()
-
-
 class VigoServer(service.MultiService):
     """The root service of one server (see the module docstring).
 
@@ -86,6 +68,7 @@ class VigoServer(service.MultiService):
         self.ports.setServiceParent(self)
         for interval, work in ((FLUSH_INTERVAL, self._flush),
                                (config.checkin.interval, fleet.sweep),
+                               (FREEZE_INTERVAL, freeze_survivors),
                                (HEAP_SWEEP_INTERVAL, heap_sweep)):
             timer = internet.TimerService(interval, work)
             timer.clock = reactor  # not the global one
@@ -169,9 +152,6 @@ class VigoServer(service.MultiService):
 
     def _flush(self):
         if self.running and self.listening:
-            # Whatever survived this long (held connections, their records) is
-            # long-lived: keep the collector's full passes off it (see heap_sweep).
-            gc.freeze()
             return self.fleet.flush()
 
     # -- stop ---------------------------------------------------------------------------
