@@ -250,10 +250,32 @@ def run_probed_server(config, out):
     from vigo.tap import Options, makeService
 
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])
+    # Which reactor events take over 1 ms, by kind: a read or write of one
+    # connection (by its protocol's class, outermost first), or the timed calls.
+    slow = {}
+
+    def timed(kind, work, *args):
+        began = time.perf_counter()
+        try:
+            return work(*args)
+        finally:
+            took = time.perf_counter() - began
+            if took > 0.001:
+                entry = slow.setdefault(kind, [0, 0.0, 0.0])
+                entry[0] += 1
+                entry[1] += took
+                entry[2] = max(entry[2], took)
+
+    from vigo.server import service as server_service
+
+    for name in ("freeze_survivors", "heap_sweep"):
+        work = getattr(server_service, name)
+        setattr(server_service, name,
+                lambda work=work, name=name: timed("timed: " + name, work))
     options = Options()
     options.parseOptions(["--config", config])
     service = makeService(options)
-    probes = {"stalls": [], "gc": []}
+    probes = {"stalls": [], "gc": [], "slow_events": slow}
     started = [0.0]
 
     def collector(phase, info):
@@ -278,6 +300,19 @@ def run_probed_server(config, out):
             json.dump(probes, f)
         os.replace(out + ".tmp", out)
 
+    do_read_or_write = reactor._doReadOrWrite
+    run_until_current = reactor.runUntilCurrent
+
+    def _doReadOrWrite(selectable, fd, event):
+        layers, protocol = [], getattr(selectable, "protocol", None)
+        while protocol is not None and len(layers) < 4:
+            layers.append(type(protocol).__name__)
+            protocol = getattr(protocol, "wrappedProtocol", None)
+        kind = "%s(%s)" % (type(selectable).__name__, ">".join(layers))
+        return timed(kind, do_read_or_write, selectable, fd, event)
+
+    reactor._doReadOrWrite = _doReadOrWrite
+    reactor.runUntilCurrent = lambda: timed("timed calls", run_until_current)
     gc.callbacks.append(collector)
     task.LoopingCall(tick).start(TICK)
     task.LoopingCall(dump).start(2.0)
@@ -319,7 +354,9 @@ def probed(server, start, end):
             "stalls_over_100ms": sum(1 for late in stalls if late > 0.1),
             "longest_stall_ms": 1000 * max(stalls, default=0),
             "gc_pause_s": sum(pauses), "gen2_pauses": len(gen2),
-            "longest_gen2_ms": 1000 * max(gen2, default=0)}
+            "longest_gen2_ms": 1000 * max(gen2, default=0),
+            # Since the server started (not windowed): [count, seconds, longest].
+            "slow_events": probes.get("slow_events", {})}
 
 
 # -- the driver -----------------------------------------------------------------------

@@ -11,7 +11,6 @@ import signal
 import sys
 
 import yaml
-
 from twisted.internet import defer, error, protocol, reactor
 from twisted.internet.utils import getProcessOutputAndValue
 

@@ -14,6 +14,7 @@ from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.trial import unittest
 from zope.interface import implementer
 
@@ -99,6 +100,110 @@ class CapsTests(unittest.SynchronousTestCase):
         self.assertEqual(len(events), 3)
 
 
+class FakeTLS(ProtocolWrapper):
+    """Stands for TLSMemoryBIOProtocol: its handshake is done with the byte b"!"."""
+
+    def dataReceived(self, data):
+        if b"!" in data:
+            self.wrappedProtocol.handshakeCompleted()
+
+
+class FakeTLSFactory(WrappingFactory):
+    protocol = FakeTLS
+
+    def __init__(self, wrapped):
+        WrappingFactory.__init__(self, wrapped)
+        self.built = 0
+
+    def buildProtocol(self, addr):
+        self.built += 1
+        return WrappingFactory.buildProtocol(self, addr)
+
+
+def record(payload):
+    """``payload`` as one TLS handshake record."""
+    return b"\x16\x03\x01" + len(payload).to_bytes(2, "big") + payload
+
+
+class FixedRandom:
+    def __init__(self, value):
+        self.value = value
+
+    def random(self):
+        return self.value
+
+
+class HandshakeTests(unittest.SynchronousTestCase):
+    """The handshake deadline runs outside TLS, from the accept; TLS is made lazily."""
+
+    def setUp(self):
+        self.clock = Clock()
+        self.guard = PortGuard("envoy", LIMITS, self.clock, rng=FixedRandom(0.0))
+        self.tls = FakeTLSFactory(self.guard.deadlines(protocol.Factory.forProtocol(Recorder)))
+        self.caps = self.guard.caps(self.tls)
+
+    def accepted(self):
+        capped = self.caps.buildProtocol(address())
+        transport = StringTransport(peerAddress=address())
+        capped.makeConnection(transport)
+        return capped, transport
+
+    def test_a_silent_connection_gets_no_tls_and_is_cut_at_the_deadline(self):
+        capped, transport = self.accepted()
+        self.assertIsNone(capped.wrappedProtocol)
+        self.clock.advance(4.9)
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(0.1)
+        self.assertTrue(transport.disconnected, "aborted")
+        self.assertEqual((self.tls.built, self.guard.refused["handshake"]), (0, 1))
+        capped.connectionLost(None)
+        self.assertEqual(self.guard.open, 0)
+
+    def test_deadlines_are_spread_over_a_tenth_of_the_handshake(self):
+        self.assertEqual(PortGuard("envoy", LIMITS, self.clock, rng=FixedRandom(0.999))
+                         .handshake_deadline(), 5.0 * 1.0999)
+        deadlines = [PortGuard("envoy", LIMITS, self.clock).handshake_deadline()
+                     for _ in range(50)]
+        self.assertTrue(all(5.0 <= d < 5.5 for d in deadlines), deadlines)
+        self.assertGreater(len(set(deadlines)), 1)
+
+    def test_a_record_dribbled_gets_no_tls_and_is_cut_too(self):
+        capped, transport = self.accepted()
+        hello = record(b"x" * 300)
+        for byte in hello[:5]:
+            capped.dataReceived(bytes((byte,)))
+            self.clock.advance(1.0)
+        self.assertEqual(self.tls.built, 0, "no whole record: no TLS")
+        self.assertTrue(transport.disconnected)
+        self.assertEqual(self.guard.refused["handshake"], 1)
+
+    def test_bytes_that_are_not_tls_are_cut_at_once(self):
+        for first in (b"GET / HTTP/1.1\r\n", b"\x17\x03\x03\x00\x10", b"\x16\x02\x00\x00\x01",
+                      b"\x16\x03\x01\xff\xff"):
+            capped, transport = self.accepted()
+            capped.dataReceived(first)
+            self.assertTrue(transport.disconnected, first)
+            capped.connectionLost(None)
+        self.assertEqual((self.tls.built, self.guard.refused["handshake"], self.guard.open),
+                         (0, 4, 0))
+
+    def test_a_handshake_in_time_ends_the_deadline_and_starts_the_next(self):
+        capped, transport = self.accepted()
+        self.clock.advance(4.0)
+        hello = record(b"hello!")
+        capped.dataReceived(hello[:3])
+        self.assertEqual(self.tls.built, 0)
+        capped.dataReceived(hello[3:])
+        self.assertEqual(self.tls.built, 1)
+        self.clock.advance(2.0)
+        self.assertFalse(transport.disconnecting, "handshake done at 4 s")
+        watched = capped.wrappedProtocol.wrappedProtocol
+        self.assertEqual(watched.wrappedProtocol.handshakes, 1, "passed on to the application")
+        self.clock.advance(1.0)  # first_request: 3 s after the handshake
+        self.assertTrue(transport.disconnected)
+        self.assertEqual(dict(self.guard.refused), {"first_request": 1})
+
+
 class DeadlineTests(unittest.SynchronousTestCase):
     def setUp(self):
         self.clock = Clock()
@@ -107,14 +212,6 @@ class DeadlineTests(unittest.SynchronousTestCase):
 
     def connection(self, host="10.0.0.1"):
         return Connection(self.inner, host)
-
-    def test_no_handshake_in_time_is_aborted(self):
-        connection = self.connection()
-        self.clock.advance(4.9)
-        self.assertFalse(connection.aborted)
-        self.clock.advance(0.1)
-        self.assertTrue(connection.aborted)
-        self.assertEqual(self.guard.refused["handshake"], 1)
 
     def test_no_first_request_after_the_handshake_is_aborted(self):
         connection = self.connection()

@@ -59,3 +59,30 @@ class EagerPortTests(unittest.TestCase):
         received = yield self.send(chunks)
         self.assertEqual(hashlib.sha256(received).digest(),
                          hashlib.sha256(b"".join(chunks)).digest())
+
+
+class AcceptBatchTests(unittest.TestCase):
+    def test_at_most_max_accepts_a_turn(self):
+        import socket
+
+        from vigo.fleet.port import MAX_ACCEPTS
+
+        accepted = []
+
+        class Counted(protocol.Protocol):
+            def connectionMade(self):
+                accepted.append(self)
+
+            def connectionLost(self, reason):
+                pass
+
+        port = listen_eager(reactor, 0, protocol.Factory.forProtocol(Counted), 128, "127.0.0.1")
+        self.addCleanup(port.stopListening)
+        clients = [socket.create_connection(("127.0.0.1", port.getHost().port))
+                   for _ in range(3 * MAX_ACCEPTS)]  # queued in the kernel's backlog
+        self.addCleanup(lambda: [c.close() for c in clients])
+        self.addCleanup(lambda: [p.transport.abortConnection() for p in accepted])
+        port.doRead()  # one reactor turn's worth
+        self.assertEqual(len(accepted), MAX_ACCEPTS)
+        port.doRead()
+        self.assertEqual(len(accepted), 2 * MAX_ACCEPTS)

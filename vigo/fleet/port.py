@@ -7,6 +7,11 @@ For a request/response protocol whose answer is one small frame that is two
 check-in's CPU (see docs/benchmarks.md). ``EagerServer`` sends straight away
 when nothing is queued ahead, and falls back to Twisted's buffering for
 whatever the kernel does not take.
+
+``EagerPort`` also accepts at most ``MAX_ACCEPTS`` connections per reactor
+turn (Twisted grows its batch without bound while the backlog stays full): a
+flood of connections, or a reconnect storm, then waits its turn between
+check-ins instead of stalling them for a batch of hundreds of accepts.
 """
 
 from twisted.internet import tcp
@@ -34,10 +39,21 @@ class EagerServer(tcp.Server):
         tcp.Server.write(self, data)
 
 
+#: Connections accepted per reactor turn, at most (some 40 us each).
+MAX_ACCEPTS = 16
+
+
 class EagerPort(tcp.Port):
-    """A listening TCP port whose connections are ``EagerServer``s."""
+    """A listening TCP port whose connections are ``EagerServer``s, accepted
+    at most ``MAX_ACCEPTS`` a turn."""
 
     transport = EagerServer
+
+    def doRead(self):
+        # Twisted sets the batch to 100 when it listens, and grows it by 20
+        # each turn that took a whole batch.
+        self.numberAccepts = min(self.numberAccepts, MAX_ACCEPTS)
+        return tcp.Port.doRead(self)
 
 
 def listen_eager(reactor, port, factory, backlog, interface):

@@ -3,16 +3,20 @@
 A ``PortGuard`` holds one port's ``PortLimits`` (``limits.<port>`` in
 server.yaml) and enforces them in two layers around the port's TLS:
 
-* **caps**, outside TLS (``PortGuard.caps``): a connection over the port's
-  global cap (``connections``) or over the cap of one source address
-  (``per_source``) is closed as it is accepted, before any TLS work;
-* **deadlines**, inside TLS (``PortGuard.deadlines``): the TLS handshake must
-  finish within ``handshake`` seconds of the accept, the first whole request
-  must arrive within ``first_request`` seconds of the handshake, and a
-  connection that brings no whole request for ``idle`` seconds is closed. A
-  connection past a deadline is *aborted* (not closed cleanly: before its
-  handshake a clean close would wait forever for the TLS layer to flush what
-  the server wrote).
+* **outside TLS** (``PortGuard.caps``): a connection over the port's global
+  cap (``connections``) or over the cap of one source address (``per_source``)
+  is closed as it is accepted, before any TLS work; one let in must finish its
+  TLS handshake within ``handshake`` seconds of the accept. Its TLS session is
+  made only when its first whole TLS record (the ClientHello) is in, so one
+  that sends nothing, or dribbles, costs little; one that does not start with
+  a TLS handshake record is cut at once;
+* **inside TLS** (``PortGuard.deadlines``): the first whole request must
+  arrive within ``first_request`` seconds of the handshake, and a connection
+  that brings no whole request for ``idle`` seconds is closed.
+
+A connection past a deadline is *aborted* (not closed cleanly: before its
+handshake a clean close would wait forever for the TLS layer to flush what the
+server wrote).
 
 "Whole request" is the application's word, not bytes: a client that sends a
 byte now and then (a slowloris) resets no deadline. Each application protocol
@@ -28,14 +32,18 @@ path pays one clock read per request, not a timer reset.
 """
 
 import collections
+import random
 
 from twisted.internet import task
 from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
-from zope.interface import implementer
+from zope.interface import directlyProvides, implementer, providedBy
 
 REASONS = ("connections", "per_source", "handshake", "first_request", "idle")
+#: How much later than ``handshake`` a connection may be cut, at most (a fraction).
+HANDSHAKE_SPREAD = 0.1
 #: Seconds between two log lines for one port and reason (the counter counts all).
 LOG_EVERY = 60.0
 
@@ -49,15 +57,86 @@ _EXPLAINED = {
 
 
 class _Capped(ProtocolWrapper):
-    """A connection the caps let in; it gives its place back when it ends."""
+    """A connection the caps let in: it gives its place back when it ends, and
+    is cut unless its TLS handshake is done within ``handshake`` seconds of
+    the accept. Its TLS layer is made only once the client's first whole TLS
+    record (its ClientHello) is in, so a connection that sends nothing, or a
+    byte now and then, costs the server a socket and this object, not an
+    OpenSSL session (some 45 KB) and its work; one whose first bytes are not
+    a TLS handshake record is cut at once."""
 
-    def __init__(self, factory, wrapped, source):
-        ProtocolWrapper.__init__(self, factory, wrapped)
+    def __init__(self, factory, source):
+        ProtocolWrapper.__init__(self, factory, None)
         self.source = source
+        self._deadline = None
+        self._head = b""
+
+    def makeConnection(self, transport):
+        # Not ProtocolWrapper's: the wrapped (TLS) protocol does not exist yet.
+        Protocol.makeConnection(self, transport)
+        guard = self.factory.guard
+        self._deadline = guard.clock.callLater(guard.handshake_deadline(), self._expired)
+
+    def dataReceived(self, data):
+        if self.wrappedProtocol is None:
+            data = self._head + data
+            if len(data) < _RECORD_HEADER:
+                self._head = data
+                return
+            if data[0] != _HANDSHAKE_RECORD or data[1] != 3:
+                self._cut_now()  # not TLS: nothing to wait for
+                return
+            length = int.from_bytes(data[3:5], "big")
+            if length > _MAX_RECORD:
+                self._cut_now()
+                return
+            if len(data) < _RECORD_HEADER + length:
+                self._head = data
+                return
+            self._head = b""
+            directlyProvides(self, providedBy(self.transport))
+            self.wrappedProtocol = self.factory.wrappedFactory.buildProtocol(
+                self.transport.getPeer())
+            self.wrappedProtocol.makeConnection(self)
+        self.wrappedProtocol.dataReceived(data)
+
+    def _cut_now(self):
+        self.handshake_done()
+        self.factory.guard.refuse("handshake")
+        self.transport.abortConnection()
+
+    def handshake_done(self):
+        """The TLS handshake is done (``_Watched`` says so): no more deadline here."""
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def _expired(self):
+        self._deadline = None
+        self.factory.guard.refuse("handshake")
+        self.transport.abortConnection()
+
+    def readConnectionLost(self):
+        if self.wrappedProtocol is not None:
+            ProtocolWrapper.readConnectionLost(self)
+
+    def writeConnectionLost(self):
+        if self.wrappedProtocol is not None:
+            ProtocolWrapper.writeConnectionLost(self)
 
     def connectionLost(self, reason):
+        self.handshake_done()
         self.factory.guard.released(self.source)
-        ProtocolWrapper.connectionLost(self, reason)
+        if self.wrappedProtocol is not None:
+            self.wrappedProtocol.connectionLost(reason)
+            self.wrappedProtocol = None  # no reference cycle left behind
+
+
+#: A TLS record: a 5-byte header (type, version, length), then up to 16 KiB
+#: and what compression and padding may add (RFC 8446, 5.1).
+_RECORD_HEADER = 5
+_HANDSHAKE_RECORD = 0x16
+_MAX_RECORD = 16384 + 2048
 
 
 class _CapsFactory(WrappingFactory):
@@ -71,11 +150,7 @@ class _CapsFactory(WrappingFactory):
         source = getattr(addr, "host", None)
         if not self.guard.admit(source):
             return None  # the port closes the socket at once
-        wrapped = self.wrappedFactory.buildProtocol(addr)
-        if wrapped is None:
-            self.guard.released(source)
-            return None
-        return self.protocol(self, wrapped, source)
+        return self.protocol(self, source)
 
     def registerProtocol(self, protocol):
         """Connections are counted by the guard, not kept here."""
@@ -97,12 +172,12 @@ class _Watched(ProtocolWrapper):
         self.cut = False
         self._deadline = None
 
-    def makeConnection(self, transport):
-        guard = self.factory.guard
-        self._deadline = self._clock.callLater(guard.limits.handshake, self._expired, "handshake")
-        ProtocolWrapper.makeConnection(self, transport)
-
     def handshakeCompleted(self):
+        # The handshake deadline runs outside TLS, from the accept (_Capped).
+        capped = getattr(self.transport, "transport", None)
+        done = getattr(capped, "handshake_done", None)
+        if done is not None:
+            done()
         self._cancel()
         if not self.requested:
             self._deadline = self._clock.callLater(self.factory.guard.limits.first_request,
@@ -157,16 +232,23 @@ class PortGuard:
 
     log = Logger()
 
-    def __init__(self, name, limits, clock):
+    def __init__(self, name, limits, clock, rng=None):
         self.name = name
         self.limits = limits
         self.clock = clock
+        self._rng = rng or random.Random()
         self.refused = collections.Counter()
         self.open = 0
         self._by_source = collections.Counter()
         self._watched = None
         self._sweep = None
         self._logged = {}
+
+    def handshake_deadline(self):
+        """Seconds a new connection has for its handshake: ``handshake``, and
+        up to ``HANDSHAKE_SPREAD`` of it more, so that connections a flood
+        opened together are not all cut in the same reactor turn."""
+        return self.limits.handshake * (1.0 + HANDSHAKE_SPREAD * self._rng.random())
 
     # -- the two layers ----------------------------------------------------------------
 
