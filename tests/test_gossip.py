@@ -377,6 +377,18 @@ class DetectorTests(unittest.TestCase):
         self.clock.advance(0.1)
         self.assertEqual(self.changes, [("x", "unknown", "down")])
 
+    def test_track_many_is_track_of_each(self):
+        self.detector.heard("x", self.clock.seconds())
+        self.clock.advance(1.0)
+        self.detector.track_many(["x", "y", "z"])
+        self.detector.track_many([])
+        self.assertEqual(set(self.detector), {"x", "y", "z"})
+        self.clock.advance(3.0)  # y and z never heard: down 3 s after they were tracked
+        self.assertEqual(sorted(self.changes), [("x", "alive", "down"),
+                                                ("x", "unknown", "alive"),
+                                                ("y", "unknown", "down"),
+                                                ("z", "unknown", "down")])
+
     def test_relayed_evidence_keeps_a_silent_peer_alive(self):
         self.detector.heard("x", self.clock.seconds())
         for _ in range(20):

@@ -99,6 +99,19 @@ class FailureDetector:
             self._arm(now + self.down_after)
         return peer
 
+    def track_many(self, bolt_ids):
+        """``track`` each of ``bolt_ids`` (a roster's worth at once: one clock
+        read and one timer for all)."""
+        now = self._clock.seconds()
+        peers = self._peers
+        added = False
+        for bolt_id in bolt_ids:
+            if bolt_id not in peers:
+                peers[bolt_id] = Liveness(now)
+                added = True
+        if added:
+            self._arm(now + self.down_after)
+
     def forget(self, bolt_id):
         self._peers.pop(bolt_id, None)
 

@@ -158,6 +158,7 @@ class Gossiper(service.Service):
         self.dropped = Counter()
         self._roster_digest = None
         self._tags = {}
+        self._peer_ids = set()
         self._rotation = 0
         self._last_counters = datagram.Counters()
         self._port = self._protocol = self._send_call = None
@@ -359,13 +360,19 @@ class Gossiper(service.Service):
         if digest != self._roster_digest:
             self._roster_digest = digest
             ids = {b for b in roster.bolt_ids() if b != self.id and not roster.is_removed(b)}
-            self._tags = {datagram.peer_tag(b): b for b in ids}
-            for bolt_id in ids:
-                self.detector.track(bolt_id)
-            for bolt_id in set(self.detector) | set(self.cache):
-                if bolt_id not in ids:
-                    self.detector.forget(bolt_id)
-                    self.cache.forget(bolt_id)
+            # Only what changed: a roster of thousands changes by a few rows.
+            known = self._peer_ids
+            new = ids - known
+            tag = datagram.peer_tag
+            self._tags.update((tag(bolt_id), bolt_id) for bolt_id in new)
+            self.detector.track_many(new)
+            gone = known - ids
+            if gone:
+                self._tags = {tag: b for tag, b in self._tags.items() if b not in gone}
+            for bolt_id in (set(self.detector) | set(self.cache)) - ids:
+                self.detector.forget(bolt_id)
+                self.cache.forget(bolt_id)
+            self._peer_ids = ids
         return digest
 
     def _pull_candidates(self):
