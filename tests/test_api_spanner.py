@@ -734,7 +734,7 @@ DOCUMENTED_STATUS = {
     "bolt_not_found": 404,
     "bad_request": 400, "malformed": 400,
     "action_failed": 502, "bad_answer": 502,
-    "unreachable": 503,
+    "unreachable": 503, "stopping": 503,
 }
 
 

@@ -327,3 +327,57 @@ class ConfigTests(unittest.SynchronousTestCase):
     def test_every_port_has_its_limits(self):
         limits = config_from_mapping({"limits": {"peer": {"per_source": 4}}}).limits
         self.assertEqual((limits.peer.per_source, limits.api.per_source), (4, 128))
+
+
+class PeerPortTests(unittest.TestCase):
+    """The peer port as a bolt wires it (``tls_port``, PB over mutual TLS): it had
+    no deadline at all, before or after login."""
+
+    def setUp(self):
+        from tests.peerkit import PeerSet, make_actions
+        from vigo.server.ports import tls_port
+        from vigo.spanner.peer.server import PeerPortal, peer_server_factory
+        from vigo.spanner.peer.tls import peer_server_options
+
+        self.peers = PeerSet(("alpha", "beta"), clock=reactor)
+        actions = make_actions()
+        alpha = self.peers.facade("alpha", actions)
+        portal = PeerPortal(self.peers.roster, alpha, actions, lambda *a: {})
+        limits = PortLimits(handshake=0.3, first_request=0.3, idle=0.8, per_source=50,
+                            connections=60)
+        self.port = tls_port(reactor, "peer", Address("127.0.0.1", 0),
+                             peer_server_factory(portal),
+                             peer_server_options(self.peers.identities["alpha"]), limits,
+                             hang_up=True)
+        self.port.startService()
+        self.addCleanup(self.port.stopService)
+
+    @defer.inlineCallbacks
+    def test_silent_then_idle_connections_are_cut(self):
+        from vigo.spanner.peer.client import PeerClient
+
+        closed = defer.Deferred()
+
+        class Silent(protocol.Protocol):
+            def connectionLost(self, reason):
+                closed.callback(None)
+
+        silent = yield protocol.ClientCreator(reactor, Silent).connectTCP(
+            "127.0.0.1", self.port.bound())
+        self.addCleanup(silent.transport.abortConnection)
+        yield closed
+        self.assertEqual(self.port.guard.refused["handshake"], 1)
+
+        client = PeerClient(reactor, self.peers.identities["beta"],
+                            "127.0.0.1:%d" % (self.port.bound(),),
+                            self.peers.identities["alpha"].fingerprint,
+                            retry_policy=lambda attempt: 3600.0)
+        client.start()
+        self.addCleanup(client.stop)
+        yield client.when_connected()
+        self.assertIn("bolt_id", (yield client.ping()))  # logged in: calls work
+        cut = defer.Deferred()
+        client._broker.on_lost.append(lambda reason: cut.callback(None))
+        yield cut  # then silent for longer than idle (0.8 s): cut by the server
+        self.assertEqual(self.port.guard.refused["idle"], 1)
+        self.assertFalse(client.connected)

@@ -19,6 +19,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from vigo.api.site import MAX_BODY
 from vigo.interfaces.errors import Refusal
+from vigo.store import StoreClosed
 
 JSON_TYPE = b"application/json"
 _TRUE = ("1", "true", "yes")
@@ -30,7 +31,7 @@ REFUSAL_STATUS = {
     "not_found": 404, "unknown_action": 404, "not_spanner": 404,
     "bolt_not_found": 404,
     "action_failed": 502, "bad_answer": 502,
-    "unreachable": 503,
+    "unreachable": 503, "stopping": 503,
 }
 
 log = Logger(namespace="vigo.api")
@@ -125,6 +126,12 @@ def json_errors(app):
         """Any other routing error werkzeug raises."""
         code = failure.value.code or 400
         return error_response(request, code, f"http_{code}", failure.value.description)
+
+    @app.handle_errors(StoreClosed)
+    def stopping(instance, request, failure):
+        """Asked while the server stops: nothing was done (no traceback to log)."""
+        return error_response(request, 503, "stopping",
+                              "the server is stopping: nothing was done; try again")
 
     @app.handle_errors
     def internal_error(instance, request, failure):

@@ -18,6 +18,7 @@ from vigo.fleet.index import ACTIVE, MOVED, REVOKED, EnvoyRecord, FleetIndex
 from vigo.fleet.ownership import Redirected
 from vigo.fleet.stats import FleetStats
 from vigo.interfaces.errors import Refusal
+from vigo.store import StoreClosed
 
 MAX_CLOCK_SKEW = 300.0  # seconds an envoy's clock may be off
 FLUSH_BATCH = 500  # rows an UPDATE batch writes behind
@@ -225,8 +226,9 @@ class Fleet:
             return answer
 
         def failed(failure):
-            self.log.failure("could not reserve check-in sequences for envoy {envoy}",
-                             failure, envoy=record.id)
+            if not failure.check(StoreClosed):  # stopping: expected, said below
+                self.log.failure("could not reserve check-in sequences for envoy {envoy}",
+                                 failure, envoy=record.id)
             return refused(Refusal("unavailable", "the server could not record this "
                                    "check-in; try again", retryable=True), seq)
 

@@ -17,7 +17,7 @@ code. An action refuses with ``ActionError(reason, code=...)`` or any
 """
 
 __all__ = [
-    "ActionError", "ActionFailed", "BadArguments", "JoinRefused", "NotAMember", "PeerError",
+    "ActionError", "ActionFailed", "BadArguments", "BoltStopping", "JoinRefused", "NotAMember", "PeerError",
     "PeerNoAnswer", "PeerUnreachable", "Refusal", "UnknownAction", "WIRE_ERRORS",
     "from_wire", "to_wire",
 ]
@@ -104,6 +104,14 @@ class JoinRefused(PeerError):
     code = "join_refused"
 
 
+class BoltStopping(PeerError):
+    """The called bolt is stopping: nothing was done. Callers treat it as an
+    unreachable bolt (try again later, or elsewhere)."""
+
+    code = "stopping"
+    retryable = True
+
+
 class PeerUnreachable(PeerError):
     """The peer could not be asked: not connected, or no answer in time.
 
@@ -124,7 +132,8 @@ class PeerNoAnswer(PeerUnreachable):
 
 #: The errors that cross the wire, by the name they cross under.
 WIRE_ERRORS = {cls.__name__: cls for cls in (
-    NotAMember, UnknownAction, BadArguments, ActionError, ActionFailed, JoinRefused)}
+    NotAMember, UnknownAction, BadArguments, ActionError, ActionFailed, JoinRefused,
+    BoltStopping)}
 
 
 def to_wire(refusal):

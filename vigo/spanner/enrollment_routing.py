@@ -14,7 +14,14 @@ stores the envoy only after the minter counted the use, so either way nothing
 was stored. Token texts are never logged.
 """
 
-from vigo.interfaces.errors import ActionError, PeerError, PeerNoAnswer, PeerUnreachable, Refusal
+from vigo.interfaces.errors import (
+    ActionError,
+    BoltStopping,
+    PeerError,
+    PeerNoAnswer,
+    PeerUnreachable,
+    Refusal,
+)
 
 ROUTE_ACTION = "route-enrollment"
 REDEEM_ACTION = "redeem-token"
@@ -50,7 +57,7 @@ def _refusal(failure, unreachable_code, who):
                       "envoy: register again with the same state directory (the same key); "
                       "if it did, it answers with the same envoy" % (
                           who, failure.getErrorMessage()), retryable=True)
-    if failure.check(PeerUnreachable):
+    if failure.check(PeerUnreachable, BoltStopping):
         raise Refusal(unreachable_code, "%s cannot be reached: %s; nothing was stored, "
                       "try again" % (who, failure.getErrorMessage()), retryable=True)
     if failure.check(ActionError):

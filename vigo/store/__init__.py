@@ -8,8 +8,8 @@ Each part of the server keeps its own jobs (functions of a cursor) beside the
 code that uses them.
 """
 
-from vigo.store.database import DB_FILE, Store, StoreError, connect, shielded
+from vigo.store.database import DB_FILE, Store, StoreClosed, StoreError, connect, shielded
 from vigo.store.migrations import MIGRATIONS, SCHEMA_VERSION, migrate
 
-__all__ = ["DB_FILE", "MIGRATIONS", "SCHEMA_VERSION", "Store", "StoreError", "connect",
-           "migrate", "shielded"]
+__all__ = ["DB_FILE", "MIGRATIONS", "SCHEMA_VERSION", "Store", "StoreClosed", "StoreError",
+           "connect", "migrate", "shielded"]

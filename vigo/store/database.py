@@ -33,7 +33,7 @@ def shielded(d):
     def relay(result):
         if not outer.called:
             outer.callback(result)
-        elif isinstance(result, failure.Failure):
+        elif isinstance(result, failure.Failure) and not result.check(StoreClosed):
             log.err(result, "a store job failed after its caller stopped waiting")
         return None
 
@@ -43,6 +43,12 @@ def shielded(d):
 
 class StoreError(Exception):
     """The database cannot be opened or is newer than this server."""
+
+
+class StoreClosed(StoreError):
+    """A job asked after the store closed (the server is stopping): nothing
+    was written. Expected at shutdown, so callers answer "try again" rather
+    than log it as a failure."""
 
 
 def connect(path):
@@ -100,7 +106,7 @@ class Store:
 
     def run(self, job, *args):
         if self._closed:
-            return defer.fail(StoreError("the store is closed (the server is stopping); "
+            return defer.fail(StoreClosed("the store is closed (the server is stopping); "
                                          "nothing was written"))
         d = defer.Deferred()
         self._queue.put((job, args, d))

@@ -26,12 +26,14 @@ from vigo.interfaces.errors import (
     ActionError,
     ActionFailed,
     BadArguments,
+    BoltStopping,
     PeerError,
     PeerUnreachable,
     Refusal,
     UnknownAction,
 )
 from vigo.interfaces.schema import Json, Record, Schema, SchemaError, String, check, check_json
+from vigo.store import StoreClosed
 
 #: Encoded size bounds. PB allows 640 KiB a string; peer RPC carries small
 #: control messages, and bulk data goes over HTTPS.
@@ -164,6 +166,9 @@ def _action_failed(failure, bolt, action_name, caller_id):
     if failure.check(Refusal):  # the action's own refusal (a fleet's, say): its code stands
         refused = failure.value
         raise ActionError(refused.reason, code=refused.code, retryable=refused.retryable)
+    if failure.check(StoreClosed):  # called while this bolt stops: expected, no traceback
+        raise BoltStopping("bolt %s is stopping: action %r did nothing; try again"
+                           % (bolt.id, action_name))
     log.failure("peer action {action} failed (called by {caller})", failure,
                 action=action_name, caller=caller_id)
     raise ActionFailed(
