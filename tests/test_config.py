@@ -16,6 +16,7 @@ from vigo.config import (
     DbusConfig,
     GossipConfig,
     LimitsConfig,
+    PeersConfig,
     PortLimits,
     ServerConfig,
     SnapshotConfig,
@@ -215,7 +216,10 @@ class DefaultTests(FixedHostnameMixin, SynchronousTestCase):
                                per_source=128, connections=1024),
                 peer=PortLimits(handshake=10.0, first_request=10.0, idle=900.0,
                                 per_source=16, connections=1024),
+                replication=PortLimits(handshake=10.0, first_request=10.0, idle=120.0,
+                                       per_source=8, connections=64),
             ),
+            peers=PeersConfig(listen=None, sync=0, sync_timeout=2.0, retain=100_000),
         )
 
     def test_empty_mapping(self):
@@ -296,7 +300,10 @@ FULL = {
         "api": {"handshake": "2s", "first_request": "3s", "idle": "45s",
                 "per_source": 8, "connections": 64},
         "peer": {"idle": "30m"},
+        "replication": {"per_source": 2},
     },
+    "peers": {"listen": "10.0.0.1:1534", "sync": 1, "sync_timeout": "500ms",
+              "retain": 5000},
 }
 
 
@@ -345,7 +352,11 @@ class EveryKeyTests(FixedHostnameMixin, SynchronousTestCase):
                                    per_source=8, connections=64),
                     peer=PortLimits(handshake=10.0, first_request=10.0, idle=1800.0,
                                     per_source=16, connections=1024),
+                    replication=PortLimits(handshake=10.0, first_request=10.0, idle=120.0,
+                                           per_source=2, connections=64),
                 ),
+                peers=PeersConfig(listen=Address("10.0.0.1", 1534), sync=1, sync_timeout=0.5,
+                                  retain=5000),
             ),
         )
 
@@ -431,8 +442,9 @@ class ExampleFileTests(FixedHostnameMixin, SynchronousTestCase):
 
         with open(EXAMPLE, encoding="utf-8") as f:
             data = yaml.safe_load(f)
-        self.assertEqual(set(data),
-                         {"server", "checkin", "hostcrates", "spanner", "dbus", "limits"})
+        self.assertEqual(set(data), {"server", "checkin", "hostcrates", "spanner", "dbus",
+                                     "limits", "peers"})
+        self.assertEqual(set(data["peers"]), schema._PEERS_KEYS)
         self.assertEqual(set(data["limits"]), set(schema.LIMIT_DEFAULTS))
         for port in schema.LIMIT_DEFAULTS:
             self.assertEqual(set(data["limits"][port]), schema._LIMIT_KEYS)
@@ -565,7 +577,7 @@ class ValidationTests(FixedHostnameMixin, SynchronousTestCase):
 
     def test_unknown_keys(self):
         for key, allowed in [
-            ("servers", "allowed: checkin, dbus, hostcrates, limits, server, spanner"),
+            ("servers", "allowed: checkin, dbus, hostcrates, limits, peers, server, spanner"),
             ("server.port", "allowed: api_listen, data_dir, envoy_listen, hostname, tls"),
             ("server.tls.ca_file", "allowed: cert_file, key_file"),
             ("checkin.timeout", "allowed: interval, offline_after"),

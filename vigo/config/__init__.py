@@ -31,6 +31,7 @@ from vigo.config.model import (
     DbusConfig,
     GossipConfig,
     LimitsConfig,
+    PeersConfig,
     PortLimits,
     ServerConfig,
     SnapshotConfig,
@@ -43,7 +44,7 @@ from vigo.config.values import DAY, Address, parse_address, parse_duration
 
 __all__ = [
     "DAY", "MIGRATION_DOC", "RETIRED_KEYS", "Address", "CheckinConfig", "Config", "ConfigError",
-    "DbusConfig", "GossipConfig", "LimitsConfig", "PortLimits", "ServerConfig",
+    "DbusConfig", "GossipConfig", "LimitsConfig", "PeersConfig", "PortLimits", "ServerConfig",
     "SnapshotConfig", "SpannerConfig", "TLSFiles",
     "config_from_mapping", "find_config_file", "load_config", "parse_address", "parse_duration",
 ]

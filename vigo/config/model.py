@@ -84,6 +84,17 @@ class LimitsConfig:
     envoy: PortLimits
     api: PortLimits
     peer: PortLimits
+    replication: PortLimits
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class PeersConfig:
+    """``peers``: high availability inside one partition (a replica set).
+    ``listen`` is None when HA is off."""
+    listen: Address | None
+    sync: int
+    sync_timeout: float
+    retain: int
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -96,3 +107,4 @@ class Config:
     dbus: DbusConfig
     source: str | None
     limits: LimitsConfig
+    peers: PeersConfig

@@ -17,6 +17,7 @@ from vigo.config.model import (
     DbusConfig,
     GossipConfig,
     LimitsConfig,
+    PeersConfig,
     PortLimits,
     ServerConfig,
     SnapshotConfig,
@@ -43,7 +44,7 @@ def config_from_mapping(data, *, source=None, base_dir="."):
     where = "config" if source is None else source
     _refuse_retired_keys(where, data)
     top = _Section(where, "", data, {"server", "checkin", "hostcrates", "spanner", "dbus",
-                                     "limits"})
+                                     "limits", "peers"})
     server = _server(top.section("server", _SERVER_KEYS), base_dir)
     checkin = top.section("checkin", {"interval", "offline_after"})
     dbus = top.section("dbus", {"bus"})
@@ -60,6 +61,7 @@ def config_from_mapping(data, *, source=None, base_dir="."):
         dbus=DbusConfig(bus=dbus.get("bus", "none", check.bus)),
         source=source,
         limits=_limits(top.section("limits", set(LIMIT_DEFAULTS)), interval),
+        peers=_peers(top.section("peers", _PEERS_KEYS)),
     )
 
 
@@ -67,6 +69,18 @@ _MODES = ("standalone", "spanner")
 _SERVER_KEYS = {"data_dir", "hostname", "envoy_listen", "api_listen", "tls"}
 _SPANNER_KEYS = {"mode", "bolt_name", "patterns", "peer_listen", "gossip", "snapshot"}
 _GOSSIP_KEYS = {"group", "port", "interface", "interval", "multicast", "seeds"}
+_PEERS_KEYS = {"listen", "sync", "sync_timeout", "retain"}
+
+
+def _peers(peers):
+    """``peers``: HA inside one partition; off unless ``listen`` is set."""
+    return PeersConfig(
+        listen=peers.get("listen", None, check.optional(check.address(0))),
+        sync=peers.get("sync", 0, check.integer(0, 16)),
+        sync_timeout=peers.get("sync_timeout", "2s",
+                               check.duration(0.01, 3600, "10ms to 1h")),
+        retain=peers.get("retain", 100_000, check.integer(1_000, 100_000_000)),
+    )
 
 
 def _server(server, base_dir):
@@ -118,6 +132,8 @@ LIMIT_DEFAULTS = {
             "per_source": 128, "connections": 1024},
     "peer": {"handshake": 10.0, "first_request": 10.0, "idle": 900.0,
              "per_source": 16, "connections": 1024},
+    "replication": {"handshake": 10.0, "first_request": 10.0, "idle": 120.0,
+                    "per_source": 8, "connections": 64},
 }
 _LIMIT_KEYS = {"handshake", "first_request", "idle", "per_source", "connections"}
 
