@@ -730,7 +730,8 @@ class ReassignTests(SpannerApiTestCase):
 
 #: The status of each refusal code, as ``vigo.api.responses`` documents it.
 DOCUMENTED_STATUS = {
-    "not_found": 404, "unknown_action": 404, "not_spanner": 404,
+    "not_found": 404, "unknown_action": 404, "not_spanner": 404, "ha_off": 404,
+    "replication_timeout": 503, "not_primary": 503, "standby": 503,
     "bolt_not_found": 404,
     "bad_request": 400, "malformed": 400,
     "action_failed": 502, "bad_answer": 502,

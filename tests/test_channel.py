@@ -10,6 +10,7 @@ from twisted.trial import unittest
 from tests.fleetkit import EnvoyKey, FleetKit, decode_frames
 from vigo.fleet import wire
 from vigo.fleet.channel import ATTACH_TIMEOUT, HANG_UP_GRACE, EnvoyChannelFactory
+from vigo.identity import Identity
 
 
 class ChannelTests(unittest.TestCase):
@@ -148,3 +149,92 @@ class ChannelTests(unittest.TestCase):
         protocol.dataReceived(data)
         self.assertEqual(len(self.kit.fleet.index), 0)
         self.assertIsNone(protocol.record)
+
+
+class ReplicasTests(unittest.TestCase):
+    """Attached and Registered name the replica set's envoy addresses when the
+    factory is given them, and only then."""
+
+    def setUp(self):
+        self.kit = FleetKit(self)
+        self.replicas = ["10.0.0.1:1530", "10.0.0.2:1530"]
+        self.envoys = 0
+
+    def key(self):
+        self.envoys += 1
+        return EnvoyKey("web%d.dc1.example.com" % (self.envoys,))
+
+    def exchange(self, kind, fields, replicas=True, enrollment=None):
+        """Send one frame on a new connection; the frames answered."""
+        factory = EnvoyChannelFactory(self.kit.fleet, enrollment or self.kit.enrollment,
+                                      self.kit.clock,
+                                      replicas=(lambda: self.replicas) if replicas else None)
+        protocol = factory.buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        self.addCleanup(protocol.connectionLost, None)
+        protocol.dataReceived(wire.frame(wire.encode_json(kind, fields)))
+        return protocol, transport
+
+    def answers(self, transport):
+        return decode_frames(transport.value())
+
+    @defer.inlineCallbacks
+    def attach(self, replicas=True):
+        key, _ = yield defer.ensureDeferred(self.kit.enroll(self.key()))
+        ts = self.kit.now_ms()
+        _, transport = self.exchange(wire.ATTACH, {
+            "envoy_id": key.id, "server_id": self.kit.identity.id, "ts": ts,
+            "signature": wire.b64(key.attach_signature(self.kit.identity.id, ts))}, replicas)
+        [(kind, fields)] = self.answers(transport)
+        self.assertEqual(kind, wire.ATTACHED)
+        return fields
+
+    @defer.inlineCallbacks
+    def register(self, replicas=True, enrollment=None):
+        key = self.key()
+        token = yield self.kit.tokens.create()
+        hostname, public_key, text, ts, signature = key.register_fields(token, self.kit.now_ms())
+        _, transport = self.exchange(wire.REGISTER, {
+            "hostname": hostname, "public_key": wire.b64(public_key), "token": text,
+            "ts": ts, "signature": wire.b64(signature)}, replicas, enrollment)
+        yield self.kit.store.run(lambda c: None)  # let the enrollment commit
+        [(kind, fields)] = self.answers(transport)
+        self.assertEqual(kind, wire.REGISTERED)
+        return fields
+
+    @defer.inlineCallbacks
+    def test_attached_names_the_replicas_as_they_are_now(self):
+        fields = yield self.attach()
+        self.assertEqual(fields["replicas"], ["10.0.0.1:1530", "10.0.0.2:1530"])
+        self.replicas = ["10.0.0.2:1530", "10.0.0.1:1530"]  # a standby was promoted
+        fields = yield self.attach()
+        self.assertEqual(fields["replicas"], ["10.0.0.2:1530", "10.0.0.1:1530"])
+
+    @defer.inlineCallbacks
+    def test_registered_names_the_replicas(self):
+        fields = yield self.register()
+        self.assertEqual(fields["replicas"], ["10.0.0.1:1530", "10.0.0.2:1530"])
+        self.assertEqual(fields["server_id"], self.kit.identity.id)
+
+    @defer.inlineCallbacks
+    def test_without_replicas_the_answers_name_none(self):
+        self.assertNotIn("replicas", (yield self.attach(replicas=False)))
+        self.assertNotIn("replicas", (yield self.register(replicas=False)))
+
+    @defer.inlineCallbacks
+    def test_a_registered_naming_another_server_names_not_these_replicas(self):
+        other = Identity.generate()
+
+        class Forwarded:
+            """Enrollment as a bolt that forwarded the envoy to its owner answers."""
+
+            def register(self, *args):
+                return {"envoy_id": "e1", "hostname": "web1.dc1.example.com",
+                        "server_id": other.id, "public_key": wire.b64(other.public_key),
+                        "fingerprint": other.fingerprint, "address": "10.9.9.9:1530",
+                        "interval": 15.0}
+
+        fields = yield self.register(enrollment=Forwarded())
+        self.assertEqual(fields["server_id"], other.id)
+        self.assertNotIn("replicas", fields)

@@ -34,6 +34,7 @@ from vigo.envoy.answers import (
 from vigo.envoy.cadence import next_seq
 from vigo.envoy.protocol import NO_VERSION, READY, EnvoyClientProtocol, IEnvoyListener
 from vigo.envoy.sim.envoy import SimEnvoy
+from vigo.envoy.sim.figures import format_summary
 from vigo.envoy.sim.latency import LatencyHistogram
 from vigo.envoy.sim.simulator import Simulator
 from vigo.envoy.state import EnvoyState, StateError
@@ -898,5 +899,5 @@ class RunnerTests(TestCase):
     def test_format_summary(self):
         sim = Simulator(self.clock, None, self.token, 0, 15.0, connect=self.server.connect)
         sim.start()
-        text = envoy_main.format_summary(self.successResultOf(sim.stop()))
+        text = format_summary(self.successResultOf(sim.stop()))
         self.assertIn("enrolled     0/0", text)

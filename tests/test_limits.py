@@ -335,9 +335,9 @@ class PeerPortTests(unittest.TestCase):
 
     def setUp(self):
         from tests.peerkit import PeerSet, make_actions
+        from vigo.mutual_tls import peer_server_options
         from vigo.server.ports import tls_port
         from vigo.spanner.peer.server import PeerPortal, peer_server_factory
-        from vigo.spanner.peer.tls import peer_server_options
 
         self.peers = PeerSet(("alpha", "beta"), clock=reactor)
         actions = make_actions()

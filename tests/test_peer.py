@@ -32,6 +32,7 @@ from vigo.interfaces.errors import (
     PeerUnreachable,
     UnknownAction,
 )
+from vigo.mutual_tls import PeerKeyError, peer_key
 from vigo.spanner.peer.client import PeerClient, _BrokerFactory
 from vigo.spanner.peer.server import (
     LoginRefused,
@@ -40,7 +41,6 @@ from vigo.spanner.peer.server import (
     listen_peers,
     peer_server_factory,
 )
-from vigo.spanner.peer.tls import PeerKeyError, peer_key
 from vigo.spanner.roster.local import LocalRoster
 from vigo.testing.store import ImmediateStore
 from vigo.tls import PinnedKeyClientCreator, identity_certificate

@@ -101,9 +101,10 @@ def write_private_file(path, data):
     os.replace(tmp, path)
 
 
-def load_or_create_identity(data_dir):
-    """The server's identity from ``data_dir``, created there on first start."""
-    path = os.path.join(data_dir, KEY_FILE)
+def load_or_create_identity(data_dir, name=KEY_FILE):
+    """The server's identity from ``data_dir``, created there on first start
+    (``name``: another key file, such as a replica's own ``node.key``)."""
+    path = os.path.join(data_dir, name)
     if not os.path.exists(path):
         os.makedirs(data_dir, mode=0o700, exist_ok=True)
         identity = Identity.generate()

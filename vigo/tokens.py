@@ -66,17 +66,9 @@ class EnrollmentToken:
         return cls(new_id(), _b64url(os.urandom(32)), server_id, address, fingerprint)
 
     def encode(self):
-        payload = {
-            "v": 1,
-            "sid": self.server_id,
-            "addr": self.address,
-            "fp": self.fingerprint,
-            "tid": self.token_id,
-            "sec": self.secret,
-        }
-        return ENROLLMENT_PREFIX + _b64url(
-            json.dumps(payload, separators=(",", ":")).encode("utf-8")
-        )
+        return encode_payload(ENROLLMENT_PREFIX, {
+            "sid": self.server_id, "addr": self.address, "fp": self.fingerprint,
+            "tid": self.token_id, "sec": self.secret})
 
     __str__ = encode
 
@@ -87,27 +79,8 @@ class EnrollmentToken:
     @classmethod
     def decode(cls, text):
         """Parse a token; ``TokenError`` says what is wrong with it."""
-        if not isinstance(text, str):
-            raise TokenError("the token must be a string")
-        text = text.strip()
-        if len(text) > MAX_TOKEN_LENGTH:
-            raise TokenError("the token is too long")
-        if not text.startswith(ENROLLMENT_PREFIX):
-            raise TokenError(
-                "not an enrollment token (they start with %r)" % (ENROLLMENT_PREFIX,)
-            )
-        try:
-            payload = json.loads(_unb64url(text[len(ENROLLMENT_PREFIX):]).decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError):
-            raise TokenError("the token is damaged (its payload is not JSON)") from None
-        if not isinstance(payload, dict) or payload.get("v") != 1:
-            raise TokenError("unsupported enrollment token version")
-        fields = {}
-        for key in ("sid", "addr", "fp", "tid", "sec"):
-            value = payload.get(key)
-            if not isinstance(value, str) or not value or len(value) > 256:
-                raise TokenError("the token is damaged (field %r is missing)" % (key,))
-            fields[key] = value
+        fields = decode_payload(text, ENROLLMENT_PREFIX, "an enrollment token",
+                                ("sid", "addr", "fp", "tid", "sec"))
         return cls(
             token_id=fields["tid"],
             secret=fields["sec"],
@@ -115,6 +88,38 @@ class EnrollmentToken:
             address=fields["addr"],
             fingerprint=fields["fp"],
         )
+
+
+def encode_payload(prefix, payload):
+    """``payload`` (a dict of short strings) as ``prefix`` + base64url JSON."""
+    return prefix + _b64url(json.dumps(dict(payload, v=1), separators=(",", ":")).encode())
+
+
+def decode_payload(text, prefix, what, keys, hint=""):
+    """The ``keys`` of a token ``encode_payload`` made (each a non-empty string
+    of at most 256 characters); ``TokenError`` names what is wrong, calling
+    the token ``what`` ("an enrollment token"; ``hint`` follows the message
+    for a text that is not one)."""
+    if not isinstance(text, str):
+        raise TokenError("the token must be a string")
+    text = text.strip()
+    if len(text) > MAX_TOKEN_LENGTH:
+        raise TokenError("the token is too long")
+    if not text.startswith(prefix):
+        raise TokenError("not %s (they start with %r%s)" % (what, prefix, hint))
+    try:
+        payload = json.loads(_unb64url(text[len(prefix):]).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise TokenError("the token is damaged (its payload is not JSON)") from None
+    if not isinstance(payload, dict) or payload.get("v") != 1:
+        raise TokenError("unsupported %s version" % (what.split(" ", 1)[1],))
+    fields = {}
+    for key in keys:
+        value = payload.get(key)
+        if not isinstance(value, str) or not value or len(value) > 256:
+            raise TokenError("the token is damaged (field %r is missing)" % (key,))
+        fields[key] = value
+    return fields
 
 
 def new_api_token():

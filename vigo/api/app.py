@@ -28,6 +28,7 @@ from vigo.api.responses import (
     read_object,
     shown,
 )
+from vigo.api.server import NoReplicaSet, ServerAPI
 from vigo.api.spanner import SpannerAPI
 from vigo.config import parse_duration
 
@@ -78,13 +79,15 @@ class AdminAPI:
     * ``spanner``: the Klein app of its ``/api/v1/spanner/`` routes (default: the
       federation's ``SpannerAPI``; a standalone server's ``StandaloneSpannerAPI``);
     * ``registry``: the Prometheus registry ``/metrics`` serves;
-    * ``clock``: an ``IReactorTime``.
+    * ``clock``: an ``IReactorTime``;
+    * ``replicas``: its ``IReplicaSet`` for the ``/api/v1/server/`` routes
+      (default: ``NoReplicaSet``, HA off).
     """
 
     app = json_errors(Klein())
 
     def __init__(self, tokens, server_id, status, enrollment_tokens, envoys, federation,
-                 registry, clock, spanner=None):
+                 registry, clock, spanner=None, replicas=None):
         self.tokens = tokens
         self.server_id = server_id
         self.status_of_server = status
@@ -94,6 +97,8 @@ class AdminAPI:
         self.clock = clock
         self.spanner = SpannerAPI(federation, tokens) if spanner is None else spanner
         self.page = FederationPage(federation, tokens)
+        self.server = ServerAPI(NoReplicaSet(server_id) if replicas is None else replicas,
+                                tokens)
 
     def resource(self):
         """The ``IResource`` to serve."""
@@ -105,6 +110,11 @@ class AdminAPI:
     def spanner_routes(self, request):
         """The federation's routes (``vigo.api.spanner``)."""
         return self.spanner.resource()
+
+    @app.route("/api/v1/server/", branch=True, strict_slashes=False)
+    def server_routes(self, request):
+        """This server's replica set (``vigo.api.server``, docs/ha.md)."""
+        return self.server.resource()
 
     @app.route("/spanner", methods=["GET"])
     def spanner_page(self, request):

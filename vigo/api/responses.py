@@ -32,6 +32,9 @@ REFUSAL_STATUS = {
     "bolt_not_found": 404,
     "action_failed": 502, "bad_answer": 502,
     "unreachable": 503, "stopping": 503,
+    # High availability (vigo/server/peer/): a write not held by peers.sync
+    # standbys in time, or sent to a node that is not the primary.
+    "replication_timeout": 503, "not_primary": 503, "standby": 503, "ha_off": 404,
 }
 
 log = Logger(namespace="vigo.api")

@@ -9,7 +9,7 @@ hangs up without storing the rest.
 A token belongs in the ``Authorization`` header; one put in the URL (refused:
 401) would otherwise be written to the access log in full. ``access_log_line``
 writes Twisted's combined log format with every Vigo token (``vgot_`` API,
-``vgoe_`` enrollment, ``vgoj_`` join) and the value of every query parameter
+``vgoe_`` enrollment, ``vgoj_`` join, ``vgos_`` standby invitation) and the value of every query parameter
 that names a secret replaced by ``REDACTED``, in the path, the query and the
 Referer alike.
 """
@@ -65,7 +65,7 @@ class BoundedRequest(Request):
         Request.requestReceived(self, command, path, version)
 
 
-_TOKEN = re.compile(rb"vgo[tej]_[^&;/?#\s\"]*")
+_TOKEN = re.compile(rb"vgo[tejs]_[^&;/?#\s\"]*")
 _SECRET_PARAMETER = re.compile(
     rb"(?i)([?&;](?:[a-z_-]*token|access_token|api_key|apikey|key|password|secret|auth"
     rb"|authorization)=)[^&;#]*")

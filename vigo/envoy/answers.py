@@ -3,21 +3,28 @@
 The ``decode_*`` functions read the body of one frame (``vigo.fleet.wire``) into
 a value or an exception to raise, and raise ``wire.WireError`` on anything
 malformed. Whether an answer is expected at all is the protocol's business
-(``vigo.envoy.protocol``).
+(``vigo.envoy.protocol``). The optional ``replicas`` of Registered and Attached
+is read leniently (``vigo.envoy.replicas.replica_addresses``): one that is no
+list of strings counts as not sent, entries that are not host:port are dropped.
 """
 
 import json
 import math
 from collections import namedtuple
 
+from vigo.envoy.replicas import replica_addresses
 from vigo.fleet import wire
 from vigo.identity import key_fingerprint, verify_signature
 
 Registered = namedtuple(
-    "Registered", "envoy_id server_id public_key fingerprint address interval")
-Registered.__doc__ = "The server's answer to Register (``public_key`` raw, ``interval`` seconds)."
-Attached = namedtuple("Attached", "envoy_id interval last_seq server_time")
-Attached.__doc__ = "The server's answer to Attach (``server_time`` may be None)."
+    "Registered", "envoy_id server_id public_key fingerprint address interval replicas",
+    defaults=(None,))
+Registered.__doc__ = """The server's answer to Register (``public_key`` raw, ``interval``
+seconds, ``replicas`` a tuple of "host:port" or None when not sent)."""
+Attached = namedtuple("Attached", "envoy_id interval last_seq server_time replicas",
+                      defaults=(None,))
+Attached.__doc__ = """The server's answer to Attach (``server_time`` may be None;
+``replicas`` as in ``Registered``)."""
 Bundle = namedtuple("Bundle", "seq version document")
 Bundle.__doc__ = "A verified bundle: the desired state (a dict) and its 32-byte version."
 
@@ -62,7 +69,8 @@ def decode_registered(body):
     if fields["interval"] <= 0:
         raise wire.WireError("Registered interval must be positive")
     return Registered(fields["envoy_id"], fields["server_id"], public_key,
-                      fields["fingerprint"], fields["address"], float(fields["interval"]))
+                      fields["fingerprint"], fields["address"], float(fields["interval"]),
+                      replica_addresses(fields.get("replicas")))
 
 
 def decode_attached(body, envoy_id):
@@ -75,7 +83,8 @@ def decode_attached(body, envoy_id):
     if fields["interval"] <= 0:
         raise wire.WireError("Attached interval must be positive")
     return Attached(envoy_id, float(fields["interval"]), fields["last_seq"],
-                    _seconds(fields.get("server_time")))
+                    _seconds(fields.get("server_time")),
+                    replica_addresses(fields.get("replicas")))
 
 
 def _seconds(value):

@@ -3,10 +3,11 @@
 ``main`` parses the command line (``vigo.envoy.arguments``, which documents it)
 and runs one command: ``register`` enrolls with a token and saves the answer in
 the state directory, ``run`` is ``EnvoyRunner`` (the envoy for real), ``sim`` is
-the ``Simulator``. A failure becomes a message on stderr and an exit code.
+the ``Simulator`` (``vigo.envoy.sim.command``). A failure becomes a message on
+stderr and an exit code. ``attach`` fails over inside the server's replica set
+(``vigo.envoy.replicas``).
 """
 
-import json
 import os
 import random
 import signal
@@ -21,8 +22,8 @@ from vigo.envoy.arguments import TOKEN_ENVIRONMENT, build_parser
 from vigo.envoy.cadence import jittered, next_seq, reconnect_delay
 from vigo.envoy.dial import connect
 from vigo.envoy.protocol import IEnvoyListener
-from vigo.envoy.sim.figures import format_summary
-from vigo.envoy.sim.simulator import Simulator
+from vigo.envoy.replicas import FailoverPass, ReplicasUnreachable
+from vigo.envoy.sim.command import simulate
 from vigo.envoy.state import EnvoyState, StateError
 from vigo.tokens import MAX_TOKEN_LENGTH, EnrollmentToken, TokenError
 
@@ -69,30 +70,65 @@ def register(reactor, state, hostname, token, address=None, listener=None):
 
 
 @defer.inlineCallbacks
-def attach(reactor, state, protocol=None, listener=None):
-    """Attach to the server in ``state`` (following and saving redirects).
+def attach(reactor, state, protocol=None, listener=None, say=None):
+    """Attach to the server in ``state``, following (and saving) redirects and
+    failing over inside its replica set.
 
-    A Deferred of ``(protocol, Attached)``.
+    When the server's address cannot be reached (refused, timed out, a TLS
+    failure, the connection lost before Attached), the other addresses in
+    ``state.replicas`` are tried in turn with the same pin (``FailoverPass``);
+    the one the envoy attaches at becomes its server address. ``say(line)``
+    hears of each move. A Deferred of ``(protocol, Attached)``; it fails when
+    no replica could be reached, once per pass.
     """
-    for _ in range(MAX_HOPS + 1):
-        if protocol is None:
-            protocol = yield connect(reactor, state.server_address, state.server_fingerprint,
-                                     listener)
+    say = say or _silent
+    passing = FailoverPass(state.server_address, state.replicas)
+    hops = 0
+    while True:
         try:
+            if protocol is None:
+                protocol = yield connect(reactor, passing.address, state.server_fingerprint,
+                                         listener)
             attached = yield protocol.attach(
                 state.envoy_id, state.server_id, state.sign, state.server_key
             ).addTimeout(REQUEST_TIMEOUT, reactor)
+            break
         except Redirected as r:
+            protocol, hops = None, hops + 1
+            same_set = (r.fingerprint, r.server_id) == (state.server_fingerprint, state.server_id)
             state.set_server(r.address, r.fingerprint, r.server_id)
-            protocol = None
-            continue
-        except BaseException:
-            protocol.close()
+            if hops > MAX_HOPS:
+                raise Fatal(f"more than {MAX_HOPS} redirects in a row; "
+                            f"last to {r.address}") from None
+            if not same_set:  # another server's envoy now: its own replicas, once told
+                passing = FailoverPass(r.address)
+            elif passing.redirected(r.address) != r.address:
+                say(f"{r.address} did not answer, and a standby redirects there; "
+                    f"trying replica {passing.address}")
+        except (Refused, Fatal, StateError, defer.CancelledError):  # answered, or not to go on
+            _close(protocol)
             raise
-        state.learn_server_key(protocol.server_key)
-        state.last_seq = max(state.last_seq, attached.last_seq)
-        return protocol, attached
-    raise Fatal(f"more than {MAX_HOPS} redirects in a row; last to {state.server_address}")
+        except Exception as e:  # noqa: BLE001 -- unreachable: the next replica, if any
+            _close(protocol)
+            protocol, failed = None, passing.address
+            passing.failed(e)  # raises when the pass is over
+            say(f"cannot reach {failed} ({e}); trying replica {passing.address}")
+    if passing.address != state.server_address:
+        say(f"attached at replica {passing.address}, now the server address "
+            f"(was {state.server_address})")
+    state.learn_server_key(protocol.server_key)
+    state.record_attach(passing.address, attached.replicas)
+    state.last_seq = max(state.last_seq, attached.last_seq)
+    return protocol, attached
+
+
+def _silent(line):
+    pass
+
+
+def _close(protocol):
+    if protocol is not None:
+        protocol.close()
 
 
 @defer.inlineCallbacks
@@ -106,7 +142,7 @@ def register_command(reactor, args, token, out):
         raise Fatal(f"{args.state_dir} already holds envoy {state.envoy_id}; "
                     "use another --state-dir to enroll again")
     protocol = yield register(reactor, state, hostname, token, args.server)
-    protocol, _ = yield attach(reactor, state, protocol)
+    protocol, _ = yield attach(reactor, state, protocol, say=lambda line: out.write(line + "\n"))
     protocol.close()
     out.write(f"registered {hostname} as envoy {state.envoy_id} with server "
               f"{state.server_id} at {state.server_address}\n")
@@ -118,8 +154,9 @@ def register_command(reactor, args, token, out):
 @implementer(IEnvoyListener)
 class EnvoyRunner:
     """The envoy for real: attach, check in every interval (with jitter), apply
-    bundles, follow ForcePush and Redirect, reconnect with backoff. An
-    ``IEnvoyListener`` of its own connection."""
+    bundles, follow ForcePush and Redirect, reconnect with backoff (failing over
+    to the server's replicas, see ``attach``; a pass over all of them that fails
+    is one failure). An ``IEnvoyListener`` of its own connection."""
 
     def __init__(self, reactor, state, out, random=random):
         self.reactor = reactor
@@ -133,9 +170,11 @@ class EnvoyRunner:
 
     @defer.inlineCallbacks
     def once(self):
-        """Attach, check in once, hang up; a Deferred of what happened (one line)."""
+        """Attach, check in once, hang up; a Deferred of what happened (one line).
+        A move to another replica is written to ``out`` as it happens."""
         self.verbose = False
-        self.protocol, _ = yield attach(self.reactor, self.state, listener=self)
+        self.protocol, _ = yield attach(self.reactor, self.state, listener=self,
+                                        say=self._note)
         try:
             kind, latency = yield self._check_in()
         except Redirected as r:
@@ -154,13 +193,16 @@ class EnvoyRunner:
         attempt = 0
         while True:
             try:
-                self.protocol, attached = yield attach(self.reactor, self.state, listener=self)
+                self.protocol, attached = yield attach(self.reactor, self.state, listener=self,
+                                                       say=self._say)
             except Refused as e:
                 if not e.retryable:
                     raise
                 self._say(f"attach refused: {e.reason}")
             except Fatal:
                 raise
+            except ReplicasUnreachable as e:  # a whole pass over the replica set: one failure
+                self._say(f"cannot attach: {e}")
             except Exception as e:  # noqa: BLE001 -- any failure: back off and retry
                 self._say(f"cannot attach to {self.state.server_address}: {e}")
             else:
@@ -223,8 +265,11 @@ class EnvoyRunner:
             d.callback(None)
 
     def _say(self, line):
-        if not self.verbose:
-            return
+        if self.verbose:
+            self._note(line)
+
+    def _note(self, line):
+        """Say ``line`` even with ``--once`` (moving to another replica is news)."""
         self.out.write(line + "\n")
         self.out.flush()
 
@@ -269,50 +314,9 @@ def run_command(reactor, args, out):
 # -- sim ------------------------------------------------------------------------
 
 
-def _raise_file_limit(count):
-    try:
-        import resource
-    except ImportError:
-        return
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = count + 256
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
-        if new < wanted:
-            sys.stderr.write(f"vigo-envoy: only {new} open files allowed; "
-                             f"{count} envoys need about {wanted}\n")
-
-
 @defer.inlineCallbacks
 def sim_command(reactor, args, token, out):
-    from tqdm import tqdm
-
-    _raise_file_limit(args.count)
-    progress = tqdm(total=args.count, unit="envoy", desc="enrolling", file=sys.stderr)
-    sim = Simulator(reactor, args.server, token, args.count, args.interval,
-                    hostname_template=args.hostname_template, concurrency=args.concurrency,
-                    source_addresses=args.source_addresses, progress=progress)
-    reported = []
-
-    def report(summary):
-        if not reported:
-            reported.append(summary)
-            out.write(json.dumps(summary, indent=2) + "\n" if args.json
-                      else format_summary(summary))
-            out.flush()
-        return summary
-
-    def interrupted():  # Ctrl-C: still print what was measured
-        if not reported:
-            return sim.stop().addCallback(report)
-
-    reactor.addSystemEventTrigger("before", "shutdown", interrupted)
-    yield sim.start()
-    if args.duration is None:
-        yield defer.Deferred()  # until interrupted
-    yield task.deferLater(reactor, args.duration, lambda: None)
-    summary = report((yield sim.stop()))
+    summary = yield simulate(reactor, args, token, out)
     if summary["enrolled"] == 0 and args.count > 0:
         raise Fatal("no envoy enrolled")
 

@@ -5,7 +5,9 @@ old one, mode 0600, so a crash leaves either the old or the new file):
 
 * ``envoy.key``: the envoy's Ed25519 key, PKCS#8 PEM;
 * ``envoy.json``: hostname, envoy id, interval and the server it talks to
-  (address, key fingerprint, server id, public key);
+  (address, key fingerprint, server id, public key, and ``replicas``: the
+  envoy addresses of the server's replica set, primary first, as the server
+  last sent them; a file written before replicas existed loads with none);
 * ``seq``: the last check-in sequence sent;
 * ``bundle.json``: the applied bundle (version, seq, document) for ``run``.
 """
@@ -17,6 +19,7 @@ import os
 import nacl.signing
 
 from vigo.envoy.protocol import NO_VERSION
+from vigo.envoy.replicas import replica_addresses
 from vigo.identity import Identity, IdentityError, key_fingerprint, write_private_file
 
 KEY_FILE = "envoy.key"
@@ -34,7 +37,8 @@ class EnvoyState:
 
     Attributes: ``hostname``, ``envoy_id``, ``server_address``,
     ``server_fingerprint``, ``server_id``, ``server_key`` (raw bytes or None),
-    ``interval``, ``last_seq``, ``bundle_version`` (32 bytes), ``bundle_seq``,
+    ``replicas`` (a tuple of "host:port", maybe empty), ``interval``,
+    ``last_seq``, ``bundle_version`` (32 bytes), ``bundle_seq``,
     ``bundle_document``.
     """
 
@@ -47,6 +51,7 @@ class EnvoyState:
         self.server_fingerprint = None
         self.server_id = None
         self.server_key = None
+        self.replicas = ()
         self.advertised_address = None
         self.interval = None
         self.last_seq = 0
@@ -95,17 +100,34 @@ class EnvoyState:
         self.interval = registered.interval
         self.advertised_address = registered.address
         self.set_server(connected_address, registered.fingerprint, registered.server_id,
-                        registered.public_key)
+                        registered.public_key, registered.replicas)
 
-    def set_server(self, address, fingerprint, server_id, public_key=None):
-        """Point the envoy at a server (after Register or a Redirect) and save."""
+    def set_server(self, address, fingerprint, server_id, public_key=None, replicas=None):
+        """Point the envoy at a server (after Register or a Redirect) and save.
+
+        ``replicas`` (None: not told) replaces the replica list; a server of
+        another key is another replica set, so the old list is dropped then.
+        """
         if public_key is not None and key_fingerprint(public_key) != fingerprint:
             raise StateError("the server key does not match its fingerprint")
+        if replicas is not None:
+            self.replicas = tuple(replicas)
+        elif fingerprint != self.server_fingerprint:
+            self.replicas = ()
         self.server_address = address
         self.server_fingerprint = fingerprint
         self.server_id = server_id
         self.server_key = public_key
         self.save_state()
+
+    def record_attach(self, address, replicas):
+        """Keep where the envoy attached (a replica of the server's set, when the
+        server's address failed) and the replica list the server sent (None: it
+        sent none, the list is kept); save when either changed."""
+        replicas = self.replicas if replicas is None else tuple(replicas)
+        if (address, replicas) != (self.server_address, self.replicas):
+            self.server_address, self.replicas = address, replicas
+            self.save_state()
 
     def learn_server_key(self, public_key):
         """Keep the pinned server's key (read from its TLS certificate) and save."""
@@ -128,6 +150,7 @@ class EnvoyState:
                 "server_id": self.server_id,
                 "public_key": _b64(self.server_key),
                 "advertised_address": self.advertised_address,
+                "replicas": list(self.replicas),
             },
         }
         self._write_json(STATE_FILE, data)
@@ -203,6 +226,7 @@ class EnvoyState:
         self.server_id = server.get("server_id")
         self.advertised_address = server.get("advertised_address")
         self.server_key = _unb64(server.get("public_key"))
+        self.replicas = replica_addresses(server.get("replicas")) or ()
 
     def _load_seq(self):
         path = self._file(SEQ_FILE)

@@ -6,6 +6,11 @@ envoy record, and each CheckIn is answered straight from the fleet index.
 The server speaks first only to push: ForcePush, Redirect, or a refusal before
 it hangs up.
 
+In a replica set (a primary and its standbys, one identity key), the Attached
+and Registered answers also carry ``replicas``: the set's envoy addresses,
+primary first, so an envoy whose server dies can try the others (its pin holds
+for all of them).
+
 A frame the channel cannot take is answered with a Refused frame and counted
 in ``FleetStats.frames_refused`` by reason (``oversize``, ``malformed``,
 ``unknown_type``, ``not_attached``, ``busy``); all but a CheckIn of the wrong
@@ -39,10 +44,11 @@ class EnvoyChannelProtocol(Protocol):
 
     log = Logger()
 
-    def __init__(self, fleet, enrollment, clock):
+    def __init__(self, fleet, enrollment, clock, replicas=None):
         self.fleet = fleet
         self.enrollment = enrollment
         self.clock = clock
+        self.replicas = replicas
         self.record = None
         self._buffer = b""
         self._busy = False
@@ -172,19 +178,15 @@ class EnvoyChannelProtocol(Protocol):
         if self._timeout is not None and self._timeout.active():
             self._timeout.cancel()
         self._timeout = None
-        self.send(
-            wire.frame(
-                wire.encode_json(
-                    wire.ATTACHED,
-                    {
-                        "envoy_id": record.id,
-                        "interval": self.fleet.interval,
-                        "last_seq": record.last_seq,
-                        "server_time": self.clock.seconds(),
-                    },
-                )
-            )
-        )
+        attached = {
+            "envoy_id": record.id,
+            "interval": self.fleet.interval,
+            "last_seq": record.last_seq,
+            "server_time": self.clock.seconds(),
+        }
+        if self.replicas is not None:
+            attached["replicas"] = list(self.replicas())
+        self.send(wire.frame(wire.encode_json(wire.ATTACHED, attached)))
         if record.pending_push:
             self.send(wire.frame(bytes((wire.FORCE_PUSH,))))
 
@@ -207,7 +209,7 @@ class EnvoyChannelProtocol(Protocol):
         if self.transport.disconnecting:
             return
         if isinstance(result, dict):
-            self.send(wire.frame(wire.encode_json(wire.REGISTERED, result)))
+            self.send(wire.frame(wire.encode_json(wire.REGISTERED, self._with_replicas(result))))
         elif result.check(Refusal):
             self._refuse(result.value)
         elif result.check(Redirected):
@@ -217,6 +219,16 @@ class EnvoyChannelProtocol(Protocol):
             self._refuse(Refusal("internal", "the server could not enroll; try again",
                                  retryable=True))
 
+    def _with_replicas(self, registered):
+        """``registered`` with this replica set's addresses, when it names this
+        server: an answer forwarded from the bolt that owns the envoy names that
+        bolt, whose replicas this server does not know (nor does the envoy need
+        them before it attaches there, and Attached carries them)."""
+        if (self.replicas is None or "replicas" in registered
+                or registered.get("server_id") != self.fleet.identity.id):
+            return registered
+        return dict(registered, replicas=list(self.replicas()))
+
     def _unattached(self):
         self._timeout = None
         if self.record is None:
@@ -224,14 +236,20 @@ class EnvoyChannelProtocol(Protocol):
 
 
 class EnvoyChannelFactory(Factory):
-    """Builds an ``EnvoyChannelProtocol`` per accepted (TLS) connection."""
+    """Builds an ``EnvoyChannelProtocol`` per accepted (TLS) connection.
 
-    def __init__(self, fleet, enrollment, clock):
+    ``replicas``, when given, is called (no arguments) for the replica set's
+    envoy addresses, "host:port" strings with the primary first, each time an
+    Attached or Registered answer is sent; None leaves the field out.
+    """
+
+    def __init__(self, fleet, enrollment, clock, replicas=None):
         self.fleet = fleet
         self.enrollment = enrollment
         self.clock = clock
+        self.replicas = replicas
 
     def buildProtocol(self, addr):
-        protocol = EnvoyChannelProtocol(self.fleet, self.enrollment, self.clock)
+        protocol = EnvoyChannelProtocol(self.fleet, self.enrollment, self.clock, self.replicas)
         protocol.factory = self
         return protocol

@@ -94,6 +94,9 @@ class Enrollment:
         #: ``listener(envoy_id, hostname)`` for each envoy enrolled here, once
         #: it is durable (the D-Bus ``EnvoyEnrolled`` signal).
         self.listeners = []
+        #: High availability (``peers.sync``): ``synced()``, a Deferred that
+        #: fires when what is committed may be acknowledged (None: at once).
+        self.synced = None
 
     def register(self, hostname, public_key, token_text, timestamp_ms, signature):
         """Enroll an envoy; a Deferred of the Registered fields.
@@ -172,6 +175,13 @@ class Enrollment:
             raise Refusal("no_owner", str(e)) from None
 
     def _enroll_here(self, hostname, public_key, token, token_text, now):
+        d = defer.maybeDeferred(self._enroll_now, hostname, public_key, token, token_text, now)
+        if self.synced is None:
+            return d
+        # Registered is an acknowledgement: not before peers.sync standbys hold it.
+        return d.addCallback(lambda fields: self.synced().addCallback(lambda _: fields))
+
+    def _enroll_now(self, hostname, public_key, token, token_text, now):
         envoy_id = key_id(public_key)
         existing = self.fleet.index.get(envoy_id)
         if existing is not None and existing.state == ACTIVE and existing.hostname == hostname:

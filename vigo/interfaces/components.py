@@ -300,3 +300,30 @@ class IFederationAdmin(Interface):
 
     def remove_bolt(key, force=False):
         """Record the removal of a drained bolt."""
+
+
+# -- high availability ---------------------------------------------------------------
+
+
+class IReplicaSet(Interface):
+    """What the ``/api/v1/server/`` routes do (docs/ha.md): this node's part in
+    its replica set. Each method returns a Deferred (or a value) and refuses
+    with a ``Refusal`` (``ha_off`` when ``peers.listen`` is not set)."""
+
+    def status():
+        """``{"role", "epoch", "node_id", "primary", "lsn", "standbys", ...}``."""
+
+    def invite(expires_in):
+        """At the primary: a standby invitation, ``{"token", "expires_at", ...}``."""
+
+    def join(token):
+        """At a fresh server: become a standby of the invitation's primary."""
+
+    def standbys():
+        """``{"standbys": [...]}``: every other member, with its lag."""
+
+    def remove(node_id):
+        """At the primary: remove a standby from the replica set."""
+
+    def promote():
+        """At a standby: become the primary of the next epoch."""

@@ -7,7 +7,10 @@
 * ``vigo.server.service``: ``VigoServer``, the root service and its start-up
   order (load, then listen);
 * ``vigo.server.ports``: the listening ports as services, advertised addresses;
-* ``vigo.server.status``: the server at a glance.
+* ``vigo.server.status``: the server at a glance;
+* high availability (``peers.listen``): ``vigo.server.host`` (the root
+  service, one tree per role), ``vigo.server.standby`` (a standby's tree) and
+  ``vigo.server.peer`` (replication, promotion, fencing).
 """
 
 
@@ -19,6 +22,11 @@ def build_server(config, reactor, exit_on_failure=False):
     ``TLSFilesError`` or ``OSError`` for a data directory, key, certificate or
     hostcrates file that cannot be used (``twistd vigo`` says so in one line).
     """
+    if config.peers.listen is not None:
+        # HA on: the node's role decides the tree, and may change it (docs/ha.md).
+        from vigo.server.host import ServerHost
+
+        return ServerHost(config, reactor, exit_on_failure=exit_on_failure)
     if config.spanner.mode == "spanner":
         from vigo.server.spanner import build
     else:

@@ -25,6 +25,7 @@ from vigo.fleet.enrollment import Enrollment
 from vigo.fleet.ownership import StandaloneOwnership
 from vigo.fleet.view import BoltFleet
 from vigo.metrics import FleetCollector, SpannerCollector, metrics_registry
+from vigo.mutual_tls import peer_server_options
 from vigo.server.ports import PortService, tls_port
 from vigo.server.status import ServerStatus
 from vigo.server.wiring import add_dbus, fleet_parts, serve
@@ -44,7 +45,6 @@ from vigo.spanner.peer.actions import load_actions
 from vigo.spanner.peer.client import PeerClient
 from vigo.spanner.peer.pool import PeerClients
 from vigo.spanner.peer.server import PeerPortal, peer_server_factory
-from vigo.spanner.peer.tls import peer_server_options
 from vigo.spanner.reads import FleetReads
 from vigo.spanner.reassign import Reassigner
 from vigo.spanner.roster.local import LocalRoster
@@ -75,7 +75,7 @@ class SpannerParts:
     admin: BoltAdmin
 
 
-def build(config, reactor, exit_on_failure=False):
+def build(config, reactor, exit_on_failure=False, host=None):
     """The ``VigoServer`` of a spanner bolt."""
     parts = fleet_parts(config, reactor)
     identity, store, fleet, advertised = parts.identity, parts.store, parts.fleet, \
@@ -149,7 +149,8 @@ def build(config, reactor, exit_on_failure=False):
                                 SpannerCollector(roster, gossiper, puller, portal))
     server = serve(config, reactor, parts, enrollment, FederatedEnvoys(admin, reads, fleet),
                    admin, registry, server_status, loaders=[roster.load],
-                   after_start=[lambda: member.restarted], exit_on_failure=exit_on_failure)
+                   after_start=[lambda: member.restarted], exit_on_failure=exit_on_failure,
+                   host=host)
     server.add_port(tls_port(reactor, "peer", spanner.peer_listen, peer_server_factory(portal),
                              peer_server_options(identity), config.limits.peer, hang_up=True))
     # Bound now, though only a member gossips: a clash stops the start, not a join.

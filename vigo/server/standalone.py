@@ -16,7 +16,7 @@ from vigo.server.status import ServerStatus
 from vigo.server.wiring import add_dbus, fleet_parts, serve
 
 
-def build(config, reactor, exit_on_failure=False):
+def build(config, reactor, exit_on_failure=False, host=None):
     """The ``VigoServer`` of a standalone server."""
     parts = fleet_parts(config, reactor)
     identity, fleet = parts.identity, parts.fleet
@@ -28,5 +28,5 @@ def build(config, reactor, exit_on_failure=False):
     server = serve(config, reactor, parts, enrollment, LocalEnvoys(fleet, reactor, identity.id),
                    federation, metrics_registry(FleetCollector(fleet)), status,
                    spanner_routes=StandaloneSpannerAPI(federation, parts.api_tokens),
-                   exit_on_failure=exit_on_failure)
+                   exit_on_failure=exit_on_failure, host=host)
     return add_dbus(server, config, reactor, status, fleet, enrollment)

@@ -6,6 +6,12 @@ job inside its own savepoint of one transaction, commits (``synchronous=FULL``,
 so a commit is on disk), and only then answers each job on the reactor thread.
 A yes from the store therefore means durable, and a burst of enrollments pays
 for one fsync, not one each. A job that raises is rolled back alone.
+
+With a ``ChangeLog`` (high availability on: ``vigo.store.changelog``), each
+committed transaction that wrote anything is also numbered and recorded, in
+that same transaction, for standbys to replay: ``lsn`` is the last committed
+one, and ``on_entry`` hears of each entry (on the reactor) before the jobs
+in it are answered.
 """
 
 import os
@@ -18,6 +24,7 @@ from twisted.python import failure, log
 from zope.interface import implementer
 
 from vigo.interfaces.components import IStore
+from vigo.store.changelog import RecordingCursor
 from vigo.store.migrations import NewerSchema, migrate
 
 DB_FILE = "vigo.sqlite3"
@@ -74,9 +81,12 @@ class Store:
 
     ``run(job, *args)`` queues ``job(cursor, *args)`` and returns a Deferred
     that fires with its result once the transaction holding it is committed.
+    ``changelog`` (a ``ChangeLog``, or None) records what each transaction
+    wrote; ``on_entry(lsn, entry)`` is then called on the reactor thread for
+    each committed entry, before the jobs in it are answered.
     """
 
-    def __init__(self, path, reactor):
+    def __init__(self, path, reactor, changelog=None):
         self.path = path
         self._reactor = reactor
         self._queue = queue.SimpleQueue()
@@ -84,17 +94,23 @@ class Store:
         self._connection = None
         self._closed = False
         self.commits = 0
+        self.changelog = changelog
+        self.lsn = 0
+        self.on_entry = None
 
     @classmethod
-    def in_directory(cls, data_dir, reactor):
+    def in_directory(cls, data_dir, reactor, changelog=None):
         os.makedirs(data_dir, mode=0o700, exist_ok=True)
-        return cls(os.path.join(data_dir, DB_FILE), reactor)
+        return cls(os.path.join(data_dir, DB_FILE), reactor, changelog)
 
     def open(self):
         """Open (and migrate) the database and start the store thread."""
         try:
             self._connection = connect(self.path)
             migrate(self._connection)
+            if self.changelog is not None:
+                self.changelog.opened(self._connection.cursor())
+                self.lsn = self.changelog.lsn
         except NewerSchema as e:
             raise StoreError(str(e)) from None
         except sqlite3.Error as e:
@@ -145,17 +161,27 @@ class Store:
 
     def _run_batch(self, cursor, jobs):
         results = []
+        changelog = self.changelog
+        recording = changelog is not None and changelog.recording
+        lsn_before = changelog.lsn if changelog is not None else 0
+        written = []
+        entry = None
         try:
             cursor.execute("BEGIN IMMEDIATE")
             for job, args, d in jobs:
                 cursor.execute("SAVEPOINT job")
+                job_cursor = RecordingCursor(cursor) if recording else cursor
                 try:
-                    outcome = (True, job(cursor, *args))
+                    outcome = (True, job(job_cursor, *args))
+                    if recording:
+                        written.extend(job_cursor.statements)
                 except BaseException:
                     outcome = (False, failure.Failure())
                     cursor.execute("ROLLBACK TO job")
                 cursor.execute("RELEASE job")
                 results.append((d, outcome))
+            if written:
+                entry = changelog.append(cursor, written)
             cursor.execute("COMMIT")
             self.commits += 1
         except sqlite3.Error:
@@ -167,6 +193,23 @@ class Store:
                 cursor.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
+            if changelog is not None:
+                changelog.rolled_back(lsn_before)
+            entry = None
             results = [(d, (False, reason)) for _, _, d in jobs]
+        self._reactor.callFromThread(self._answer, results, entry)
+
+    def _answer(self, results, entry):
+        """On the reactor: hear of the entry committed (if any), then answer."""
+        if entry is not None:
+            self.lsn = entry[0]
+            if self.on_entry is not None:
+                try:
+                    self.on_entry(*entry)
+                except Exception:
+                    log.err(None, "vigo store: a change log listener failed")
         for d, (ok, value) in results:
-            self._reactor.callFromThread(d.callback if ok else d.errback, value)
+            if ok:
+                d.callback(value)
+            else:
+                d.errback(value)

@@ -131,6 +131,49 @@ MIGRATIONS = (
         7,
         ("ALTER TABLE envoys ADD COLUMN seq_reserved INTEGER NOT NULL DEFAULT 0",),
     ),
+    (
+        # High availability (vigo/server/peer/, docs/ha.md): the change log a
+        # standby replays (vigo/store/changelog.py), where it stands (the last
+        # LSN written or applied, and the epoch: raised by each promotion), the
+        # replica set's members and the standby invitations. All of it is
+        # replicated, so every member knows every other.
+        8,
+        (
+            """CREATE TABLE replication_log (
+                lsn INTEGER PRIMARY KEY,
+                entry BLOB NOT NULL
+            )""",
+            """CREATE TABLE replication_state (
+                singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+                lsn INTEGER NOT NULL,
+                epoch INTEGER NOT NULL
+            )""",
+            "INSERT INTO replication_state (singleton, lsn, epoch) VALUES (1, 0, 0)",
+            """CREATE TABLE replication_epochs (
+                epoch INTEGER PRIMARY KEY,
+                start_lsn INTEGER NOT NULL,
+                node_id TEXT NOT NULL,
+                promoted_at REAL NOT NULL
+            )""",
+            """CREATE TABLE replica_members (
+                node_id TEXT PRIMARY KEY,
+                node_key BLOB NOT NULL,
+                envoy_address TEXT NOT NULL,
+                api_url TEXT NOT NULL,
+                replication_address TEXT NOT NULL,
+                added_at REAL NOT NULL,
+                removed_at REAL
+            )""",
+            """CREATE TABLE replica_invites (
+                id TEXT PRIMARY KEY,
+                secret_hash BLOB NOT NULL,
+                created_at REAL NOT NULL,
+                expires_at REAL NOT NULL,
+                used_by TEXT,
+                used_at REAL
+            )""",
+        ),
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

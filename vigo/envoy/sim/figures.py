@@ -10,6 +10,7 @@ from OpenSSL import SSL
 from twisted.internet import defer, error
 
 from vigo.envoy.answers import BundleRejected, EnvoyProtocolError
+from vigo.envoy.sim.dialer import StandbyRedirect
 from vigo.envoy.sim.latency import LatencyHistogram
 
 
@@ -21,6 +22,7 @@ class SimFigures:
         self.enrolled = self.enroll_failed = self.attached = self.reconnecting = 0
         self.checkins = self.no_change = self.bundles = self.late = 0
         self.force_pushes = self.redirects = self.reconnects = self.open_connections = 0
+        self.failovers = 0  # moves to the next replica of a set after a failed attempt
         self.refusals, self.errors, self.reconnect_storms = {}, {}, []
         self.latency = LatencyHistogram()  # check-ins once every envoy enrolled
         self.enrolling_latency = LatencyHistogram()  # check-ins while others enroll
@@ -56,6 +58,7 @@ class SimFigures:
             "refusals": dict(self.refusals), "errors": dict(self.errors), "late": self.late,
             "force_pushes": self.force_pushes, "redirects": self.redirects,
             "reconnects": self.reconnects, "reconnecting": self.reconnecting,
+            "failovers": self.failovers,
             "reconnect_storms": self.reconnect_storms + ([{
                 "envoys": self._storm_size, "seconds": None,  # still going
                 "reattached": self._storm_size - self.reconnecting,
@@ -116,6 +119,7 @@ _ERROR_NAMES = (
     (BundleRejected, "bad_bundle"),
     (EnvoyProtocolError, "protocol"),
     ((error.ConnectionLost, error.ConnectionDone), "connection_lost"),
+    (StandbyRedirect, "standby_redirect"),
 )
 
 
@@ -150,5 +154,6 @@ def format_summary(summary):
         f"refusals     {counts(s['refusals'])}\n"
         f"errors       {counts(s['errors'])}\n"
         f"reconnects   {s['reconnects']} (storms: {storms or 'none'}); "
-        f"redirects {s['redirects']}; force pushes {s['force_pushes']}; late {s['late']}\n"
+        f"redirects {s['redirects']}; failovers {s['failovers']}; "
+        f"force pushes {s['force_pushes']}; late {s['late']}\n"
     )

@@ -3,7 +3,9 @@
 ``Simulator`` enrolls ``count`` envoys with one token (at most ``concurrency``
 at a time), holds their connections, checks each in every ``interval`` with
 jitter, obeys ForcePush and Redirect, and reconnects with jittered backoff
-when the server goes away. It keeps counters and fixed-size latency
+when the server goes away, failing over to the other replicas of its set
+(the ones Attached names) as the real envoy does (``vigo.envoy.sim.dialer``
+says in which order). It keeps counters and fixed-size latency
 histograms (``vigo.envoy.sim.figures``), not per-event records, so 50,000
 envoys cost little beyond their connections. ``SimDialer`` spreads
 connections to a loopback server over the source addresses
@@ -21,7 +23,7 @@ from twisted.python.failure import Failure
 from vigo.envoy.answers import BundleRejected, Redirected, Refused
 from vigo.envoy.cadence import jittered, next_seq, reconnect_delay
 from vigo.envoy.dial import connect as tls_connect
-from vigo.envoy.sim.dialer import SimDialer
+from vigo.envoy.sim.dialer import MAX_HOPS, SimDialer, first_replica, next_replica
 from vigo.envoy.sim.envoy import (
     ATTACHED,
     ENROLLING,
@@ -35,7 +37,6 @@ from vigo.envoy.sim.figures import SimFigures, error_name, tally
 from vigo.tokens import EnrollmentToken
 
 DEFAULT_HOSTNAME_TEMPLATE = "web{n}.dc1.example.com"
-MAX_HOPS = 5  # redirects followed in a row before giving up
 STOP_GRACE = 5.0  # seconds stop() waits for connections to close
 
 
@@ -71,7 +72,7 @@ class Simulator(SimFigures):
         self._dialer = SimDialer(
             connect or (lambda address, fingerprint, listener, bind: tls_connect(
                 reactor, address, fingerprint, listener, bind)),
-            source_addresses)
+            source_addresses, self._timed, self)
         self._versions = {}  # one bytes object per bundle version, shared by the envoys
         self.home = self._dialer.target(server_address or token.address, token.fingerprint,
                                         token.server_id)
@@ -172,11 +173,12 @@ class Simulator(SimFigures):
         envoy.public_key = bytes(key.verify_key)
         envoy.secret = bytes(key) + envoy.public_key  # libsodium's secret key layout
         hostname = self.hostname_template.format(n=envoy.index)
-        target, hops, attempt = self.home, 0, 0
+        envoy.target, hops, attempt = self.home, 0, 0
         while True:
             protocol = None
             try:
                 if envoy.envoy_id is None:
+                    target = envoy.target
                     protocol = yield self._dialer.open(envoy, target)
                     registered = yield self._timed(protocol.register(
                         hostname, envoy.public_key, str(self.token), self.token.token_id,
@@ -187,10 +189,10 @@ class Simulator(SimFigures):
                     else:  # enrolled, but another server holds the envoy: attach there
                         protocol.close()
                         protocol = None
-                        target = self._dialer.target(registered.address, registered.fingerprint,
-                                                     registered.server_id, registered.public_key)
-                    envoy.target = target
-                protocol, attached = yield self._attach_once(envoy, protocol)
+                        envoy.target = self._dialer.target(
+                            registered.address, registered.fingerprint, registered.server_id,
+                            registered.public_key)
+                protocol, attached = yield self._dialer.attach(envoy, protocol)
                 break
             except Redirected as r:  # from Register (Attach follows its own)
                 self.redirects += 1
@@ -198,16 +200,19 @@ class Simulator(SimFigures):
                 if hops > MAX_HOPS:
                     tally(self.errors, "redirect_loop")
                     return False
-                target = self._dialer.target(r.address, r.fingerprint, r.server_id)
+                envoy.target = self._dialer.target(r.address, r.fingerprint, r.server_id)
             except Exception as e:  # noqa: BLE001 -- any failure of the attempt is counted
                 if protocol is not None:
                     protocol.close()
                 if self._stopping:
                     return None
-                attempt += 1
-                if not self._retryable(e) or attempt >= self.enroll_attempts:
+                if not self._retryable(e):
                     return False
-                yield self._sleep(envoy, self._backoff(attempt))
+                if not self._fail_over(envoy, e):  # the pass is over: back off first
+                    attempt += 1
+                    if attempt >= self.enroll_attempts:
+                        return False
+                    yield self._sleep(envoy, self._backoff(attempt))
             if self._stopping:
                 return None
         if self._stopping:
@@ -216,29 +221,6 @@ class Simulator(SimFigures):
         self.enroll_latency.record(self.reactor.seconds() - began)
         self._attached(envoy, protocol, attached)
         return True
-
-    @defer.inlineCallbacks
-    def _attach_once(self, envoy, protocol=None):
-        """Attach (following redirects); a Deferred of (protocol, Attached)."""
-        for _ in range(MAX_HOPS + 1):
-            target = envoy.target
-            if protocol is None:
-                protocol = yield self._dialer.open(envoy, target)
-            try:
-                attached = yield self._timed(
-                    protocol.attach(envoy.envoy_id, target.server_id, envoy.sign, target.key))
-            except Redirected as r:
-                self.redirects += 1
-                envoy.target = self._dialer.target(r.address, r.fingerprint, r.server_id)
-                protocol = None
-                continue
-            except BaseException:
-                protocol.close()
-                raise
-            target.key = target.key or protocol.server_key
-            return protocol, attached
-        raise Redirected(envoy.target.address, envoy.target.server_id,
-                         envoy.target.fingerprint, f"more than {MAX_HOPS} redirects in a row")
 
     def _attached(self, envoy, protocol, attached):
         self._dialer.unattached.discard(protocol)
@@ -339,7 +321,7 @@ class Simulator(SimFigures):
     def _reconnect(self, envoy):
         envoy.timer = None
         if not self._stopping:
-            self._attach_once(envoy).addCallbacks(
+            self._dialer.attach(envoy).addCallbacks(
                 self._reattached, self._reattach_failed,
                 callbackArgs=(envoy,), errbackArgs=(envoy,))
 
@@ -357,12 +339,31 @@ class Simulator(SimFigures):
     def _reattach_failed(self, failure, envoy):
         if self._stopping:
             return
-        if self._retryable(failure.value):
-            self._schedule_reconnect(envoy)
+        e = failure.value
+        if self._retryable(e):
+            if self._fail_over(envoy, e):
+                envoy.timer = self.reactor.callLater(0, self._reconnect, envoy)
+            else:
+                self._schedule_reconnect(envoy)
             return
         if envoy.state == RECONNECTING:
             self._reconnected()
         envoy.state = FAILED
+
+    def _fail_over(self, envoy, e):
+        """``envoy`` failed to reach ``envoy.target`` (``e``): True when it is to
+        dial the next replica at once; False when the pass is over (then it
+        starts the next at its primary, after the backoff) or the server
+        answered (a retryable refusal: the same server again)."""
+        if isinstance(e, Refused):
+            return False
+        replica = next_replica(envoy.target)
+        if replica is None:
+            envoy.target = first_replica(envoy.target)
+            return False
+        self.failovers += 1
+        envoy.target = replica
+        return True
 
     # -- plumbing ---------------------------------------------------------------
 

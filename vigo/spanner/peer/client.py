@@ -30,9 +30,9 @@ from vigo.interfaces.errors import (
     PeerUnreachable,
     from_wire,
 )
+from vigo.mutual_tls import PeerClientCreator, peer_key
 from vigo.spanner.peer.actions import check_call
 from vigo.spanner.peer.broker import BoundedBroker
-from vigo.spanner.peer.tls import PeerClientCreator, peer_key
 
 #: Seconds a call waits for its answer before failing with PeerUnreachable.
 DEFAULT_TIMEOUT = 10.0

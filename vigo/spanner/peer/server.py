@@ -43,9 +43,9 @@ from vigo.interfaces.errors import (
     to_wire,
 )
 from vigo.interfaces.schema import Json, SchemaError, String, check_json
+from vigo.mutual_tls import PeerKeyError, peer_key, peer_server_options
 from vigo.spanner.peer.actions import MAX_RESULT_BYTES, check_call, checked, run_checked_action
 from vigo.spanner.peer.broker import BoundedBroker
-from vigo.spanner.peer.tls import PeerKeyError, peer_key, peer_server_options
 
 MAX_JOIN_ROW_BYTES = 16 * 1024
 

@@ -1,4 +1,4 @@
-"""Mutual TLS for the peer port: both bolts present their identity key.
+"""Mutual TLS with pinned Ed25519 keys: a bolt's peer port, a replica set's replication port.
 
 The server asks every client for a certificate and accepts any self-signed
 one: no CA is involved, and the TLS layer does not decide who a peer is. TLS
