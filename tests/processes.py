@@ -8,6 +8,7 @@ this harness started, never by name.
 import json
 import os
 import signal
+import socket
 import sys
 
 import yaml
@@ -52,6 +53,22 @@ def write_config(directory, **sections):
     return path
 
 
+def free_ports(count):
+    """``count`` distinct loopback ports that were free a moment ago.
+
+    Held open together so they differ, then closed so the server can take
+    them; a restart on the same config then keeps its addresses.
+    """
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
 class ServerProcess(protocol.ProcessProtocol):
     """One ``twistd -n vigo`` child process."""
 
@@ -67,6 +84,7 @@ class ServerProcess(protocol.ProcessProtocol):
         self.exit_signal = None  # the signal that ended it (twistd re-raises SIGTERM)
         self.run = None
         self._timeout = None
+        self._waiting = []  # (text, Deferred): see wait_for
 
     @property
     def data_dir(self):
@@ -89,8 +107,23 @@ class ServerProcess(protocol.ProcessProtocol):
             self.ready.errback(RuntimeError("server not ready in time:\n" + self.output.decode()))
             self.kill()
 
+    def wait_for(self, text, after=0):
+        """A Deferred that fires once ``text`` (bytes) is in the output (after
+        offset ``after``), failing if the process ends first."""
+        if text in self.output[after:]:
+            return defer.succeed(self)
+        d = defer.Deferred()
+        self._waiting.append((text, after, d))
+        return d
+
     def outReceived(self, data):
         self.output += data
+        waiting, self._waiting = self._waiting, []
+        for text, after, d in waiting:
+            if text in self.output[after:]:
+                d.callback(self)
+            else:
+                self._waiting.append((text, after, d))
         if not self.ready.called and b" ready: " in self.output:
             with open(os.path.join(self.data_dir, "run.json")) as f:
                 self.run = json.load(f)
@@ -108,6 +141,10 @@ class ServerProcess(protocol.ProcessProtocol):
         if not self.ready.called:
             self.ready.errback(RuntimeError(
                 "server exited (%r) before ready:\n%s" % (self.exit_code, self.output.decode())))
+        waiting, self._waiting = self._waiting, []
+        for text, _, d in waiting:
+            d.errback(RuntimeError("server exited before it said %r:\n%s"
+                                   % (text, self.output.decode()[-4000:])))
         self.ended.callback(self.exit_code)
 
     def signal(self, name):
@@ -176,4 +213,5 @@ def vigocli(data_dir, *args):
     return run_tool("vigocli", "--data-dir", data_dir, *args)
 
 
-__all__ = ["ServerProcess", "ToolProcess", "run_tool", "vigocli", "write_config", "signal"]
+__all__ = ["ServerProcess", "ToolProcess", "free_ports", "run_tool", "vigocli", "write_config",
+           "signal"]

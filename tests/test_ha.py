@@ -8,18 +8,28 @@ standby refuses writes and redirects envoys; promotion raises the epoch and
 fences the old primary, which rejoins as a standby.
 """
 
+import argparse
+import json
 import os
+import random
 import sqlite3
 
+import attr
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
+from tests.events import rosters_of, until
 from tests.fleetkit import EnvoyKey
-from vigo.config import config_from_mapping
+from tests.test_spanner_membership import spanner_config
+from vigo.cli.target import http_client, resolve_target
+from vigo.config import config_from_mapping, parse_address
+from vigo.envoy import main as envoy_main
+from vigo.envoy.state import EnvoyState
 from vigo.interfaces.errors import Refusal
 from vigo.server import build_server
 from vigo.server.host import ServerHost
 from vigo.server.peer.node import NodeState
+from vigo.store import changelog
 
 
 def ha_config(data_dir, sync=0, retain=100000, sync_timeout="2s"):
@@ -148,3 +158,159 @@ class HATests(unittest.TestCase):
         self.assertEqual(sorted(r[0] for r in table(primary.data_dir,
                                                     "SELECT hostname FROM envoys")),
                          ["web1.example.com", "web2.example.com"])
+
+
+class HAThroughTheAPITests(HATests):
+    """The same servers, through their HTTPS APIs and envoy ports."""
+
+    @defer.inlineCallbacks
+    def api(self, host, method, path, body=None):
+        options = argparse.Namespace(data_dir=host.data_dir, api=None, token=None, ca_file=None)
+        target = resolve_target(options, {})
+        client, pool = http_client(reactor, target)
+        try:
+            response = yield client.request(
+                method, target.url + path, data=None if body is None else json.dumps(body).encode(),
+                headers={b"authorization": [b"Bearer " + target.token.encode()],
+                         b"content-type": [b"application/json"]})
+            content = yield response.content()
+        finally:
+            yield pool.closeCachedConnections()
+        try:
+            content = json.loads(content)
+        except ValueError:
+            content = content.decode()
+        return response.code, content
+
+    @defer.inlineCallbacks
+    def test_a_standby_reads_refuses_writes_and_redirects_envoys(self):
+        primary, standby = yield self.pair()
+        registered = yield self.enroll(primary, "web1.example.com")
+        yield standby.reached(primary.replication.head())
+        code, body = yield self.api(standby, "POST", "/api/v1/tokens", {})
+        self.assertEqual(code, 503)
+        self.assertEqual(body["error"], "standby")
+        self.assertIn(primary.replication.addresses()["api"], body["detail"])
+        code, body = yield self.api(standby, "GET", "/api/v1/envoys")
+        self.assertEqual((code, [e["id"] for e in body["envoys"]]),
+                         (200, [registered["envoy_id"]]))
+        code, body = yield self.api(standby, "GET", "/healthz")
+        self.assertEqual((code, body["role"]), (200, "standby"))
+        code, metrics = yield self.api(standby, "GET", "/metrics")
+        self.assertIn('vigo_replication_role{role="standby"} 1.0', metrics)
+        code, body = yield self.api(standby, "GET", "/api/v1/server/status")
+        self.assertEqual((body["role"], body["primary"]["node_id"]),
+                         ("standby", primary.node_identity.id))
+        code, metrics = yield self.api(primary, "GET", "/metrics")
+        self.assertIn('vigo_replication_lag_seconds{node="%s"}' % (standby.node_identity.id,),
+                      metrics)
+
+        # An envoy that dials the standby is sent to the primary, and attaches there.
+        state = EnvoyState.open(self.mktemp(), create=True)
+        token = yield primary.current.enrollment_tokens.create()
+        protocol = yield envoy_main.register(reactor, state, "web2.example.com", token)
+        yield protocol.close()
+        primary_address = str(primary.current.advertised.envoy())
+        self.assertEqual(list(state.replicas),
+                         [primary_address, str(standby.current.advertised.envoy())])
+        state.set_server(str(standby.current.advertised.envoy()), state.server_fingerprint,
+                         state.server_id)
+        protocol, attached = yield envoy_main.attach(reactor, state)
+        protocol.close()
+        self.assertEqual(state.server_address, primary_address)
+
+    @defer.inlineCallbacks
+    def test_a_write_not_held_by_a_standby_in_time_is_refused(self):
+        primary = yield self.node("primary", sync=1, sync_timeout="0.2s")
+        code, body = yield self.api(primary, "POST", "/api/v1/tokens", {})
+        self.assertEqual(code, 503)
+        self.assertEqual(body["error"], "replication_timeout")
+        code, _ = yield self.api(primary, "GET", "/api/v1/tokens")
+        self.assertEqual(code, 200)
+        # The replica set's own routes are answered at once.
+        code, body = yield self.api(primary, "POST", "/api/v1/server/standby/invite",
+                                    {"expires_in": "10m"})
+        self.assertEqual(code, 201)
+        self.assertTrue(body["token"].startswith("vgos_"))
+
+    @defer.inlineCallbacks
+    def test_a_standby_behind_the_retained_log_takes_a_new_base_copy(self):
+        self.patch(changelog, "PRUNE_EVERY", 10)
+        primary, standby = yield self.pair()
+        primary.current.store.changelog.retain = 10
+        self.assertEqual(primary.replication.copies_sent, 1)
+        yield standby.stopService()
+        for _ in range(30):
+            yield primary.current.enrollment_tokens.create()
+        again = yield self.node("standby")
+        yield again.reached(primary.replication.head())
+        self.assertEqual(primary.replication.copies_sent, 2)
+        sql = "SELECT * FROM enrollment_tokens ORDER BY id"
+        self.assertEqual(table(again.data_dir, sql), table(primary.data_dir, sql))
+
+
+class SpannerHATests(unittest.TestCase):
+    """An HA bolt in a three-bolt federation, failed over: the other bolts route
+    its envoys to the promoted node, which serves as the same bolt."""
+
+    timeout = 60
+
+    def setUp(self):
+        self.group = "239.192.%d.%d" % (random.randrange(1, 255), random.randrange(1, 255))
+        self.port = random.randrange(20000, 60000)
+
+    @defer.inlineCallbacks
+    def bolt(self, name, peers=False):
+        config = spanner_config(self.mktemp(), name, self.group, self.port)
+        if peers:
+            config = attr.evolve(config, peers=attr.evolve(
+                config.peers, listen=parse_address("127.0.0.1:0")))
+        server = build_server(config, reactor)
+        server.startService()
+        self.addCleanup(lambda: server.stopService() if server.running else None)
+        yield server.ready
+        return server
+
+    @defer.inlineCallbacks
+    def test_the_other_bolts_route_to_the_promoted_node(self):
+        a = yield self.bolt("a")
+        b = yield self.bolt("b")
+        c_host = yield self.bolt("c", peers=True)
+        c = c_host.current
+        yield a.spanner.admin.init()
+        for joiner in (b, c):
+            invite = yield a.spanner.admin.invite(3600)
+            yield joiner.spanner.admin.join(invite["token"])
+        bolts = [a, b, c]
+        yield until(lambda: all(len(s.spanner.roster.bolt_ids()) == 3 for s in bolts),
+                    *rosters_of(*bolts), what="every roster holds all 3 bolts")
+
+        standby = yield self.bolt("c", peers=True)
+        invite = yield c_host.replicas.invite(3600)
+        yield standby.replicas.join(invite["token"])
+        yield standby.reached(c_host.replication.head())
+        old_row = a.spanner.roster.row(c.identity.id)
+
+        yield c_host.stopService()  # c's machine dies
+        promoted = yield standby.replicas.promote()
+        self.assertEqual(promoted["epoch"], 1)
+        new_c = standby.current
+        self.assertEqual(new_c.identity.id, c.identity.id)  # the same bolt
+        new_row = new_c.spanner.roster.row(c.identity.id)
+        self.assertGreater(new_row.seq, old_row.seq)
+        self.assertEqual(new_row.addresses.to_data(), new_c.advertised.row())
+        yield until(lambda: all(s.spanner.roster.row(c.identity.id).seq == new_row.seq
+                                for s in (a, b)),
+                    *rosters_of(a, b), what="a and b hold c's new row")
+
+        # An envoy of c's partition registers at a: enrolled at the new c.
+        token = yield a.enrollment_tokens.create(uses=1)
+        state = EnvoyState.open(self.mktemp(), create=True)
+        protocol = yield envoy_main.register(reactor, state, "web1.c.example.com", token,
+                                             address=str(a.advertised.envoy()))
+        self.assertIsNone(protocol)  # told to attach at c
+        self.assertEqual(state.server_id, c.identity.id)
+        self.assertEqual(state.server_address, str(new_c.advertised.envoy()))
+        self.assertIsNotNone(new_c.fleet.index.get(state.envoy_id))
+        answer = yield a.spanner.bolt.call(c.identity.id, "ping", {})
+        self.assertEqual(answer["bolt_id"], c.identity.id)

@@ -1,14 +1,16 @@
 """A write is answered only once it is durable enough: ``peers.sync`` (docs/ha.md).
 
-With high availability on, the API's site gets ``synced``: a callable whose
-Deferred fires when everything committed so far is held by ``peers.sync``
-standbys, or fails with a retryable ``Refusal`` (``replication_timeout``,
-``not_primary``). ``AcknowledgedRequest`` holds back the answer of every
-request that may have written (any method but GET and HEAD) whose status
-says yes (below 400) until then, and answers 503 with that refusal instead
-when it fails: nothing is acknowledged that a failover could lose. The
-other answers, the replica set's own routes (``/api/v1/server/``), and
-every answer without HA go out at once.
+With high availability on, the API's site gets ``durability`` (the
+primary's ``PrimaryReplication``): ``head()`` is the last LSN committed and
+``synced()`` a Deferred that fires when everything committed so far is held
+by ``peers.sync`` standbys, or fails with a retryable ``Refusal``
+(``replication_timeout``, ``not_primary``). ``AcknowledgedRequest`` holds
+back the answer of every request that wrote (a method but GET and HEAD, and
+the log moved on while it was answered) and says yes (a status below 400)
+until then, and answers 503 with that refusal instead when it fails:
+nothing is acknowledged that a failover could lose. The other answers, the
+replica set's own routes (``/api/v1/server/``), and every answer without HA
+go out at once.
 """
 
 import json
@@ -31,11 +33,18 @@ class AcknowledgedRequest(BoundedRequest):
 
     _held = None
     _released = False
+    _head = None
+
+    def process(self):
+        durability = getattr(self.channel.site, "durability", None)
+        if durability is not None and self.method not in _READS:
+            self._head = durability.head()
+        return super().process()
 
     def _gated(self):
-        return (not self._released and self.method not in _READS and self.code < 400
+        return (not self._released and self._head is not None and self.code < 400
                 and not self.path.startswith(_REPLICA_SET)
-                and getattr(self.channel.site, "synced", None) is not None)
+                and self.channel.site.durability.head() != self._head)
 
     def write(self, data):
         if self._gated():
@@ -48,7 +57,7 @@ class AcknowledgedRequest(BoundedRequest):
     def finish(self):
         if not self._gated():
             return Request.finish(self)
-        d = self.channel.site.synced()
+        d = self.channel.site.durability.synced()
         d.addCallbacks(self._release, self._refuse)
         return None
 

@@ -105,7 +105,7 @@ class ServerHost(service.MultiService):
                 d.errback(result)
             else:
                 d.callback(result)
-        if isinstance(result, Failure):
+        if isinstance(result, Failure) and self.running:
             self._failed(result)
         return None
 

@@ -151,6 +151,8 @@ def build(config, reactor, exit_on_failure=False, host=None):
                    admin, registry, server_status, loaders=[roster.load],
                    after_start=[lambda: member.restarted], exit_on_failure=exit_on_failure,
                    host=host)
+    if server.replication is not None:
+        portal.acknowledge_after(server.replication)
     server.add_port(tls_port(reactor, "peer", spanner.peer_listen, peer_server_factory(portal),
                              peer_server_options(identity), config.limits.peer, hang_up=True))
     # Bound now, though only a member gossips: a clash stops the start, not a join.

@@ -31,7 +31,7 @@ from vigo.server.peer.channel import MemberFactory
 from vigo.server.peer.standby import Follower
 from vigo.server.ports import Advertised, api_port, envoy_port, tls_port
 from vigo.server.service import RUN_FILE
-from vigo.store import Store
+from vigo.store import Store, StoreClosed
 from vigo.store.changelog import ChangeLog
 from vigo.tls import api_server_options, ensure_api_certificate
 
@@ -90,8 +90,13 @@ class StandbyServer(service.MultiService):
 
     async def _start(self):
         self.store.open()
-        await self.follower.load()
-        await self.tokens.load()
+        try:
+            await self.follower.load()
+            await self.tokens.load()
+        except StoreClosed:
+            if not self.running:  # stopped while loading: listen on nothing
+                return self
+            raise
         if not self.running:
             return self
         for child in list(self):

@@ -119,7 +119,7 @@ def serve(config, reactor, parts, enrollment, envoys, federation, registry, stat
     if replication is not None:
         # A write's answer waits for peers.sync standbys (vigo.api.durable).
         site.requestFactory = AcknowledgedRequest
-        site.synced = replication.synced
+        site.durability = replication
     server.add_port(api_port(reactor, config.server.api_listen, site,
                              api_server_options(cert, key), config.limits.api))
     if replication is not None:

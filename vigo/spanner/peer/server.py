@@ -134,6 +134,10 @@ class _CheckedAvatar(pb.Avatar):
     refuses undecodable arguments, unknown methods and wrong arities with a
     ``PeerError`` in it rather than a logged traceback."""
 
+    #: High availability (``peers.sync``): what the call's answer waits for,
+    #: an object with ``head()`` and ``synced()`` (``PrimaryReplication``), or None.
+    durability = None
+
     def __init__(self, refusals):
         self.refusals = refusals
 
@@ -141,12 +145,24 @@ class _CheckedAvatar(pb.Avatar):
         raise NotImplementedError
 
     def perspectiveMessageReceived(self, broker, message, args, kw):
+        durability = self.durability() if callable(self.durability) else None
+        before = None if durability is None else durability.head()
         try:
             result = defer.maybeDeferred(self._receive, broker, message, args, kw)
         except PeerError as e:  # pragma: no cover - maybeDeferred catches it
             result = defer.fail(e)
+        if durability is not None:
+            # A call that wrote (an accepted envoy, a move) is acknowledged only
+            # once peers.sync standbys hold it: the answer waits for them.
+            result.addCallback(self._durable, durability, before)
         result.addCallbacks(self._ok, self._refused)
         return broker.serialize(result, self)
+
+    @staticmethod
+    def _durable(value, durability, before):
+        if durability.head() == before:
+            return value
+        return durability.synced().addCallback(lambda _: value)
 
     def _ok(self, result):
         return {"ok": result}
@@ -279,6 +295,8 @@ class PeerRealm:
         self.join_handler = join_handler or refuse_join
         self.roster = roster
         self.refusals = collections.Counter() if refusals is None else refusals
+        #: Set by the wiring when HA is on (``_CheckedAvatar.durability``).
+        self.durability = None
 
     def requestAvatar(self, avatar_id, mind, *interfaces):
         if pb.IPerspective not in interfaces:
@@ -288,6 +306,7 @@ class PeerRealm:
         else:
             avatar = PeerPerspective(self.bolt, self.actions, avatar_id, mind.public_key,
                                      self.roster, self.refusals)
+        avatar.durability = lambda: self.durability
         return pb.IPerspective, avatar, lambda: None
 
 
@@ -297,8 +316,12 @@ class PeerPortal(Portal):
 
     def __init__(self, roster, bolt, actions, join_handler=None):
         self.refusals = collections.Counter()
-        realm = PeerRealm(bolt, actions, join_handler, roster, self.refusals)
-        super().__init__(realm, [RosterKeyChecker(roster)])
+        self.realm_of_peers = PeerRealm(bolt, actions, join_handler, roster, self.refusals)
+        super().__init__(self.realm_of_peers, [RosterKeyChecker(roster)])
+
+    def acknowledge_after(self, durability):
+        """Answer calls that wrote only once ``durability.synced()`` fires (HA)."""
+        self.realm_of_peers.durability = durability
 
 
 @implementer(pb.IPBRoot)
