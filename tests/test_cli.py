@@ -72,7 +72,7 @@ class ParseTests(unittest.SynchronousTestCase):
         # The spanner commands are covered in tests/test_cli_spanner.py, the
         # backup ones (local: no request) in tests/test_backup.py.
         self.assertEqual({key for key, command in cli_commands.COMMANDS.items()
-                          if not key.startswith("spanner ") and command.local is None},
+                          if not key.startswith(("spanner ", "server ")) and command.local is None},
                          {"status", "token create", "token list", "token withdraw",
                           "api-token create", "api-token list", "api-token withdraw",
                           "envoys list", "envoys show", "envoys push", "envoys revoke"})

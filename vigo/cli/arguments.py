@@ -198,6 +198,29 @@ def build_parser():
                      help="an argument (repeat for more); VALUE is JSON if it parses "
                           "as JSON, else text")
 
+    server = groups.add_parser("server", help="this server's replica set (high availability)") \
+        .add_subparsers(dest="action", metavar="ACTION", required=True)
+    command(server, "status", "server status",
+            "this node's role (primary, standby or fenced), epoch, primary and standbys")
+    standby = server.add_parser("standby", help="the standbys of this replica set") \
+        .add_subparsers(dest="standby_action", metavar="ACTION", required=True)
+    paired = command(standby, "invite", "server standby invite",
+                     "at the primary: mint a one-shot invitation for a fresh server to join "
+                     "as a standby (shown once)")
+    paired.add_argument("--expires-in", type=_duration, metavar="DURATION",
+                        help="lifetime, e.g. 30m (default 1h)")
+    joining = command(standby, "join", "server standby join",
+                      "at a fresh server: become a standby of the invitation's primary")
+    joining.add_argument("token_text", metavar="TOKEN",
+                         help="the invitation 'vigocli server standby invite' printed")
+    command(standby, "list", "server standby list", "the standbys and their lag")
+    dropped_standby = command(standby, "remove", "server standby remove",
+                              "at the primary: remove a standby from the replica set")
+    dropped_standby.add_argument("node_id", metavar="NODE",
+                                 help="the standby's node id ('server standby list')")
+    command(server, "promote", "server promote",
+            "at a standby: become the primary of the next epoch")
+
     backup = groups.add_parser("backup", help="back up or restore a server (on its host)") \
         .add_subparsers(dest="action", metavar="ACTION", required=True)
     made = command(backup, "create", "backup create",

@@ -13,6 +13,7 @@ The rows live with their printers, one module per command group:
 * ``vigo.cli.envoys``: ``envoys ...``;
 * ``vigo.cli.spanner``: ``spanner ...`` (with its nested ``bolt`` group);
 * ``vigo.cli.drain``: ``spanner bolt drain`` and ``remove``, in several steps;
+* ``vigo.cli.replicas``: ``server ...``, this server's replica set (HA);
 * ``vigo.cli.backup``: ``backup create`` and ``restore``, which work on this
   host's files and ask no server.
 
@@ -20,7 +21,7 @@ A new group of commands is a new subparser group plus a new module of rows
 added here, as the spanner ones are; nothing else changes.
 """
 
-from vigo.cli import backup, drain, envoys, server, spanner, tokens
+from vigo.cli import backup, drain, envoys, replicas, server, spanner, tokens
 
 COMMANDS = {
     **server.COMMANDS,
@@ -28,5 +29,6 @@ COMMANDS = {
     **envoys.COMMANDS,
     **spanner.COMMANDS,
     **drain.COMMANDS,
+    **replicas.COMMANDS,
     **backup.COMMANDS,
 }

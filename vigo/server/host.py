@@ -297,6 +297,7 @@ class ReplicaSet:
             out.update({"role": "fenced" if replication.fenced else "primary",
                         "epoch": replication.epoch, "lsn": replication.head(),
                         "confirmed": replication.confirmed,
+                        "ack_seconds": replication.ack_quantiles(),
                         "primary": None if me is None else me.describe(),
                         "standbys": replication.standbys()})
         elif follower is not None:

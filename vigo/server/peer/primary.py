@@ -49,6 +49,7 @@ from vigo.store.changelog import oldest_lsn, read_entries
 from vigo.store.database import shielded
 
 PROBE_INTERVAL = 2.0
+ACK_SAMPLES = 10000
 COPY_CHUNK = 256 * 1024
 COPY_WINDOW = 4
 
@@ -83,6 +84,9 @@ class PrimaryReplication(Role, service.Service):
         self._probing = False
         self._epoch_starts = {}
         self.copies_sent = 0
+        #: Seconds from a commit to a standby's acknowledgement of it, the
+        #: newest ``ACK_SAMPLES`` (``status()`` gives their quantiles).
+        self.ack_seconds = collections.deque(maxlen=ACK_SAMPLES)
 
     # -- start ----------------------------------------------------------------------
 
@@ -160,6 +164,9 @@ class PrimaryReplication(Role, service.Service):
         return self.store.run(read_entries, after, BATCH_ENTRIES, BATCH_BYTES)
 
     def acked(self, stream):
+        at = self.ring.committed_at(stream.acked)
+        if at is not None:
+            self.ack_seconds.append(max(self.reactor.seconds() - at, 0.0))
         self._release()
 
     def stream_failed(self, stream, reason):
@@ -486,6 +493,15 @@ class PrimaryReplication(Role, service.Service):
         own = self.addresses()["envoy"]
         return [own] + [m.envoy_address for m in self.members.values()
                         if m.node_id != self.node_id and m.envoy_address != own]
+
+    def ack_quantiles(self):
+        """``{"p50", "p99", "samples"}`` of ``ack_seconds`` (None when empty)."""
+        samples = sorted(self.ack_seconds)
+        if not samples:
+            return None
+        def at(q):
+            return round(samples[min(int(q * len(samples)), len(samples) - 1)], 6)
+        return {"p50": at(0.50), "p99": at(0.99), "samples": len(samples)}
 
     def standbys(self):
         """Each other member: its record, whether it streams, its LSN and lag."""
