@@ -4,7 +4,9 @@ Starts three ``twistd -n vigo --mode=spanner`` servers (bolts a, b and c, data
 under ./var/demo), founds the federation on a, invites and joins b and c,
 enrolls simulated envoys at each bolt for the hostnames it owns, shows the
 federation as any bolt sees it, drains bolt c into bolt b while the envoys
-check in, then keeps running and says what to try.
+check in; gives bolt a a standby (a2: high availability inside its
+partition), kills bolt a with SIGKILL, promotes a2 and shows a's envoys and
+the other bolts following it; then keeps running and says what to try.
 Ctrl-C stops everything it started.
 """
 
@@ -49,19 +51,22 @@ def cli(bolt, *args, capture=False):
                 capture=capture)
 
 
-def write_config(bolt, group, gossip_port):
+def write_config(bolt, group, gossip_port, name=None, peers=False):
     directory = os.path.join(DEMO, bolt)
     os.makedirs(directory)
+    name = name or bolt
     config = {
         "server": {"data_dir": "data", "hostname": "localhost",
                    "envoy_listen": "127.0.0.1:%d" % free_port(),
                    "api_listen": "127.0.0.1:%d" % free_port()},
         "checkin": {"interval": "5s"},
-        "spanner": {"mode": "spanner", "bolt_name": bolt,
-                    "patterns": ["*.%s.example.com" % bolt],
+        "spanner": {"mode": "spanner", "bolt_name": name,
+                    "patterns": ["*.%s.example.com" % name],
                     "peer_listen": "127.0.0.1:%d" % free_port(),
                     "gossip": {"group": group, "port": gossip_port, "interface": "127.0.0.1"}},
     }
+    if peers:  # high availability: the replication port (docs/ha.md)
+        config["peers"] = {"listen": "127.0.0.1:%d" % free_port(), "sync": 0}
     path = os.path.join(directory, "server.yaml")
     with open(path, "w") as f:
         json.dump(config, f, indent=2)  # JSON is YAML
@@ -105,7 +110,8 @@ def main():
         say("starting three bolts: twistd -n vigo --mode=spanner (gossip on %s:%d, loopback)"
             % (group, gossip_port))
         for bolt in BOLTS:
-            processes[bolt], runs[bolt] = start(bolt, write_config(bolt, group, gossip_port))
+            processes[bolt], runs[bolt] = start(
+                bolt, write_config(bolt, group, gossip_port, peers=bolt == "a"))
             print("bolt %s: %s, API %s" % (bolt, runs[bolt]["server_id"], runs[bolt]["api_url"]))
 
         say("bolt a founds the federation")
@@ -123,6 +129,16 @@ def main():
             for b in BOLTS))
         cli("c", "spanner", "bolt", "list")
 
+        say("bolt a gets a standby, a2: a fresh server joins its replica set (docs/ha.md)")
+        processes["a2"], runs["a2"] = start(
+            "a2", write_config("a2", group, gossip_port, name="a", peers=True))
+        token = cli("a", "server", "standby", "invite", "--expires-in", "10m",
+                    capture=True).strip().splitlines()[-1]
+        cli("a2", "server", "standby", "join", token)
+        wait_for("a2's base copy", lambda: json.loads(cli(
+            "a2", "--json", "server", "status", capture=True)).get("streaming"))
+        cli("a", "server", "status")
+
         say("%d simulated envoys per bolt, each enrolled at the bolt that owns its hostname"
             % (args.envoys,))
         sims = []
@@ -132,7 +148,7 @@ def main():
             sims.append(subprocess.Popen(
                 [os.path.join(BIN, "vigo-envoy"), "sim", "--server",
                  runs[bolt]["envoy_address"], "--token", token, "--count", str(args.envoys),
-                 "--interval", "5s", "--duration", "45s", "--hostname-template",
+                 "--interval", "5s", "--duration", "75s", "--hostname-template",
                  "web{n}.%s.example.com" % (bolt,)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         wait_for("enrollment", lambda: all(
@@ -151,19 +167,38 @@ def main():
         time.sleep(6)  # a check-in interval: the moved envoys check in at b
         say("bolt c is draining and empty; its envoys check in at bolt b")
         cli("a", "spanner", "bolt", "list")
+
+        say("bolt a dies (SIGKILL); its standby a2 is promoted and serves as bolt a")
+        print("$ kill -9 %d    # bolt a" % (processes["a"].pid,), flush=True)
+        processes["a"].kill()  # by the PID this demo started
+        processes["a"].wait()
+        cli("a2", "server", "promote")
+        say("a's envoys fail over to a2 (their replica list), as the same envoys")
+        wait_for("a's envoys at a2", lambda: json.loads(cli(
+            "a2", "--json", "status", capture=True))["envoys"]["connected"] >= args.envoys,
+            timeout=60)
+        cli("a2", "status")
+        say("the other bolts route to bolt a at a2's addresses (its row, republished)")
+        wait_for("a's new row at b", lambda: json.loads(cli(
+            "b", "--json", "spanner", "bolt", "show", "a", capture=True)).get("addresses", {})
+            .get("api") == runs["a2"]["api_url"].split("//", 1)[1], timeout=30)
+        cli("b", "spanner", "bolt", "list")
         for sim in sims:
             sim.wait()
 
         say("what to try next")
-        print("vigocli --data-dir var/demo/a/data spanner bolt list")
-        print("vigocli --data-dir var/demo/b/data spanner bolt show c --json")
-        print("vigocli --data-dir var/demo/a/data envoys list      # every bolt's envoys")
-        print("vigocli --data-dir var/demo/a/data spanner bolt remove c   # then c is out for good")
+        print("vigocli --data-dir var/demo/a2/data server status   # a2: bolt a's primary now")
+        print("twistd -n vigo --config var/demo/a/server.yaml   # the old a comes back fenced, "
+              "as a2's standby")
+        print("vigocli --data-dir var/demo/b/data spanner bolt list")
+        print("vigocli --data-dir var/demo/b/data spanner bolt show a --json   # a2's addresses")
+        print("vigocli --data-dir var/demo/a2/data envoys list     # every bolt's envoys")
+        print("vigocli --data-dir var/demo/b/data spanner bolt remove c   # then c is out for good")
         print("kill -9 %d    # bolt b: within ~3 s a and c list it as down"
               % (processes["b"].pid,))
         print("in a browser: %s/spanner  (any user; password: the token in "
-              "var/demo/a/data/admin-token)" % (runs["a"]["api_url"],))
-        print("logs: var/demo/{a,b,c}/server.log")
+              "var/demo/b/data/admin-token)" % (runs["b"]["api_url"],))
+        print("logs: var/demo/{a,a2,b,c}/server.log")
         if args.no_wait:
             return
         print("\nThe bolts keep running; Ctrl-C stops them.", flush=True)

@@ -201,6 +201,8 @@ class HAThroughTheAPITests(HATests):
         code, body = yield self.api(standby, "GET", "/api/v1/server/status")
         self.assertEqual((body["role"], body["primary"]["node_id"]),
                          ("standby", primary.node_identity.id))
+        code, body = yield self.api(primary, "GET", "/healthz")
+        self.assertEqual((body["role"], body["epoch"]), ("primary", 0))
         code, metrics = yield self.api(primary, "GET", "/metrics")
         self.assertIn('vigo_replication_lag_seconds{node="%s"}' % (standby.node_identity.id,),
                       metrics)

@@ -125,8 +125,12 @@ class AdminAPI:
 
     @app.route("/healthz", methods=["GET"])
     def healthz(self, request):
-        """Liveness, for load balancers."""
-        return json_response(request, {"ok": True, "server_id": self.server_id})
+        """Liveness, for load balancers (with HA: this node's role and epoch)."""
+        answer = {"ok": True, "server_id": self.server_id}
+        replica = self.server.replicas.status()
+        if replica.get("ha"):
+            answer.update(role=replica["role"], epoch=replica["epoch"])
+        return json_response(request, answer)
 
     @app.route("/metrics", methods=["GET"])
     def metrics(self, request):

@@ -105,7 +105,8 @@ class StandbyAPI:
     def healthz(self, request):
         status = self.status_of_server()
         return json_response(request, {"ok": True, "server_id": status["server_id"],
-                                       "role": "standby"})
+                                       "role": "standby",
+                                       "epoch": status["replica"]["epoch"]})
 
     @app.route("/metrics", methods=["GET"])
     def metrics(self, request):
