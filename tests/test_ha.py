@@ -160,6 +160,28 @@ class HATests(unittest.TestCase):
                          ["web1.example.com", "web2.example.com"])
 
 
+    @defer.inlineCallbacks
+    def test_the_other_standbys_follow_the_promoted_one(self):
+        primary, first = yield self.pair()
+        second = yield self.node("second")
+        invite = yield primary.replicas.invite(3600)
+        yield second.replicas.join(invite["token"])
+        yield second.reached(primary.replication.head())
+        yield self.enroll(primary, "web1.example.com")
+        yield first.reached(primary.replication.head())
+        yield second.reached(primary.replication.head())
+        yield primary.stopService()  # the primary's machine dies
+        yield second.replicas.promote()
+        # The first standby joined before the second: it learns of it from its
+        # database when told to follow it, and follows.
+        yield first.reached(second.replication.head())
+        self.assertEqual(first.node.primary_id, second.node_identity.id)
+        self.assertEqual(first.node.epoch, 1)
+        yield self.enroll(second, "web2.example.com")
+        yield first.reached(second.replication.head())
+        self.assertEqual(len(table(first.data_dir, "SELECT id FROM envoys")), 2)
+
+
 class HAThroughTheAPITests(HATests):
     """The same servers, through their HTTPS APIs and envoy ports."""
 

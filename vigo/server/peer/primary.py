@@ -293,6 +293,7 @@ class PrimaryReplication(Role, service.Service):
     # -- Role ------------------------------------------------------------------------------
 
     def who(self, connection):
+        self._member(connection)
         address = self.addresses()["replication"]
         return {"node_id": self.node_id, "role": "fenced" if self.fenced else "primary",
                 "epoch": self.epoch, "lsn": self.head(), "primary_id": self.node_id,

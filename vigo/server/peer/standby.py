@@ -19,10 +19,11 @@ from twisted.application import service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
+from vigo.identity import key_id
 from vigo.server.peer import members as records
 from vigo.server.peer.base_copy import BaseCopyError, BaseCopyReceiver
 from vigo.server.peer.channel import Role, dial
-from vigo.server.peer.protocol import Hello, Refused, Who
+from vigo.server.peer.protocol import Hello, NotMember, Refused, Who
 from vigo.store.changelog import ChangeLogError, apply_entry
 
 RETRY_MIN, RETRY_MAX = 0.5, 5.0
@@ -170,6 +171,10 @@ class Follower(Role, service.Service):
     @defer.inlineCallbacks
     def find_primary(self):
         """Ask every member where it stands; follow a primary of a higher epoch."""
+        try:
+            yield self.refresh_members()
+        except Exception:
+            pass  # stopping: the members known will do
         best = None
         for member in list(self.members.values()):
             if member.node_id == self.node_id:
@@ -208,7 +213,33 @@ class Follower(Role, service.Service):
 
     # -- Role ---------------------------------------------------------------------------------
 
+    def refresh_members(self):
+        """Read the members again from the database (they replicate to it)."""
+        def read(cursor):
+            return records.load_members(cursor)
+
+        def loaded(members):
+            self.members = members
+            return members
+
+        return self.store.run(read).addCallback(loaded)
+
+    @defer.inlineCallbacks
+    def _member(self, connection):
+        """The member that called (the database read again for one not known yet)."""
+        node_id = key_id(connection.caller())
+        if node_id not in self.members:
+            yield self.refresh_members()
+        member = self.members.get(node_id)
+        if member is None or member.node_key != connection.node_key:
+            raise NotMember("this standby does not know node %s as a member of its replica "
+                            "set" % (node_id,))
+        return member
+
+    @defer.inlineCallbacks
     def who(self, connection):
+        if connection is not self.connection:
+            yield self._member(connection)
         return {"node_id": self.node_id, "role": "standby", "epoch": self.node.epoch,
                 "lsn": self.lsn, "primary_id": self.node.primary_id,
                 "primary_address": self.node.primary_address}
@@ -219,7 +250,9 @@ class Follower(Role, service.Service):
 
     join = hello
 
+    @defer.inlineCallbacks
     def follow(self, connection, epoch, primary_id, address):
+        yield self._member(connection)
         if epoch <= self.node.epoch and primary_id == self.node.primary_id:
             return {}
         if epoch < self.node.epoch:
