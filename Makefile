@@ -46,6 +46,7 @@ bench: install
 	$(BIN)/python bench/federation.py all
 	$(BIN)/python bench/drain.py
 	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/ha.py
 
 # Coverage-guided fuzzing (atheris, libFuzzer) of the decoders strangers reach:
 # each harness of fuzz/ runs FUZZ_SECONDS on its corpus in var/fuzz/, and the
@@ -53,7 +54,7 @@ bench: install
 # past 10 s, 2 GB), whose input is left in var/fuzz/crashes/. It fuzzes the
 # working tree; atheris is the `fuzz` extra of setup.cfg. Not part of `make test`.
 FUZZ_SECONDS ?= 30
-FUZZ_HARNESSES := envoy_frames gossip snapshot tokens rest_body schema config
+FUZZ_HARNESSES := envoy_frames gossip snapshot tokens rest_body schema config replication
 
 fuzz: $(BIN)/python
 	@$(BIN)/python -c 'import twisted, nacl, yaml, treq' 2>/dev/null || $(MAKE) $(DEPS)

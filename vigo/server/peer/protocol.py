@@ -20,6 +20,8 @@ breaks a command's types is answered with an AMP error, not applied.
 
 import struct
 
+from twisted.internet import defer
+from twisted.logger import Logger
 from twisted.protocols import amp
 
 #: The largest box (all its keys and values) a member accepts.
@@ -76,6 +78,16 @@ def unpack_entries(value):
         out.append((lsn, value[offset:offset + length]))
         offset += length
     return out
+
+
+def _malformed(failure):
+    # The command's own errors (declared, or turned into Refused by the
+    # channel) are RemoteAmpErrors by now; anything else is a box whose
+    # arguments did not parse.
+    if failure.check(amp.RemoteAmpError):
+        return failure
+    raise amp.RemoteAmpError(b"MALFORMED", "the command's arguments do not parse: %s: %s"
+                             % (failure.type.__name__, str(failure.value)[:200]))
 
 
 class NotMember(Exception):
@@ -165,8 +177,32 @@ class Follow(amp.Command):
 
 
 class ReplicationAMP(amp.AMP):
-    """AMP with a cap on a box's size: a peer that sends more than ``MAX_BOX``
-    in one box is cut off."""
+    """AMP with a cap on a box's size (a peer that sends more than ``MAX_BOX``
+    in one box is cut off), whose commands with arguments that do not parse
+    are answered with a ``MALFORMED`` error rather than a logged traceback."""
+
+    log = Logger()
+
+    def unhandledError(self, failure):
+        # A refused command nobody asked an answer of (no _ask): said in one
+        # line; a bug is still logged with its traceback.
+        if failure.check(amp.RemoteAmpError):
+            self.log.warn("replication peer {peer}: a command without an answer tag was "
+                          "refused: {why}", peer=self.transport.getPeer(),
+                          why=failure.getErrorMessage())
+            return None
+        return super().unhandledError(failure)
+
+    def locateResponder(self, name):
+        responder = super().locateResponder(name)
+        if responder is None:
+            return None
+
+        def checked(box):
+            # Arguments are parsed before the responder runs, synchronously.
+            return defer.maybeDeferred(responder, box).addErrback(_malformed)
+
+        return checked
 
     _box_bytes = 0
 
@@ -187,4 +223,15 @@ class ReplicationAMP(amp.AMP):
         request_received = getattr(self.transport, "request_received", None)
         if request_received is not None:
             request_received()
-        return super().ampBoxReceived(box)
+        try:
+            return super().ampBoxReceived(box)
+        except Exception as e:  # noqa: BLE001 - raised here only by a box that is not AMP's
+            # A box that is no command, answer or error, answers nothing asked
+            # or names a command in bytes that are no name: the peer does not
+            # speak this protocol (commands' own failures arrive in Deferreds,
+            # see locateResponder); cut it off.
+            self.log.warn("replication peer {peer} sent a box that is no command or answer "
+                          "({what}); closing the connection", peer=self.transport.getPeer(),
+                          what=type(e).__name__)
+            self.transport.abortConnection()
+            return None
