@@ -13,11 +13,13 @@ SQLite's clock or random functions), a restart resumes at the next LSN, and a
 repeat is a no-op.
 
 Entries are JSON: ``[[sql, params, many], ...]``, where ``params`` is a list
-of values (a list of such lists when ``many``) and bytes are ``{"b": base64}``.
+of values or ``{"named": {name: value}}`` (a list of such when ``many``), and
+bytes are ``{"b": base64}``.
 """
 
 import base64
 import json
+from collections.abc import Mapping
 
 #: SQL a change log records and a standby applies: data changes only.
 _WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
@@ -37,7 +39,7 @@ def _encode_value(value):
     if isinstance(value, (bytes, bytearray, memoryview)):
         return {"b": base64.b64encode(bytes(value)).decode("ascii")}
     if value is None or isinstance(value, (int, float, str)):
-        return value
+        return value  # bool is an int: JSON true/false, read back as such
     raise TypeError("a store job wrote a %s, which the change log cannot carry"
                     % (type(value).__name__,))
 
@@ -50,21 +52,45 @@ def _decode_value(value):
             return base64.b64decode(value["b"], validate=True)
         except ValueError:
             raise ChangeLogError("a bytes parameter is not base64") from None
-    if value is None or isinstance(value, (int, float, str)) and not isinstance(value, bool):
+    if value is None or isinstance(value, (int, float, str)):
         return value
     raise ChangeLogError("a parameter is not a value")
 
 
+def _encode_params(params):
+    """One statement's parameters as JSON-ready data: a list (positional), or
+    ``{"named": {name: value}}`` (a mapping of named parameters)."""
+    if isinstance(params, Mapping):
+        return {"named": {str(k): _encode_value(v) for k, v in params.items()}}
+    return [_encode_value(v) for v in params]
+
+
+def _decode_params(params):
+    if isinstance(params, dict):
+        named = params.get("named")
+        if set(params) != {"named"} or not isinstance(named, dict):
+            raise ChangeLogError("named parameters are not {\"named\": {...}}")
+        return {k: _decode_value(v) for k, v in named.items()}
+    if not isinstance(params, list):
+        raise ChangeLogError("parameters are not a list")
+    return [_decode_value(v) for v in params]
+
+
+def encode_statement(sql, params, many):
+    """One statement as an entry holds it; ``TypeError`` for a value it cannot carry."""
+    if many:
+        return [sql, [_encode_params(row) for row in params], True]
+    return [sql, _encode_params(params), False]
+
+
+def join_entry(encoded):
+    """An entry's bytes from statements ``encode_statement`` made."""
+    return json.dumps(encoded, separators=(",", ":")).encode("utf-8")
+
+
 def encode_entry(statements):
     """``statements`` (``[(sql, params, many)]``) as an entry's bytes."""
-    out = []
-    for sql, params, many in statements:
-        if many:
-            encoded = [[_encode_value(v) for v in row] for row in params]
-        else:
-            encoded = [_encode_value(v) for v in params]
-        out.append([sql, encoded, many])
-    return json.dumps(out, separators=(",", ":")).encode("utf-8")
+    return join_entry([encode_statement(sql, params, many) for sql, params, many in statements])
 
 
 def decode_entry(data):
@@ -78,39 +104,55 @@ def decode_entry(data):
     out = []
     for item in statements:
         if (not isinstance(item, list) or len(item) != 3 or not isinstance(item[0], str)
-                or not isinstance(item[1], list) or not isinstance(item[2], bool)):
+                or not isinstance(item[2], bool)):
             raise ChangeLogError("a statement is not [sql, params, many]")
         sql, params, many = item
         if not is_write(sql):
             raise ChangeLogError("a statement is not a data change: %.40r" % (sql,))
         if many:
-            if not all(isinstance(row, list) for row in params):
+            if not isinstance(params, list):
                 raise ChangeLogError("executemany parameters are not rows")
-            params = [[_decode_value(v) for v in row] for row in params]
+            params = [_decode_params(row) for row in params]
         else:
-            params = [_decode_value(v) for v in params]
+            params = _decode_params(params)
         out.append((sql, params, many))
     return out
 
 
 class RecordingCursor:
-    """A job's cursor that notes every data change the job makes."""
+    """A job's cursor that notes every data change the job makes.
+
+    A write is noted once it ran (one SQLite refused is not), its parameters
+    checked first: a value the change log cannot carry fails the job (and so
+    rolls it back) before anything is written. ``statements`` are the writes
+    as run; ``encoded``, as the entry will hold them.
+    """
 
     def __init__(self, cursor):
         self._cursor = cursor
         self.statements = []
+        self.encoded = []
 
     def execute(self, sql, params=()):
-        if is_write(sql):
+        if not is_write(sql):
+            return self._cursor.execute(sql, params)
+        if not isinstance(params, Mapping):
             params = list(params)
-            self.statements.append((sql, params, False))
-        return self._cursor.execute(sql, params)
+        encoded = encode_statement(sql, params, False)
+        result = self._cursor.execute(sql, params)
+        self.statements.append((sql, params, False))
+        self.encoded.append(encoded)
+        return result
 
     def executemany(self, sql, rows):
-        rows = [list(row) for row in rows]
-        if is_write(sql):
-            self.statements.append((sql, rows, True))
-        return self._cursor.executemany(sql, rows)
+        rows = [row if isinstance(row, Mapping) else list(row) for row in rows]
+        if not is_write(sql):
+            return self._cursor.executemany(sql, rows)
+        encoded = encode_statement(sql, rows, True)
+        result = self._cursor.executemany(sql, rows)
+        self.statements.append((sql, rows, True))
+        self.encoded.append(encoded)
+        return result
 
     def fetchone(self):
         return self._cursor.fetchone()
@@ -153,11 +195,12 @@ class ChangeLog:
         """Read where the log stands (the store just opened)."""
         self.lsn = last_lsn(cursor)
 
-    def append(self, cursor, statements):
-        """Store ``statements`` as the next entry, in the transaction under way;
-        ``(lsn, entry bytes)``."""
+    def append(self, cursor, encoded):
+        """Store ``encoded`` (statements ``encode_statement`` made, as a
+        ``RecordingCursor`` has them) as the next entry, in the transaction
+        under way; ``(lsn, entry bytes)``."""
         lsn = self.lsn + 1
-        data = encode_entry(statements)
+        data = join_entry(encoded)
         cursor.execute("INSERT INTO replication_log (lsn, entry) VALUES (?, ?)", (lsn, data))
         cursor.execute("UPDATE replication_state SET lsn = ?", (lsn,))
         if lsn % PRUNE_EVERY == 0:

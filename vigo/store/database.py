@@ -174,7 +174,7 @@ class Store:
                 try:
                     outcome = (True, job(job_cursor, *args))
                     if recording:
-                        written.extend(job_cursor.statements)
+                        written.extend(job_cursor.encoded)
                 except BaseException:
                     outcome = (False, failure.Failure())
                     cursor.execute("ROLLBACK TO job")
@@ -184,9 +184,10 @@ class Store:
                 entry = changelog.append(cursor, written)
             cursor.execute("COMMIT")
             self.commits += 1
-        except sqlite3.Error:
-            # The transaction itself failed (disk full, I/O error): nothing
-            # in it is durable, so every job in it fails.
+        except Exception:
+            # The transaction itself failed (disk full, I/O error; or, a bug,
+            # its change-log entry could not be written): nothing in it is
+            # durable, so every job in it fails, and the thread goes on.
             reason = failure.Failure()
             log.err(reason, "vigo store: transaction failed")
             try:

@@ -129,26 +129,25 @@ def install_base_copy(data_dir):
     path = os.path.join(data_dir, ARCHIVE)
     staging = tempfile.mkdtemp(prefix=".vigo-install-", dir=data_dir)
     try:
+        names = []
         try:
             with tarfile.open(path, "r:gz") as archive:
-                names = {}
-                for member in archive.getmembers():
+                for member in archive:  # streamed: a base copy may be gigabytes
                     if not member.isfile() or member.name not in (
-                            DB_FILE, HOSTCRATES_FILE, *SECRET_FILES):
+                            DB_FILE, HOSTCRATES_FILE, *SECRET_FILES) or member.name in names:
                         raise BaseCopyError("the base copy holds %r, which it may not"
                                             % (member.name,))
-                    names[member.name] = archive.extractfile(member).read()
+                    target = os.path.join(staging, member.name)
+                    fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+                    with os.fdopen(fd, "wb") as f:
+                        shutil.copyfileobj(archive.extractfile(member), f, 1 << 20)
+                        f.flush()
+                        os.fsync(f.fileno())
+                    names.append(member.name)
         except (tarfile.TarError, OSError, EOFError) as e:
             raise BaseCopyError("the base copy cannot be read: %s" % (e,)) from None
         if DB_FILE not in names:
             raise BaseCopyError("the base copy holds no database")
-        for name, data in names.items():
-            target = os.path.join(staging, name)
-            fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
         try:
             check_database(os.path.join(staging, DB_FILE))
         except CopyError as e:

@@ -217,14 +217,17 @@ class PrimaryReplication(Role, service.Service):
         if d.called:
             return
         self._waiters = collections.deque(w for w in self._waiters if w[1] is not d)
-        held = len(self.streams)
+        connected = len(self.streams)
         if not self.confirmed:
             why = ("this primary has not yet confirmed with its replica set that it is still "
                    "the primary")
+        elif connected < self.peers.sync:
+            why = ("peers.sync is %d but %d standby(s) are connected"
+                   % (self.peers.sync, connected))
         else:
-            why = ("peers.sync is %d but %d standby(s) hold it within peers.sync_timeout "
-                   "(%g s)" % (self.peers.sync, held if held < self.peers.sync else 0,
-                               self.peers.sync_timeout))
+            why = ("peers.sync is %d and %d standby(s) are connected, but fewer held it within "
+                   "peers.sync_timeout (%g s)" % (self.peers.sync, connected,
+                                                  self.peers.sync_timeout))
         d.errback(Refusal("replication_timeout", "not acknowledged: %s; nothing is promised, "
                           "try again" % (why,), retryable=True))
 

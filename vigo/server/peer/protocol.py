@@ -205,6 +205,12 @@ class ReplicationAMP(amp.AMP):
         return checked
 
     _box_bytes = 0
+    _cut = False
+
+    def stringReceived(self, string):
+        if self._cut:  # what is left of the read that passed the cap: dropped
+            return
+        return super().stringReceived(string)
 
     def proto_init(self, string):
         self._box_bytes = 0
@@ -213,6 +219,8 @@ class ReplicationAMP(amp.AMP):
     def proto_value(self, string):
         self._box_bytes += len(string) + len(self._currentKey)
         if self._box_bytes > MAX_BOX:
+            self._cut = True
+            self._currentBox = None
             self.transport.abortConnection()
             return "key"
         return super().proto_value(string)

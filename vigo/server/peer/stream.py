@@ -42,12 +42,13 @@ class Ring:
         self._bytes = 0
 
     def after(self, lsn, max_entries=BATCH_ENTRIES, max_bytes=BATCH_BYTES):
-        """The entries after ``lsn`` held here (``[]`` when there are none
-        yet); None when some of them are not held any more."""
+        """The entries after ``lsn`` held here; None when the next one is not
+        (evicted, or committed before the ring heard of entries: the caller
+        reads the database)."""
         if not self._entries:
-            return []
-        first = self._entries[0][0]
-        if lsn + 1 < first:
+            return None
+        first, last = self._entries[0][0], self._entries[-1][0]
+        if not first <= lsn + 1 <= last:
             return None
         out, size = [], 0
         for entry_lsn, data, _ in itertools.islice(self._entries, lsn + 1 - first, None):
@@ -96,12 +97,12 @@ class Stream:
                 self.reading = True
                 source.read(self.sent).addCallbacks(self._read, self._failed)
                 return
-            if not batch:
-                return
             self._send(batch)
 
     def _read(self, batch):
         self.reading = False
+        if self.stopped:
+            return
         if not batch:
             self._failed(RuntimeError("entries after %d are not in the log any more" % (
                 self.sent,)))
