@@ -35,9 +35,10 @@ from vigo.server.peer.base_copy import (
     make_base_copy,
     pending_base_copy,
 )
+from vigo.server.peer.fencing import PROBE_INTERVAL
 from vigo.server.peer.members import InviteError, Member
 from vigo.server.peer.pairing import INVITE_PREFIX, StandbyInvite
-from vigo.server.peer.primary import COPY_CHUNK, PROBE_INTERVAL, PrimaryReplication
+from vigo.server.peer.primary import COPY_CHUNK, PrimaryReplication
 from vigo.server.peer.protocol import (
     MAX_BOX,
     Chunked,
@@ -854,7 +855,7 @@ class SyncedTests(unittest.SynchronousTestCase):
             self.clock, self.store, types.SimpleNamespace(epoch=3), identity, self.mktemp(),
             peers(sync), lambda: {"envoy": "e:1", "api": "https://a", "replication": "r:2"},
             on_fenced=lambda *args: self.fenced_calls.append(args))
-        primary.confirmed = confirmed
+        primary.acks.confirmed = confirmed
         return primary
 
     def streams(self, primary, *acked):
@@ -913,7 +914,7 @@ class SyncedTests(unittest.SynchronousTestCase):
         self.assertEqual(refusal.code, "replication_timeout")
         self.assertTrue(refusal.retryable)
         self.assertIn("peers.sync is 1", refusal.reason)
-        self.assertEqual(list(primary._waiters), [])
+        self.assertEqual(list(primary.acks.waiters), [])
         # An ack after the timeout changes nothing for it.
         s = primary.streams["s0"]
         s.acked = 5
@@ -959,7 +960,7 @@ class SyncedTests(unittest.SynchronousTestCase):
                 asked.append(d)
                 return d
 
-            primary._ask = ask
+            primary.prober.ask = ask
             d = primary.synced()
             primary.acked(primary.streams["s0"])
             self.assertNoResult(d)
@@ -983,7 +984,7 @@ class SyncedTests(unittest.SynchronousTestCase):
         primary = self.make(0, confirmed=False)
         member = Member("other0000", b"o" * 32, "e:2", "https://b", "r:3", 1.0)
         primary.members = {member.node_id: member}
-        primary._ask = lambda m: defer.maybeDeferred(primary.fence, 9, m.node_id, "r:3")
+        primary.prober.ask = lambda m: defer.maybeDeferred(primary.fence, 9, m.node_id, "r:3")
         d = primary.synced()
         primary.probe()
         self.assertFalse(primary.confirmed)
@@ -996,7 +997,7 @@ class SyncedTests(unittest.SynchronousTestCase):
         asked = []
         member = Member("other0000", b"o" * 32, "e:2", "https://b", "r:3", 1.0)
         primary.members = {member.node_id: member}
-        primary._ask = lambda m: asked.append(m) or defer.succeed(None)
+        primary.prober.ask = lambda m: asked.append(m) or defer.succeed(None)
         primary.startService()
         self.assertTrue(primary.confirmed)
         self.clock.advance(PROBE_INTERVAL)

@@ -8,24 +8,21 @@ a service of its server's tree. It
   (``vigo.server.peer.stream``), one that lacks entries no longer in the log,
   holds entries this primary lacks (an older epoch's, written after this
   epoch began) or asks for one, gets a base copy first;
-* says when a write is durable enough to acknowledge (``synced``): with
-  ``peers.sync: N`` once N standbys hold the last entry committed, else
-  refused as retryable after ``peers.sync_timeout``;
+* says when a write is durable enough to acknowledge (``synced``, its
+  ``Acknowledgements``: ``vigo.server.peer.durability``);
 * is fenced when it learns of a higher epoch (a member's ``Follow`` or
-  ``Hello``, or the probe it runs at start and then every
-  ``PROBE_INTERVAL`` against the members not streaming from it): from then
-  on it acknowledges nothing and hands itself to ``on_fenced`` (the host
+  ``Hello``, or its ``Prober``, ``vigo.server.peer.fencing``): from then on
+  it acknowledges nothing and hands itself to ``on_fenced`` (the host
   rebuilds it as a standby of the new primary). Until the first probe round
   is over no write is acknowledged, so a deposed primary restarted after a
   promotion says yes to nothing.
 """
 
-import collections
 import os
 
 import attr
 from twisted.application import service
-from twisted.internet import defer, task, threads
+from twisted.internet import defer, threads
 from twisted.logger import Logger
 
 from vigo.backup import RESTORE_FLOOR
@@ -34,6 +31,8 @@ from vigo.interfaces.errors import Refusal
 from vigo.server.peer import members as records
 from vigo.server.peer.base_copy import make_base_copy
 from vigo.server.peer.channel import Role, dial
+from vigo.server.peer.durability import Acknowledgements
+from vigo.server.peer.fencing import Prober
 from vigo.server.peer.pairing import StandbyInvite
 from vigo.server.peer.protocol import (
     CopyBegin,
@@ -42,14 +41,11 @@ from vigo.server.peer.protocol import (
     Follow,
     NotMember,
     Refused,
-    Who,
 )
 from vigo.server.peer.stream import BATCH_BYTES, BATCH_ENTRIES, Ring, Stream
 from vigo.store.changelog import oldest_lsn, read_entries
 from vigo.store.database import shielded
 
-PROBE_INTERVAL = 2.0
-ACK_SAMPLES = 10000
 COPY_CHUNK = 256 * 1024
 COPY_WINDOW = 4
 
@@ -78,15 +74,12 @@ class PrimaryReplication(Role, service.Service):
         self.streams = {}
         self.ring = Ring()
         self.fenced = False
-        self.confirmed = False
-        self._waiters = collections.deque()
-        self._probe = None
-        self._probing = False
         self._epoch_starts = {}
         self.copies_sent = 0
-        #: Seconds from a commit to a standby's acknowledgement of it, the
-        #: newest ``ACK_SAMPLES`` (``status()`` gives their quantiles).
-        self.ack_seconds = collections.deque(maxlen=ACK_SAMPLES)
+        self.acks = Acknowledgements(reactor, peers, self.head,
+                                     lambda: [s.acked for s in self.streams.values()])
+        self.prober = Prober(reactor, node_identity, self, self._not_streaming,
+                             lambda: self.epoch, self.fence, self._probed)
 
     # -- start ----------------------------------------------------------------------
 
@@ -135,18 +128,14 @@ class PrimaryReplication(Role, service.Service):
 
     def startService(self):
         service.Service.startService(self)
-        self._probe = task.LoopingCall(self.probe)
-        self._probe.clock = self.reactor
-        self._probe.start(PROBE_INTERVAL, now=True).addErrback(
-            lambda f: self.log.failure("probing the replica set failed", f))
+        self.prober.start()
 
     def stopService(self):
         service.Service.stopService(self)
-        if self._probe is not None and self._probe.running:
-            self._probe.stop()
+        self.prober.stop()
         for stream in list(self.streams.values()):
             stream.stop()
-        self._fail_waiters(Refusal("stopping", "the server is stopping; try again",
+        self.acks.fail_all(Refusal("stopping", "the server is stopping; try again",
                                    retryable=True))
 
     # -- the change log --------------------------------------------------------------
@@ -166,8 +155,8 @@ class PrimaryReplication(Role, service.Service):
     def acked(self, stream):
         at = self.ring.committed_at(stream.acked)
         if at is not None:
-            self.ack_seconds.append(max(self.reactor.seconds() - at, 0.0))
-        self._release()
+            self.acks.sample(max(self.reactor.seconds() - at, 0.0))
+        self.acks.release()
 
     def stream_failed(self, stream, reason):
         if self.streams.get(stream.node_id) is stream:
@@ -181,63 +170,21 @@ class PrimaryReplication(Role, service.Service):
 
     # -- durability ---------------------------------------------------------------------
 
-    def synced_lsn(self):
-        """The LSN ``peers.sync`` standbys all hold (-1 when fewer are connected)."""
-        need = self.peers.sync
-        if need == 0:
-            return self.head()
-        acked = sorted((s.acked for s in self.streams.values()), reverse=True)
-        return acked[need - 1] if len(acked) >= need else -1
+    @property
+    def confirmed(self):
+        """The first probe round is over: writes may be acknowledged."""
+        return self.acks.confirmed
 
     def synced(self):
         """A Deferred that fires when the writes committed so far may be
-        acknowledged; a retryable ``Refusal`` when they may not."""
-        if self.fenced:
-            return defer.fail(self._fenced_refusal())
-        target = self.head()
-        if self.confirmed and self.synced_lsn() >= target:
-            return defer.succeed(None)
-        d = defer.Deferred()
-        timer = self.reactor.callLater(self.peers.sync_timeout, self._timed_out, d)
-        self._waiters.append((target, d, timer))
-        return d
+        acknowledged (``Acknowledgements.synced``)."""
+        return self.acks.synced()
 
-    def _release(self):
-        if not self.confirmed:
-            return
-        synced = self.synced_lsn()
-        while self._waiters and self._waiters[0][0] <= synced:
-            _, d, timer = self._waiters.popleft()
-            if timer.active():
-                timer.cancel()
-            if not d.called:
-                d.callback(None)
+    def synced_lsn(self):
+        return self.acks.synced_lsn()
 
-    def _timed_out(self, d):
-        if d.called:
-            return
-        self._waiters = collections.deque(w for w in self._waiters if w[1] is not d)
-        connected = len(self.streams)
-        if not self.confirmed:
-            why = ("this primary has not yet confirmed with its replica set that it is still "
-                   "the primary")
-        elif connected < self.peers.sync:
-            why = ("peers.sync is %d but %d standby(s) are connected"
-                   % (self.peers.sync, connected))
-        else:
-            why = ("peers.sync is %d and %d standby(s) are connected, but fewer held it within "
-                   "peers.sync_timeout (%g s)" % (self.peers.sync, connected,
-                                                  self.peers.sync_timeout))
-        d.errback(Refusal("replication_timeout", "not acknowledged: %s; nothing is promised, "
-                          "try again" % (why,), retryable=True))
-
-    def _fail_waiters(self, refusal):
-        waiters, self._waiters = self._waiters, collections.deque()
-        for _, d, timer in waiters:
-            if timer.active():
-                timer.cancel()
-            if not d.called:
-                d.errback(refusal)
+    def ack_quantiles(self):
+        return self.acks.quantiles()
 
     def _fenced_refusal(self):
         return Refusal("not_primary", "this server was the primary until epoch %d; it "
@@ -246,36 +193,22 @@ class PrimaryReplication(Role, service.Service):
 
     # -- fencing --------------------------------------------------------------------------
 
+    def _not_streaming(self):
+        return [m for m in self.members.values()
+                if m.node_id != self.node_id and m.node_id not in self.streams]
+
     def probe(self):
-        """Ask every member not streaming from us where it stands."""
-        if self.fenced or self._probing:
+        """Ask every member not streaming from us where it stands (``Prober``)."""
+        if self.fenced:
             return None
-        others = [m for m in self.members.values()
-                  if m.node_id != self.node_id and m.node_id not in self.streams]
-        self._probing = True
-        d = defer.DeferredList([self._ask(member) for member in others], consumeErrors=True)
+        return self.prober.probe()
 
-        def done(_):
-            self._probing = False
-            if not self.confirmed and not self.fenced:
-                self.confirmed = True
-                self.log.info("primary at epoch {epoch}: {n} other member(s) asked, none "
-                              "newer", epoch=self.epoch, n=len(others))
-                self._release()
-
-        return d.addCallback(done)
-
-    @defer.inlineCallbacks
-    def _ask(self, member):
-        connection = yield dial(self.reactor, member.replication_address, member.fingerprint,
-                                self.node_identity, self, timeout=PROBE_INTERVAL)
-        try:
-            answer = yield connection.callRemote(Who)
-        finally:
-            connection.transport.loseConnection()
-        if answer["epoch"] > self.epoch:
-            self.fence(answer["epoch"], answer["primary_id"] or answer["node_id"],
-                       answer["primary_address"] or member.replication_address)
+    def _probed(self, asked):
+        if self.fenced or self.acks.confirmed:
+            return
+        self.log.info("primary at epoch {epoch}: {n} other member(s) asked, none newer",
+                      epoch=self.epoch, n=asked)
+        self.acks.confirm()
 
     def fence(self, epoch, primary_id, address):
         """A newer primary exists: acknowledge nothing from now on, and follow it."""
@@ -285,7 +218,7 @@ class PrimaryReplication(Role, service.Service):
         self.log.warn("fenced: {primary} is the primary at epoch {epoch} (this node was at "
                       "{ours}); acknowledging nothing, rejoining as its standby",
                       primary=primary_id, epoch=epoch, ours=self.epoch)
-        self._fail_waiters(self._fenced_refusal())
+        self.acks.fence(self._fenced_refusal())
         for stream in list(self.streams.values()):
             stream.stop()
         member = self.members.get(primary_id)
@@ -497,15 +430,6 @@ class PrimaryReplication(Role, service.Service):
         own = self.addresses()["envoy"]
         return [own] + [m.envoy_address for m in self.members.values()
                         if m.node_id != self.node_id and m.envoy_address != own]
-
-    def ack_quantiles(self):
-        """``{"p50", "p99", "samples"}`` of ``ack_seconds`` (None when empty)."""
-        samples = sorted(self.ack_seconds)
-        if not samples:
-            return None
-        def at(q):
-            return round(samples[min(int(q * len(samples)), len(samples) - 1)], 6)
-        return {"p50": at(0.50), "p99": at(0.99), "samples": len(samples)}
 
     def standbys(self):
         """Each other member: its record, whether it streams, its LSN and lag."""
