@@ -161,6 +161,29 @@ class MemberFactory(Factory):
         return MemberProtocol(self.role)
 
 
+class Dials:
+    """The dials a service has under way, cancelled when it stops (so a
+    stopped node leaves no connection attempt behind)."""
+
+    def __init__(self):
+        self._pending = set()
+
+    def __call__(self, *args, **kwargs):
+        """``dial(*args, **kwargs)``, tracked until it connects or fails."""
+        d = dial(*args, **kwargs)
+        self._pending.add(d)
+
+        def done(result):
+            self._pending.discard(d)
+            return result
+
+        return d.addBoth(done)
+
+    def cancel_all(self):
+        for d in list(self._pending):
+            d.cancel()
+
+
 def dial(reactor, address, fingerprint, node_identity, role, timeout=CONNECT_TIMEOUT):
     """A Deferred ``MemberProtocol`` connected to the member at ``address``
     ("host:port"), pinned to ``fingerprint``, presenting ``node_identity``;

@@ -12,7 +12,7 @@ that did not answer was not reached, and ``peers.sync`` covers the rest).
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
-from vigo.server.peer.channel import dial
+from vigo.server.peer.channel import Dials
 from vigo.server.peer.protocol import Who
 
 PROBE_INTERVAL = 2.0
@@ -35,6 +35,7 @@ class Prober:
         self.rounds = 0
         self._loop = None
         self._probing = False
+        self._dial = Dials()
 
     def start(self):
         self._loop = task.LoopingCall(self.probe)
@@ -45,6 +46,7 @@ class Prober:
     def stop(self):
         if self._loop is not None and self._loop.running:
             self._loop.stop()
+        self._dial.cancel_all()
 
     def probe(self):
         """One round (none while one is under way)."""
@@ -64,8 +66,9 @@ class Prober:
     @defer.inlineCallbacks
     def ask(self, member):
         """Ask ``member`` where it stands; ``on_newer`` if it knows a newer primary."""
-        connection = yield dial(self.clock, member.replication_address, member.fingerprint,
-                                self.node_identity, self.role, timeout=PROBE_INTERVAL)
+        connection = yield self._dial(self.clock, member.replication_address,
+                                      member.fingerprint, self.node_identity, self.role,
+                                      timeout=PROBE_INTERVAL)
         try:
             answer = yield connection.callRemote(Who)
         finally:

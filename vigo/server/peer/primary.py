@@ -30,7 +30,7 @@ from vigo.identity import key_id
 from vigo.interfaces.errors import Refusal
 from vigo.server.peer import members as records
 from vigo.server.peer.base_copy import make_base_copy
-from vigo.server.peer.channel import Role, dial
+from vigo.server.peer.channel import Dials, Role
 from vigo.server.peer.durability import Acknowledgements
 from vigo.server.peer.fencing import Prober
 from vigo.server.peer.pairing import StandbyInvite
@@ -74,6 +74,7 @@ class PrimaryReplication(Role, service.Service):
         self.streams = {}
         self.ring = Ring()
         self.fenced = False
+        self._dial = Dials()
         self._epoch_starts = {}
         self.copies_sent = 0
         self.acks = Acknowledgements(reactor, peers, self.head,
@@ -133,6 +134,7 @@ class PrimaryReplication(Role, service.Service):
     def stopService(self):
         service.Service.stopService(self)
         self.prober.stop()
+        self._dial.cancel_all()
         for stream in list(self.streams.values()):
             stream.stop()
         self.acks.fail_all(Refusal("stopping", "the server is stopping; try again",
@@ -408,8 +410,8 @@ class PrimaryReplication(Role, service.Service):
 
             @defer.inlineCallbacks
             def tell(member=member):
-                connection = yield dial(self.reactor, member.replication_address,
-                                        member.fingerprint, self.node_identity, self)
+                connection = yield self._dial(self.reactor, member.replication_address,
+                                              member.fingerprint, self.node_identity, self)
                 try:
                     yield connection.callRemote(Follow, epoch=self.epoch,
                                                 primary_id=self.node_id, address=address)

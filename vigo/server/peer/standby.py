@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from vigo.identity import key_id
 from vigo.server.peer import members as records
 from vigo.server.peer.base_copy import BaseCopyError, BaseCopyReceiver
-from vigo.server.peer.channel import Role, dial
+from vigo.server.peer.channel import Dials, Role
 from vigo.server.peer.protocol import Hello, NotMember, Refused, Who
 from vigo.store.changelog import ChangeLogError, apply_entry
 
@@ -70,6 +70,7 @@ class Follower(Role, service.Service):
         self._retry = None
         self._receiver = None
         self._keepalive = None
+        self._dial = Dials()
 
     def load(self):
         """Store job at start: where the database stands, and the members."""
@@ -98,6 +99,7 @@ class Follower(Role, service.Service):
             self._retry.cancel()
         if self._keepalive is not None and self._keepalive.running:
             self._keepalive.stop()
+        self._dial.cancel_all()
         if self._receiver is not None:
             self._receiver.abandon()
             self._receiver = None
@@ -111,8 +113,8 @@ class Follower(Role, service.Service):
             return
         node = self.node
         try:
-            connection = yield dial(self.reactor, node.primary_address, node.primary_fingerprint,
-                                    self.node_identity, self)
+            connection = yield self._dial(self.reactor, node.primary_address,
+                                          node.primary_fingerprint, self.node_identity, self)
         except Exception as e:
             self._failed("cannot reach the primary %s at %s: %s" % (
                 node.primary_id, node.primary_address, e))
@@ -180,8 +182,8 @@ class Follower(Role, service.Service):
             if member.node_id == self.node_id:
                 continue
             try:
-                connection = yield dial(self.reactor, member.replication_address,
-                                        member.fingerprint, self.node_identity, self)
+                connection = yield self._dial(self.reactor, member.replication_address,
+                                              member.fingerprint, self.node_identity, self)
                 try:
                     answer = yield connection.callRemote(Who)
                 finally:
