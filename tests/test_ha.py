@@ -90,6 +90,9 @@ class HATests(unittest.TestCase):
     def test_a_standby_holds_what_the_primary_acknowledged(self):
         primary, standby = yield self.pair(sync=1)
         self.assertEqual(standby.node.role, "standby")
+        # The standby's commits are handed to its OS; the primary's are on disk.
+        self.assertEqual(standby.current.store.synchronous, "NORMAL")
+        self.assertEqual(primary.current.store.synchronous, "FULL")
         self.assertFalse(standby.node.needs_base_copy)
         # The base copy carried the identity: envoys keep their pin.
         self.assertEqual(standby.current.identity.id, primary.current.identity.id)

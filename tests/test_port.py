@@ -13,6 +13,7 @@ class Sender(protocol.Protocol):
 
     def connectionMade(self):
         self.factory.transports.append(self.transport)
+        self.factory.no_delay.append(self.transport.getTcpNoDelay())
         for chunk in self.factory.chunks:
             self.transport.write(chunk)
         self.transport.loseConnection()
@@ -36,6 +37,7 @@ class EagerPortTests(unittest.TestCase):
         factory = protocol.Factory.forProtocol(Sender)
         factory.chunks = chunks
         factory.transports = []
+        factory.no_delay = []
         port = listen_eager(reactor, 0, factory, 50, "127.0.0.1")
         self.addCleanup(port.stopListening)
         receiver = Receiver()
@@ -43,6 +45,8 @@ class EagerPortTests(unittest.TestCase):
             "127.0.0.1", port.getHost().port)
         received = yield receiver.done
         self.assertIsInstance(factory.transports[0], EagerServer)
+        # An answer written after a commit must not wait for a delayed ACK.
+        self.assertEqual(factory.no_delay, [True])
         return received
 
     @defer.inlineCallbacks

@@ -8,6 +8,11 @@ check-in's CPU (see docs/benchmarks.md). ``EagerServer`` sends straight away
 when nothing is queued ahead, and falls back to Twisted's buffering for
 whatever the kernel does not take.
 
+Each connection also has ``TCP_NODELAY``: an answer written a while after its
+request (a Registered, once the enrollment is committed) would otherwise wait
+behind Nagle's algorithm for the envoy's delayed ACK of the segment before
+it (TLS session tickets): 40 ms for every enrollment, measured.
+
 ``EagerPort`` also accepts at most ``MAX_ACCEPTS`` connections per reactor
 turn (Twisted grows its batch without bound while the backlog stays full): a
 flood of connections, or a reconnect storm, then waits its turn between
@@ -18,7 +23,12 @@ from twisted.internet import tcp
 
 
 class EagerServer(tcp.Server):
-    """A server-side TCP connection that sends immediately when idle."""
+    """A server-side TCP connection that sends immediately when idle, without
+    Nagle's delay."""
+
+    def __init__(self, *args, **kwargs):
+        tcp.Server.__init__(self, *args, **kwargs)
+        self.setTcpNoDelay(True)
 
     def write(self, data):
         if (

@@ -141,18 +141,21 @@ class ServerHost(service.MultiService):
             return defer.fail(self._settled)
         return defer.succeed(self._settled)
 
-    def rebuild(self, why):
+    def rebuild(self, why, between=None):
         """Stop the current tree and build the one of the node's role; a
-        Deferred that fires when it is ready."""
+        Deferred that fires when it is ready. ``between()`` runs once the old
+        tree is stopped (a promotion changes the role there: until then the
+        standby goes on redirecting envoys to the primary it knows)."""
         if self._rebuilding is not None:
             return self._rebuilding
-        self.log.info("this node is now a {role}: {why}; rebuilding its server",
-                      role=self.node.role, why=why)
+        self.log.info("rebuilding this node's server: {why}", why=why)
 
         async def swap():
             old, self.current = self.current, None
             if old is not None:
                 await defer.maybeDeferred(old.disownServiceParent)
+            if between is not None:
+                between()
             return await self._start_tree()
 
         self._rebuilding = defer.ensureDeferred(swap())
@@ -213,9 +216,12 @@ class ServerHost(service.MultiService):
                           "to serve; promote another standby")
         epoch = max(self.node.epoch, follower.epoch) + 1
         lsn = follower.lsn
-        self.node.promoted(epoch)
-        self.save_node(self.node)  # durable before anything is said
-        yield self.rebuild("promoted to epoch %d" % (epoch,))
+
+        def become_primary():
+            self.node.promoted(epoch)
+            self.save_node(self.node)  # durable before the primary says anything
+
+        yield self.rebuild("promoted to epoch %d" % (epoch,), between=become_primary)
         replication = self.replication
         if replication is not None:
             replication.announce()

@@ -147,7 +147,12 @@ def build(config, reactor, host):
         os.path.join(data_dir, HOSTCRATES_FILE)
         if os.path.exists(os.path.join(data_dir, HOSTCRATES_FILE)) else None)
     hostcrates = Hostcrates.from_file(hostcrates_path) if hostcrates_path else Hostcrates()
-    store = Store.in_directory(data_dir, reactor, ChangeLog(config.peers.retain, recording=False))
+    # The primary's commit is on its disk before it sends the entry; the
+    # standby's is written to its operating system before it answers (not
+    # waited for on disk): it survives the primary's death and its own
+    # process's, which is what peers.sync promises (docs/ha.md, section 3).
+    store = Store.in_directory(data_dir, reactor, ChangeLog(config.peers.retain, recording=False),
+                               synchronous="NORMAL")
     advertised = Advertised(server_config.hostname, {
         "envoy": server_config.envoy_listen, "api": server_config.api_listen,
         "replication": config.peers.listen})

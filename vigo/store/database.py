@@ -58,15 +58,19 @@ class StoreClosed(StoreError):
     than log it as a failure."""
 
 
-def connect(path):
+def connect(path, synchronous="FULL"):
     """A connection to the database at ``path`` (``":memory:"``: in memory), in
-    WAL mode, each commit on disk before it returns."""
+    WAL mode, each commit on disk before it returns (``synchronous`` FULL; a
+    standby's is NORMAL: a commit is in the operating system's hands when it
+    returns, on disk at the next checkpoint, see docs/ha.md)."""
     if path != ":memory:" and not os.path.exists(path):
         # Token hashes and envoy keys: readable by the server's user only.
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
     connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     connection.execute("PRAGMA journal_mode = WAL")
-    connection.execute("PRAGMA synchronous = FULL")
+    if synchronous not in ("FULL", "NORMAL"):
+        raise ValueError("synchronous is FULL or NORMAL, not %r" % (synchronous,))
+    connection.execute("PRAGMA synchronous = %s" % (synchronous,))
     connection.execute("PRAGMA foreign_keys = ON")
     connection.execute("PRAGMA busy_timeout = 5000")
     return connection
@@ -86,8 +90,9 @@ class Store:
     each committed entry, before the jobs in it are answered.
     """
 
-    def __init__(self, path, reactor, changelog=None):
+    def __init__(self, path, reactor, changelog=None, synchronous="FULL"):
         self.path = path
+        self.synchronous = synchronous
         self._reactor = reactor
         self._queue = queue.SimpleQueue()
         self._thread = None
@@ -99,14 +104,14 @@ class Store:
         self.on_entry = None
 
     @classmethod
-    def in_directory(cls, data_dir, reactor, changelog=None):
+    def in_directory(cls, data_dir, reactor, changelog=None, synchronous="FULL"):
         os.makedirs(data_dir, mode=0o700, exist_ok=True)
-        return cls(os.path.join(data_dir, DB_FILE), reactor, changelog)
+        return cls(os.path.join(data_dir, DB_FILE), reactor, changelog, synchronous)
 
     def open(self):
         """Open (and migrate) the database and start the store thread."""
         try:
-            self._connection = connect(self.path)
+            self._connection = connect(self.path, self.synchronous)
             migrate(self._connection)
             if self.changelog is not None:
                 self.changelog.opened(self._connection.cursor())

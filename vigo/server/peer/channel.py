@@ -97,6 +97,17 @@ class MemberProtocol(protocol.ReplicationAMP):
                 raise NotMember(str(e)) from None
         return self.node_key
 
+    def connectionMade(self):
+        super().connectionMade()
+        # An answer (an acknowledgement of entries, after their commit) must
+        # not wait behind Nagle's algorithm for the peer's delayed ACK.
+        no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if no_delay is not None:
+            try:
+                no_delay(True)
+            except (AttributeError, OSError):
+                pass
+
     def connectionLost(self, reason):
         super().connectionLost(reason)
         try:
