@@ -378,7 +378,7 @@ class FakeEnvoys:
     def __init__(self, spanner):
         self.spanner = spanner
 
-    def list(self, bolt=None, offline=False):
+    def list(self, bolt=None, offline=False, moved=False):
         spanner = self.spanner
         spanner.calls.append(("envoys", bolt, offline))
         only = None if bolt is None else spanner.resolve_owner(bolt)

@@ -222,6 +222,21 @@ class FleetReadsTests(unittest.TestCase):
         self.assertEqual(answer["bolts"], {A: "ok", B: "ok", C: "timeout"})
         self.assertEqual(answer["count"], 2)
 
+    def test_a_moved_envoy_is_listed_once_where_it_is_now(self):
+        # After a drain, A keeps its copy of e1 (state moved); B holds it.
+        self.answers[(A, "list")] = {"envoys": [row("e2", "web2.dc1"),
+                                                dict(row("e1", "web1.dc2"), state="moved")],
+                                     "truncated": False}
+        self.answers[(C, "list")] = {"envoys": [], "truncated": False}
+        answer = self.successResultOf(self.reads.list_all())
+        self.assertEqual([(e["id"], e["bolt_name"], e["state"]) for e in answer["envoys"]],
+                         [("e1", "dc2", "active"), ("e2", "dc1", "active")])
+        self.assertEqual(answer["count"], 2)
+        # moved=True (vigocli envoys list --all) shows the copies too.
+        answer = self.successResultOf(self.reads.list_all(moved=True))
+        self.assertEqual(sorted((e["id"], e["state"]) for e in answer["envoys"]),
+                         [("e1", "active"), ("e1", "moved"), ("e2", "active")])
+
     def test_list_one_bolt(self):
         answer = self.successResultOf(self.reads.list_all(offline=True, only=B))
         self.assertEqual(answer["bolts"], {B: "ok"})

@@ -205,11 +205,15 @@ class AdminAPI:
     @app.route("/api/v1/envoys", methods=["GET"])
     @authorized
     async def list_envoys(self, request):
-        """Every envoy, by hostname; ``offline=1`` keeps active ones not heard of
-        late; ``bolt=ID`` only one bolt's (a bolt says which bolts did not answer)."""
+        """Every envoy once, by hostname, at the server that holds it; ``offline=1``
+        keeps active ones not heard of late; ``bolt=ID`` only one bolt's (a bolt
+        says which bolts did not answer); ``moved=1`` adds the copies a bolt
+        keeps of the envoys it handed to another."""
         offline = query_flag(request, "offline")
         bolt = query_value(request, "bolt")
-        return json_response(request, await self.envoys.list(bolt=bolt, offline=offline))
+        moved = query_flag(request, "moved")
+        return json_response(request, await self.envoys.list(bolt=bolt, offline=offline,
+                                                             moved=moved))
 
     @app.route("/api/v1/envoys/<envoy>", methods=["GET"])
     @authorized

@@ -10,7 +10,7 @@ from twisted.internet import defer
 from zope.interface import implementer
 
 from vigo.api.spanner import NOT_SPANNER
-from vigo.fleet.index import ACTIVE
+from vigo.fleet.index import ACTIVE, MOVED
 from vigo.interfaces.components import IEnvoyOperations
 from vigo.interfaces.errors import Refusal
 
@@ -25,11 +25,13 @@ class LocalEnvoys:
         self._clock = clock
         self._server_id = server_id
 
-    def list(self, bolt=None, offline=False):
+    def list(self, bolt=None, offline=False, moved=False):
         if bolt is not None and bolt != self._server_id:
             return defer.fail(Refusal("bolt_not_found", "no bolt %r: this standalone server "
                                       "is %s" % (bolt, self._server_id)))
         records = sorted(self._fleet.index, key=lambda r: (r.hostname, r.id))
+        if not moved:
+            records = [r for r in records if r.state != MOVED]
         if offline:
             records = [r for r in records if r.state == ACTIVE and not r.online]
         now = self._clock.seconds()

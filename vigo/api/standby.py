@@ -18,7 +18,7 @@ from twisted.internet import defer
 
 from vigo.api.responses import authorized, json_errors, json_response, query_flag
 from vigo.api.server import ServerAPI
-from vigo.fleet.index import ACTIVE, EnvoyRecord
+from vigo.fleet.index import ACTIVE, MOVED, EnvoyRecord
 from vigo.interfaces.errors import Refusal
 from vigo.tokens import hash_secret
 
@@ -124,6 +124,8 @@ class StandbyAPI:
         records = await self.store.run(read_envoys, self.hostcrates.bundle_for)
         records.sort(key=lambda r: (r.hostname, r.id))
         now = self.clock.seconds()
+        if not query_flag(request, "moved"):
+            records = [r for r in records if r.state != MOVED]
         if query_flag(request, "offline"):
             records = [r for r in records if r.state == ACTIVE and not r.online]
         envoys = [record.describe(now) for record in records]

@@ -101,9 +101,11 @@ class IEnvoyOperations(Interface):
     Each method returns a Deferred (or a value) and refuses with a ``Refusal``.
     """
 
-    def list(bolt=None, offline=False):
-        """``{"envoys", "count", ...}``, sorted by hostname; ``bolt`` (an id or
-        name) narrows it to one bolt; ``offline`` to active envoys not heard from."""
+    def list(bolt=None, offline=False, moved=False):
+        """``{"envoys", "count", ...}``, sorted by hostname, each envoy once (at
+        the bolt that holds it); ``bolt`` (an id or name) narrows it to one
+        bolt; ``offline`` to active envoys not heard from; ``moved`` adds the
+        copies bolts keep of the envoys they handed to another."""
 
     def show(key):
         """One envoy's description, by id or hostname."""

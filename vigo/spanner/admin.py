@@ -159,9 +159,9 @@ class FederatedEnvoys:
         self._reads = reads
         self._fleet = fleet
 
-    def list(self, bolt=None, offline=False):
+    def list(self, bolt=None, offline=False, moved=False):
         only = None if bolt is None else self._admin.resolve_owner(bolt)
-        return self._reads.list_all(offline=offline, only=only)
+        return self._reads.list_all(offline=offline, only=only, moved=moved)
 
     def show(self, key):
         return self._reads.show(key)

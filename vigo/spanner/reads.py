@@ -12,6 +12,7 @@ cache instead (``vigo.spanner.status``), with no peer call at all.
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from vigo.fleet.index import MOVED
 from vigo.interfaces.errors import PeerUnreachable, Refusal
 from vigo.spanner.peer.asking import action_refusal
 
@@ -107,8 +108,10 @@ class FleetReads:
 
     # -- every bolt -----------------------------------------------------------------
 
-    def list_all(self, offline=False, only=None):
+    def list_all(self, offline=False, only=None, moved=False):
         """Every bolt's envoys, merged by hostname; ``only`` asks just that bolt id.
+        An envoy handed to another bolt is listed once, where it is now: the
+        copy its old bolt keeps (state ``moved``) only with ``moved``.
 
         A Deferred of ``{"envoys", "count", "bolts": {id: "ok" | "timeout" |
         "unreachable: ..." | "failed: ..."}, "bolt_names": {id: name},
@@ -120,6 +123,8 @@ class FleetReads:
 
         def answered(result, bolt_id):
             rows, cut = result
+            if not moved:
+                rows = [row for row in rows if row.get("state") != MOVED]
             for row in rows:
                 row["bolt_id"], row["bolt_name"] = bolt_id, names[bolt_id]
             envoys.extend(rows)
