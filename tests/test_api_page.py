@@ -16,6 +16,7 @@ from tests.spannerkit import FakeSpanner
 from tests.test_api import ApiTestCase
 from tests.test_api_spanner import SpannerApiTestCase
 from vigo.api.page import FederationPage
+from vigo.spanner.status import envoy_summary
 
 
 def basic(password, user="admin"):
@@ -48,6 +49,20 @@ class PageTests(SpannerApiTestCase):
         self.assertIn('class="num">12<', html)  # dc1's envoys, from its counters
         # Built from the status and the roster alone: no peer is asked.
         self.assertEqual(self.spanner.calls, [("status",), ("bolts",)])
+
+    @defer.inlineCallbacks
+    def test_a_dead_bolts_figures_are_greyed_and_aged(self):
+        # dc3 was killed 28 s ago: its last figures are shown as such, and it
+        # has no check-in rate any more.
+        dead = self.spanner.rows[2]
+        dead["envoys"] = envoy_summary({"envoys_owned": 50, "envoys_online": 48}, 28.0, 3.3,
+                                       28.0, liveness="down")
+        response, body = yield self.page()
+        html = body.decode("utf-8")
+        self.assertIn('class="num stale"', html)
+        self.assertIn(">50 (28s ago)<", html)
+        self.assertIn(">48 (28s ago)<", html)
+        self.assertNotIn("3.3", html)
 
     @defer.inlineCallbacks
     def test_a_browser_gives_the_token_as_a_basic_password(self):

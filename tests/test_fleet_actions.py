@@ -25,6 +25,7 @@ from vigo.spanner.bolt import Bolt
 from vigo.spanner.gossip.observability import CheckinRate
 from vigo.spanner.peer.actions import load_actions, run_action
 from vigo.spanner.reads import FleetReads
+from vigo.spanner.status import envoy_summary
 
 CALLER = "c" * 20
 
@@ -325,3 +326,19 @@ class CheckinRateTests(unittest.SynchronousTestCase):
         self.assertEqual(rate.rate, 10.0)
         rate.observe(3, 8.0)  # restarted: start over
         self.assertIsNone(rate.rate)
+
+
+class EnvoySummaryTests(unittest.TestCase):
+    """The envoy figures of a bolt, as ``bolt list`` and the page show them."""
+
+    def test_a_live_bolts_figures_are_current(self):
+        summary = envoy_summary({"envoys_owned": 5, "envoys_online": 4}, 0.5, 2.0, 0.5)
+        self.assertEqual((summary["stale"], summary["checkin_rate"]), (False, 2.0))
+
+    def test_a_bolt_not_heard_as_alive_has_stale_figures_and_no_rate(self):
+        for liveness in ("suspect", "down", "unknown"):
+            summary = envoy_summary({"envoys_owned": 5, "envoys_online": 4}, 28.0, 2.0, 28.0,
+                                    liveness=liveness)
+            self.assertTrue(summary["stale"])
+            self.assertNotIn("checkin_rate", summary)
+            self.assertEqual((summary["owned"], summary["as_of"]), (5, 28.0))

@@ -40,6 +40,7 @@ td.num { text-align: right; }
 .alive, .self, .active { color: #176f2c; }
 .suspect, .draining { color: #9a6700; }
 .down, .removed, .unknown { color: #b42318; }
+td.stale { color: #8a8a8a; font-style: italic; }
 code { font-size: 0.95em; }
 </style>
 </head>
@@ -61,11 +62,18 @@ def _age(seconds):
 
 
 def _figure(bolt, field, counter=None):
-    """One envoy figure of a bolt: its summary's ``field``, else its ``counter``."""
-    value = (bolt.get("envoys") or {}).get(field)
+    """One envoy figure of a bolt (its summary's ``field``, else its ``counter``)
+    as a cell: greyed, with its age, when the bolt is not heard as alive."""
+    summary = bolt.get("envoys") or {}
+    value = summary.get(field)
     if value is None and counter is not None:
         value = (bolt.get("counters") or {}).get(counter)
-    return "-" if value is None else str(value)
+    if value is None:
+        return tags.td("-", class_="num")
+    if summary.get("stale"):
+        return tags.td("%s (%s ago)" % (value, _age(summary.get("as_of"))), class_="num stale",
+                       title="the last figure this bolt sent; it is not heard as alive")
+    return tags.td(str(value), class_="num")
 
 
 class SpannerPage(Element):
@@ -123,9 +131,9 @@ class SpannerPage(Element):
                 tags.td(liveness, class_=liveness),
                 tags.td(_age(bolt["liveness"].get("last_heard_age")), class_="num"),
                 tags.td(", ".join(bolt["patterns"])),
-                tags.td(_figure(bolt, "owned", "envoys_owned"), class_="num"),
-                tags.td(_figure(bolt, "online", "envoys_online"), class_="num"),
-                tags.td(_figure(bolt, "checkin_rate"), class_="num")))
+                _figure(bolt, "owned", "envoys_owned"),
+                _figure(bolt, "online", "envoys_online"),
+                _figure(bolt, "checkin_rate")))
         return tag(*rows)
 
     @renderer

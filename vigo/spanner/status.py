@@ -42,19 +42,27 @@ class OwnFigures:
         return counters
 
 
-def envoy_summary(counters, counters_age, rate, last_heard_age):
+#: Liveness states whose figures are current (a bolt suspected or down has
+#: only the figures it last sent: they are shown as such, aged).
+CURRENT = ("self", "alive")
+
+
+def envoy_summary(counters, counters_age, rate, last_heard_age, liveness="alive"):
     """A bolt's envoys at a glance, from the observability cache (no peer call).
 
     ``owned`` and ``online`` are the bolt's gossiped counters, ``as_of`` their
     age in seconds; ``checkin_rate`` (per second) is measured over a few
     seconds of datagrams and left out until there are enough; ``last_heard_age``
     is when the bolt was last heard from at all. None when nothing was heard.
+    A bolt not heard as alive (``liveness``) has ``stale`` figures: the last it
+    sent, ``as_of`` seconds old, and no check-in rate (it has none now).
     """
     if not counters:
         return None
+    stale = liveness not in CURRENT
     summary = {"owned": counters.get("envoys_owned"), "online": counters.get("envoys_online"),
-               "as_of": counters_age, "last_heard_age": last_heard_age}
-    if rate is not None:
+               "as_of": counters_age, "last_heard_age": last_heard_age, "stale": stale}
+    if rate is not None and not stale:
         summary["checkin_rate"] = round(rate, 2)
     return summary
 
@@ -105,7 +113,8 @@ class FederationStatus:
             "addresses": row.addresses.to_data(), "seq": row.seq,
             "admitted_by": row.admitted_by, "self": me, "liveness": liveness,
             "counters": counters, "counters_age": counters_age,
-            "envoys": envoy_summary(counters, counters_age, rate, liveness["last_heard_age"]),
+            "envoys": envoy_summary(counters, counters_age, rate, liveness["last_heard_age"],
+                                    liveness["state"]),
         }
 
     def bolts(self):
