@@ -20,10 +20,17 @@ $(DEPS): $(BIN)/python setup.cfg pyproject.toml
 	touch $(DEPS)
 
 # The project itself, installed as users get it (a normal, non-editable
-# install, so twistd finds twisted/plugins/vigo_plugin.py).
+# install, so twistd finds twisted/plugins/vigo_plugin.py). Then the Twisted plugin
+# caches (dropin.cache) of the installed twisted/plugins and vigo/plugins, built
+# while the venv is writable: a server run from a read-only venv (etc/vigo.service,
+# ProtectSystem=strict) cannot write them and would log so at every start.
+# -I: the installed packages, not the checkout's (no current directory on sys.path).
 install: $(DEPS)
 	$(BIN)/pip install -q --no-deps --force-reinstall --no-build-isolation .
 	@rm -rf build
+	$(BIN)/python -I -c 'from twisted.plugin import IPlugin, getPlugins; \
+	  import twisted.plugins, vigo.plugins; \
+	  list(getPlugins(IPlugin)); list(getPlugins(IPlugin, vigo.plugins))'
 
 test: install
 	$(BIN)/python scripts/trial_summary.py --jobs $(JOBS) tests

@@ -1,7 +1,9 @@
 """Tests for vigo.config: server.yaml loading, validation and retired keys."""
 
 import os
+import re
 
+import attr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
@@ -417,31 +419,95 @@ class EveryKeyTests(FixedHostnameMixin, SynchronousTestCase):
         self.assertIsNone(config_from_mapping({"server": {"tls": None}}).server.tls)
 
 
+#: Every key name of server.yaml, at any depth.
+KEY_NAMES = (
+    {"server", "checkin", "hostcrates", "spanner", "dbus", "limits", "peers", "tls",
+     "cert_file", "key_file", "offline_after", "snapshot", "anti_entropy", "bus"}
+    | schema._SERVER_KEYS | schema._SPANNER_KEYS | schema._GOSSIP_KEYS | schema._PEERS_KEYS
+    | set(schema.LIMIT_DEFAULTS) | schema._LIMIT_KEYS
+)
+
+
+def uncommented(text):
+    """``text`` with its commented-out settings turned on: each ``# key: value``
+    line whose key is a server.yaml key loses its ``# `` (so keeps its indent).
+    A setting shown as ``key: null`` then ``# key: example`` takes the example."""
+    def turn_on(match):
+        return match.group(1) + match.group(2)
+
+    names = "|".join(sorted(KEY_NAMES))
+    return re.sub(r"(?m)^( *)# ( *(?:%s):.*)$" % (names,), turn_on, text)
+
+
+def dotted_keys(data, prefix=""):
+    """Every key of a nested mapping, dotted (``server.tls.cert_file``)."""
+    keys = set()
+    for key, value in data.items():
+        keys.add(prefix + key)
+        if isinstance(value, dict):
+            keys |= dotted_keys(value, prefix + key + ".")
+    return keys
+
+
 class ExampleFileTests(FixedHostnameMixin, SynchronousTestCase):
-    """etc/server.yaml loads and sets every key."""
+    """etc/server.yaml, which is installed as /etc/vigo/server.yaml (etc/vigo.service),
+    starts as shipped (tests/test_etc.py starts it) and names every key: set, or
+    shown commented out where the default is none or this machine's name."""
 
-    def test_example_loads(self):
-        cfg = load_config(EXAMPLE, environ={})
-        base = os.path.dirname(os.path.abspath(EXAMPLE))
-        self.assertEqual(cfg.source, EXAMPLE)
-        self.assertEqual(cfg.server.data_dir, os.path.join(base, "var", "vigo"))
-        self.assertEqual(cfg.server.hostname, "bolt1.example.com")
-        self.assertEqual(cfg.server.tls, TLSFiles(
-            os.path.join(base, "tls", "api.crt"), os.path.join(base, "tls", "api.key")
-        ))
-        self.assertEqual(cfg.hostcrates, os.path.join(base, "hostcrates.yaml"))
-        self.assertEqual(cfg.spanner.mode, "standalone")
-        self.assertEqual(cfg.spanner.bolt_name, "dc1")
-        self.assertEqual(cfg.spanner.patterns, ("*.dc1.example.com",))
-        self.assertEqual(cfg.spanner.gossip.interval, 0.5)
-        self.assertEqual(cfg.dbus.bus, "none")
-
-    def test_example_has_every_key(self):
-        """The example names every key the loader knows (each section's allowed set)."""
+    def read(self, text_filter=lambda text: text):
         import yaml
 
         with open(EXAMPLE, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+            return yaml.safe_load(text_filter(f.read()))
+
+    def test_example_loads(self):
+        cfg = load_config(EXAMPLE, environ={})
+        self.assertEqual(cfg.source, EXAMPLE)
+        # Absolute: the unit's state directory, not a path under /etc/vigo.
+        self.assertEqual(cfg.server.data_dir, "/var/lib/vigo")
+        self.assertEqual(cfg.server.hostname, "bolt9.example.com")  # this machine's
+        self.assertIsNone(cfg.server.tls)  # the server makes its own certificate
+        self.assertEqual(cfg.hostcrates, "/etc/vigo/hostcrates.yaml")
+        self.assertEqual(cfg.spanner.mode, "standalone")
+        self.assertEqual(cfg.spanner.bolt_name, "bolt9.example.com")
+        self.assertEqual(cfg.spanner.patterns, ("*.dc1.example.com",))
+        self.assertEqual(cfg.spanner.gossip.interval, 0.5)
+        self.assertEqual(cfg.dbus.bus, "none")
+        self.assertIsNone(cfg.peers.listen)  # HA is opt-in (docs/ha.md)
+
+    def test_paths_are_absolute(self):
+        for data in (self.read(), self.read(uncommented)):
+            paths = [data["server"]["data_dir"], data["hostcrates"]]
+            if data["server"]["tls"] is not None:
+                paths += data["server"]["tls"].values()
+            for path in paths:
+                self.assertTrue(os.path.isabs(path), path)
+
+    def test_commented_settings(self):
+        """The settings shown commented out are valid, and turn on what they say."""
+        shipped = self.read()
+        self.assertEqual(dotted_keys(self.read(uncommented)) - dotted_keys(shipped),
+                         {"server.hostname", "server.tls.cert_file", "server.tls.key_file",
+                          "spanner.bolt_name"})
+        cfg = config_from_mapping(self.read(uncommented), base_dir="/etc/vigo")
+        self.assertEqual(cfg.server.hostname, "bolt1.example.com")
+        self.assertEqual(cfg.server.tls,
+                         TLSFiles("/etc/vigo/tls/api.crt", "/etc/vigo/tls/api.key"))
+        self.assertEqual(cfg.spanner.bolt_name, "dc1")
+        self.assertEqual(cfg.peers.listen, Address("0.0.0.0", 1534))
+        # Everything else is as shipped.
+        as_shipped = config_from_mapping(shipped, base_dir="/etc/vigo")
+        self.assertEqual(
+            attr.evolve(cfg, server=attr.evolve(cfg.server, hostname=as_shipped.server.hostname,
+                                                tls=None),
+                        spanner=attr.evolve(cfg.spanner, bolt_name=as_shipped.spanner.bolt_name),
+                        peers=attr.evolve(cfg.peers, listen=None)),
+            as_shipped)
+
+    def test_example_has_every_key(self):
+        """The example names every key the loader knows (each section's allowed set),
+        counting the commented-out ones."""
+        data = self.read(uncommented)
         self.assertEqual(set(data), {"server", "checkin", "hostcrates", "spanner", "dbus",
                                      "limits", "peers"})
         self.assertEqual(set(data["peers"]), schema._PEERS_KEYS)
@@ -766,6 +832,8 @@ class FileTests(FixedHostnameMixin, SynchronousTestCase):
             "server:\n  data_dir: data\n  tls: {cert_file: c.pem, key_file: ../k.pem}\n"
             "hostcrates: crates.yaml\n",
         )
+        write(conf_dir, "c.pem", "")  # the TLS files must exist (checked at load)
+        write(os.path.join(self.root, "etc"), "k.pem", "")
         cfg = load_config(path, environ={}, cwd=self.cwd)
         self.assertEqual(cfg.server.data_dir, os.path.join(conf_dir, "data"))
         self.assertEqual(cfg.hostcrates, os.path.join(conf_dir, "crates.yaml"))

@@ -51,7 +51,23 @@ def load_config(path=None, *, mode=None, data_dir=None, environ=os.environ, cwd=
     data = _override(data, "spanner", "mode", mode)
     data = _override(data, "server", "data_dir", data_dir)
     base_dir = cwd if source is None else os.path.dirname(os.path.abspath(source))
-    return config_from_mapping(data, source=source, base_dir=base_dir)
+    config = config_from_mapping(data, source=source, base_dir=base_dir)
+    _check_files(config, source)
+    return config
+
+
+def _check_files(config, source):
+    """Refuse a config naming TLS files that are not there, before the server
+    writes anything (its identity key, its admin token) or binds a port."""
+    tls = config.server.tls
+    if tls is None:
+        return
+    for key, path in (("server.tls.cert_file", tls.cert_file),
+                      ("server.tls.key_file", tls.key_file)):
+        if not os.path.isfile(path):
+            raise ConfigError(f"{source or 'the config'}: {key}: {path} does not exist; give "
+                              "the API's certificate and key files, or set server.tls to null "
+                              "for a certificate the server makes itself")
 
 
 def _override(data, section, key, value):
