@@ -92,7 +92,7 @@ class FakeSpanner:
             PEER_ID: [envoy_row("e2" * 10, "web2.dc2.example.com", online=False)],
         }
         self.pushed = []
-        self.actions = {
+        self.peer_actions = {
             "echo": lambda args: {"args": args},
             "boom": None,  # an action that breaks
         }
@@ -253,6 +253,16 @@ class FakeSpanner:
                 "candidates": [{"bolt_id": b, "name": n, "pattern": p}
                                for _, b, p, n in matches]}
 
+    def actions(self, key):
+        self.calls.append(("actions", key))
+        try:
+            bolt_id = self.resolve(key)
+        except Refusal:
+            return defer.fail()
+        names = sorted(self.peer_actions)
+        return defer.succeed({"bolt_id": bolt_id, "actions": [
+            {"name": name, "module": "vigo.plugins.test", "builtin": True} for name in names]})
+
     def act(self, bolt, action, args):
         self.calls.append(("act", bolt, action, args))
         try:
@@ -262,13 +272,13 @@ class FakeSpanner:
         if not self._answers(bolt_id):
             return defer.fail(Refusal(
                 "unreachable", f"bolt {bolt_id} did not answer in time", retryable=True))
-        if action not in self.actions:
+        if action not in self.peer_actions:
             return defer.fail(Refusal(
                 "unknown_action", f"bolt {bolt_id} has no action {action!r}"))
-        if self.actions[action] is None:
+        if self.peer_actions[action] is None:
             return defer.fail(Refusal(
                 "action_failed", f"action {action!r} failed on bolt {bolt_id}"))
-        return defer.succeed(self.actions[action](args))
+        return defer.succeed(self.peer_actions[action](args))
 
     # -- the bolts that own envoys (dc3, which is down, never answers) -------------------
 

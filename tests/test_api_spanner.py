@@ -56,6 +56,7 @@ AUTHORIZED_ROUTES = (
     ("GET", "/api/v1/spanner/bolts/dc2", None),
     ("GET", "/api/v1/spanner/owner?hostname=web1.dc2.example.com", None),
     ("POST", "/api/v1/spanner/bolts/dc2/actions/echo", {"x": 1}),
+    ("GET", "/api/v1/spanner/bolts/dc2/actions", None),
     ("GET", "/api/v1/spanner/bolts/dc2/envoys", None),
     ("POST", "/api/v1/spanner/bolts/dc2/push", {}),
 )

@@ -4,6 +4,8 @@ import contextlib
 import io
 import json
 import os
+import subprocess
+import sys
 
 from twisted.internet import defer, endpoints, reactor
 from twisted.internet.protocol import Factory
@@ -12,8 +14,12 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 from twisted.web.static import Data
 
+import vigo
 from tests.test_api import FacadeServer, new_clock
+from twisted import copyright
+from vigo import tap
 from vigo.cli import arguments as cli_arguments
+from vigo.cli import backup as cli_backup
 from vigo.cli import commands as cli_commands
 from vigo.cli import envoys as cli_envoys
 from vigo.cli import format as cli_format
@@ -21,9 +27,11 @@ from vigo.cli import main as cli
 from vigo.cli import server as cli_server
 from vigo.cli import target as cli_target
 from vigo.cli import tokens as cli_tokens
+from vigo.envoy import arguments as envoy_arguments
 from vigo.tls import API_CERT_FILE, api_server_options, ensure_api_certificate
 
 TOKEN = "vgot_" + "T" * 43
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(vigo.__file__)))
 
 
 def parse_failure(argv):
@@ -62,6 +70,7 @@ class ParseTests(unittest.SynchronousTestCase):
             (["envoys", "list"], ("GET", "/api/v1/envoys", None)),
             (["envoys", "list", "--bolt", "b1", "--offline"],
              ("GET", "/api/v1/envoys?bolt=b1&offline=1", None)),
+            (["envoys", "list", "--all"], ("GET", "/api/v1/envoys?moved=1", None)),
             (["envoys", "show", "web1.example.com"],
              ("GET", "/api/v1/envoys/web1.example.com", None)),
             (["envoys", "push", "abc"], ("POST", "/api/v1/envoys/abc/push", {})),
@@ -128,6 +137,97 @@ class ParseTests(unittest.SynchronousTestCase):
         text = cli_arguments.build_parser().format_help()
         for name in ("status", "token", "envoys", "--data-dir", "--ca-file", "--json"):
             self.assertIn(name, text)
+
+
+class VersionTests(unittest.SynchronousTestCase):
+    """``--version`` of vigocli, vigo-envoy and ``twistd vigo``: vigosrv's version."""
+
+    def printed(self, parse, argv):
+        with contextlib.redirect_stdout(io.StringIO()) as out, \
+                contextlib.redirect_stderr(io.StringIO()) as err:
+            error = self.assertRaises(SystemExit, parse, argv)
+        self.assertEqual((error.code or 0, err.getvalue()), (0, ""))
+        return out.getvalue()
+
+    def test_vigocli(self):
+        for argv in (["--version"], ["--version", "status"], ["--json", "--version"]):
+            self.assertEqual(self.printed(cli_arguments.parse, argv),
+                             f"vigocli (vigosrv) {vigo.__version__}\n")
+        self.assertIn("--version", cli_arguments.build_parser().format_help())
+
+    def test_vigo_envoy(self):
+        self.assertEqual(self.printed(envoy_arguments.build_parser().parse_args, ["--version"]),
+                         f"vigo-envoy (vigosrv) {vigo.__version__}\n")
+
+    def test_twistd_vigo_options(self):
+        out = self.printed(tap.Options().parseOptions, ["--version"])
+        self.assertEqual(out.splitlines(), [f"vigosrv (twistd vigo) {vigo.__version__}",
+                                            f"Twisted version: {copyright.version}"])
+        self.assertIn("vigosrv's version", tap.Options().__str__())
+
+    def test_twistd_vigo_process(self):
+        """What an operator types, with this tree's vigo first on the path."""
+        env = dict(os.environ, PYTHONPATH=REPO)
+        env.pop("VIGO_CONFIG_FILE", None)
+        elsewhere = self.mktemp()  # no server.yaml there
+        os.makedirs(elsewhere)
+        run = subprocess.run([os.path.join(os.path.dirname(sys.executable), "twistd"), "vigo",
+                              "--version"], cwd=elsewhere, env=env, capture_output=True,
+                             text=True, timeout=60)
+        self.assertEqual((run.returncode, run.stderr), (0, ""))
+        self.assertEqual(run.stdout.splitlines()[0], f"vigosrv (twistd vigo) {vigo.__version__}")
+
+
+class JsonErrorTests(unittest.SynchronousTestCase):
+    """With ``--json``, an error is a JSON object on stdout too; without, only a
+    line on stderr."""
+
+    def test_usage_errors(self):
+        for argv, says in ((["status", "--bogus", "--json"], "unrecognized arguments: --bogus"),
+                           (["--json", "spanner", "bolt", "show"],
+                            "the following arguments are required: BOLT"),
+                           (["--json", "completion", "fish"],
+                            "argument SHELL: invalid choice: 'fish'")):
+            out = io.StringIO()
+            with contextlib.redirect_stderr(io.StringIO()) as err:
+                error = self.assertRaises(SystemExit, cli_arguments.parse, argv, out)
+            self.assertEqual(error.code, 2)
+            answer = json.loads(out.getvalue())
+            self.assertEqual(set(answer), {"error", "detail"})
+            self.assertEqual(answer["error"], "usage")
+            self.assertTrue(answer["detail"].startswith(says), answer)
+            self.assertIn("error: " + answer["detail"] + "\n", err.getvalue())
+            self.assertTrue(err.getvalue().startswith("usage: vigocli"), err.getvalue())
+        with contextlib.redirect_stdout(io.StringIO()) as out, \
+                contextlib.redirect_stderr(io.StringIO()):
+            self.assertRaises(SystemExit, cli_arguments.parse, ["status", "--bogus"])
+            self.assertRaises(SystemExit, cli_arguments.parse,
+                              ["spanner", "bolt", "act", "b", "x", "--arg", "--", "--json"])
+        self.assertEqual(out.getvalue(), "")
+
+    def test_main_prints_usage_errors_as_json(self):
+        with contextlib.redirect_stdout(io.StringIO()) as out, \
+                contextlib.redirect_stderr(io.StringIO()):
+            error = self.assertRaises(SystemExit, cli.main, ["envoys", "--json"])
+        self.assertEqual(error.code, 2)
+        self.assertEqual(json.loads(out.getvalue())["error"], "usage")
+
+    def test_local_commands(self):
+        out, err = io.StringIO(), io.StringIO()
+        options = cli_arguments.parse(["backup", "create", "/nowhere.tar.gz", "--json"])
+        self.assertEqual(cli_backup.create(options, out, err), 2)
+        self.assertEqual(json.loads(out.getvalue()), {
+            "error": "usage", "detail": "backup create needs --data-dir DIR, the server's "
+                                        "data directory"})
+        self.assertEqual(err.getvalue(), "vigocli: backup create needs --data-dir DIR, the "
+                                         "server's data directory\n")
+        out, err = io.StringIO(), io.StringIO()
+        options = cli_arguments.parse(["backup", "restore", "/nowhere.tar.gz", "--json",
+                                       "--data-dir", self.mktemp()])
+        self.assertEqual(cli_backup.restore(options, out, err), 1)
+        answer = json.loads(out.getvalue())
+        self.assertEqual(answer["error"], "restore_failed")
+        self.assertEqual(err.getvalue(), f"vigocli: {answer['detail']}\n")
 
 
 class ResolveTests(unittest.SynchronousTestCase):
@@ -464,6 +564,34 @@ class EndToEndTests(unittest.TestCase):
         self.assertIn("cannot reach the API at " + url, err)
 
     @defer.inlineCallbacks
+    def test_json_errors_on_stdout(self):
+        """Each kind of error, with ``--json``: one JSON object on stdout, the
+        same exit status and line on stderr as without."""
+        status, out, err = yield self.local("envoys", "show", "nosuch.example.com", "--json")
+        answer = json.loads(out)
+        self.assertEqual((status, answer["error"], answer["http_status"]), (1, "not_found", 404))
+        self.assertEqual(set(answer), {"error", "detail", "http_status"})
+        self.assertEqual(err, f"vigocli: not_found: {answer['detail']}\n")
+        status, out, err = yield self.local("--token", TOKEN, "status", "--json")
+        self.assertEqual((status, json.loads(out)["error"]), (1, "unauthorized"))
+        status, out, err = yield self.vigocli("--json", "--api", self.url, "status")
+        self.assertEqual(status, 2)
+        self.assertEqual(json.loads(out), {"error": "usage", "detail": err[len("vigocli: "):-1]})
+        self.assertIn("no API token", err)
+        port = yield endpoints.TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+            Factory())
+        url = f"https://127.0.0.1:{port.getHost().port}"
+        yield port.stopListening()
+        status, out, err = yield self.vigocli("--api", url, "--token", TOKEN, "status", "--json")
+        self.assertEqual(status, 1)
+        self.assertEqual(json.loads(out), {"error": "api_unreachable",
+                                           "detail": err[len("vigocli: "):-1]})
+        self.assertIn("cannot reach the API at " + url, err)
+        # Without --json, stdout stays empty.
+        status, out, err = yield self.local("envoys", "show", "nosuch.example.com")
+        self.assertEqual((status, out), (1, ""))
+
+    @defer.inlineCallbacks
     def test_an_answer_that_is_not_json(self):
         root = Resource()
         api = root.putChild(b"api", Resource()) or root.children[b"api"]
@@ -473,3 +601,5 @@ class EndToEndTests(unittest.TestCase):
         status, _, err = yield self.vigocli("--api", url, "--token", TOKEN, "status")
         self.assertEqual(status, 1)
         self.assertIn("without JSON", err)
+        status, out, err = yield self.vigocli("--api", url, "--token", TOKEN, "status", "--json")
+        self.assertEqual((status, json.loads(out)["error"]), (1, "api_unreachable"))

@@ -366,9 +366,10 @@ class EndToEndTests(unittest.TestCase):
             self.assertTrue(err.startswith(f"vigocli: {error}: "), err)
         self.replicas.role = "standby"
         status, out, err = yield self.vigocli("server", "standby", "invite", "--json")
-        self.assertEqual((status, out), (1, ""))
-        self.assertEqual(err, f"vigocli: standby: this node is a standby: ask its primary "
-                              f"({PRIMARY})\n")
+        detail = f"this node is a standby: ask its primary ({PRIMARY})"
+        self.assertEqual((status, json.loads(out)),
+                         (1, {"error": "standby", "detail": detail, "http_status": 503}))
+        self.assertEqual(err, f"vigocli: standby: {detail}\n")
 
     @defer.inlineCallbacks
     def test_a_server_without_ha(self):

@@ -10,20 +10,24 @@ from twisted.internet import defer, endpoints, reactor
 from twisted.trial import unittest
 from twisted.web import resource
 
+import vigo
 from tests.spannerkit import GOOD_TOKEN, PEER_ID, SELF_ID, FakeSpanner, bolt_row
 from tests.test_api import FacadeServer, new_clock
+from tests.test_api_spanner import RealBolt
 from tests.test_cli import TrackingSite, parse_failure, request_of
 from vigo.cli import arguments as cli_arguments
 from vigo.cli import commands as cli_commands
 from vigo.cli import envoys as cli_envoys
 from vigo.cli import main as cli
 from vigo.cli import spanner as cli_spanner
+from vigo.spanner.peer.actions import load_actions
 from vigo.tls import api_server_options, ensure_api_certificate
 
 SPANNER_COMMANDS = {"spanner status", "spanner init", "spanner bolt list", "spanner bolt show",
                     "spanner bolt invite", "spanner bolt join", "spanner bolt act",
                     "spanner bolt envoys", "spanner bolt push", "spanner bolt reassign",
-                    "spanner bolt drain", "spanner bolt remove", "spanner owner"}
+                    "spanner bolt drain", "spanner bolt remove", "spanner owner",
+                    "spanner bolt actions"}
 
 
 class ParseTests(unittest.SynchronousTestCase):
@@ -57,6 +61,8 @@ class ParseTests(unittest.SynchronousTestCase):
              ("POST", "/api/v1/envoys/web1.dc1.example.com/reassign", {"to": "dc 2"})),
             (["spanner", "bolt", "act", "dc2", "ping"],
              ("POST", "/api/v1/spanner/bolts/dc2/actions/ping", {})),
+            (["spanner", "bolt", "actions", "dc 2"],
+             ("GET", "/api/v1/spanner/bolts/dc%202/actions", None)),
             (["spanner", "bolt", "act", "dc 2", "a/b", "--arg", "n=5", "--arg", "s=hello",
               "--arg", 'q="5"', "--arg", "l=[1, true, null]", "--arg", "e=", "--arg", "x=NaN",
               "--arg", "eq=a=b", "--arg", 'o={"k": 1}'],
@@ -96,6 +102,8 @@ class ParseTests(unittest.SynchronousTestCase):
             (["spanner", "bolt", "push"], "BOLT"),
             (["spanner", "bolt", "drain"], "BOLT"),
             (["spanner", "bolt", "remove"], "BOLT"),
+            (["spanner", "bolt", "actions"], "BOLT"),
+            (["spanner", "bolt", "actions", "dc2", "ping"], "unrecognized"),
             (["spanner", "fly"], "invalid choice"),
         ):
             code, err = parse_failure(argv)
@@ -113,7 +121,7 @@ class ParseTests(unittest.SynchronousTestCase):
         self.assertIn("spanner", parser.format_help())
         with contextlib.redirect_stdout(io.StringIO()) as out:
             self.assertRaises(SystemExit, cli_arguments.parse, ["spanner", "bolt", "--help"])
-        for name in ("list", "show", "invite", "join", "act"):
+        for name in ("list", "show", "invite", "join", "act", "actions"):
             self.assertIn(name, out.getvalue())
 
 
@@ -256,6 +264,40 @@ class OutputTests(unittest.SynchronousTestCase):
         out, _ = self.show(cli_spanner.action_result, {"result": "pong"})
         self.assertEqual(out, '"pong"\n')
 
+    def test_actions_table_names_where_each_came_from(self):
+        entry = {"module": "vigo.plugins.vigo_ping", "path": "/v/vigo/plugins/vigo_ping.py",
+                 "distribution": "vigo-server", "version": "0.2.0", "builtin": True}
+        out, err = self.show(cli_spanner.actions_table, {
+            "bolt_id": PEER_ID, "name": "dc2", "vigosrv": "0.2.0", "count": 3, "actions": [
+                dict(entry, name="ping", description="Who answers."),
+                dict(entry, name="uptime", description="How long\n it has  run.",
+                     module="vigo.plugins.vigo_uptime", distribution="vigo-uptime",
+                     version="1.0", builtin=False),
+                dict(entry, name="loose", description="", module="vigo.plugins.loose",
+                     path="/opt/site/vigo/plugins/loose.py", distribution=None, version=None,
+                     builtin=False)]})
+        self.assertEqual(err, "")
+        self.assertEqual(out.splitlines(), [
+            f"bolt {PEER_ID} (dc2), vigosrv 0.2.0: 3 peer actions",
+            "ACTION  FROM                                              MODULE"
+            "                    DESCRIPTION",
+            "ping    built in (vigosrv 0.2.0)                          vigo.plugins.vigo_ping"
+            "    Who answers.",
+            "uptime  vigo-uptime 1.0                                   vigo.plugins.vigo_uptime"
+            "  How long it has run.",
+            "loose   no distribution: /opt/site/vigo/plugins/loose.py  vigo.plugins.loose"
+            "        -",
+        ])
+        out, _ = self.show(cli_spanner.actions_table, {"bolt_id": PEER_ID, "actions": []})
+        self.assertEqual(out, f"bolt {PEER_ID}, vigosrv ?: 0 peer actions\n")
+
+
+class Terminal(io.StringIO):
+    """A stderr that says it is a terminal."""
+
+    def isatty(self):
+        return True
+
 
 class Serving(resource.Resource):
     """The API resource the site serves now (a test may swap it)."""
@@ -294,12 +336,14 @@ class EndToEndTests(unittest.TestCase):
             json.dump({"api_url": self.url, "server_id": self.server.identity.id}, f)
 
     @defer.inlineCallbacks
-    def vigocli(self, *argv):
-        """``(exit status, stdout, stderr)`` of one command on the server host."""
-        out, err = io.StringIO(), io.StringIO()
+    def vigocli(self, *argv, err=None):
+        """``(exit status, stdout, stderr)`` of one command on the server host;
+        ``err``: the stream to use as stderr (then its text is not returned)."""
+        out, given = io.StringIO(), err
+        err = io.StringIO() if given is None else given
         options = cli_arguments.parse(["--data-dir", self.data_dir] + list(argv))
         status = yield defer.ensureDeferred(cli.run(reactor, options, out, err, {}))
-        return status, out.getvalue(), err.getvalue()
+        return status, out.getvalue(), None if given is not None else err.getvalue()
 
     @defer.inlineCallbacks
     def test_found_invite_list_show_act(self):
@@ -335,7 +379,7 @@ class EndToEndTests(unittest.TestCase):
         status, out, err = yield self.vigocli("spanner", "bolt", "drain", "dc2", "--to", "dc1")
         self.assertEqual(status, 0, err)
         self.assertIn("drained: 2 of 2 envoys moved", out)
-        self.assertIn("draining dc2", err)  # the progress bar
+        self.assertEqual(err, "")  # no progress bar: stderr is no terminal
         status, out, err = yield self.vigocli("spanner", "bolt", "drain", "dc2", "--json")
         self.assertEqual((status, json.loads(out)["state"]), (0, "done"), err)
         status, out, err = yield self.vigocli("spanner", "bolt", "remove", "dc2")
@@ -351,6 +395,42 @@ class EndToEndTests(unittest.TestCase):
             self.assertTrue(err.startswith("vigocli: self: "), err)
             self.assertIn("nothing was drained", err)
         self.assertEqual(len(self.spanner.mutations()), 4)
+
+    @defer.inlineCallbacks
+    def test_drain_progress_only_on_a_terminal(self):
+        """The bar is drawn on a terminal; a pipe (or a file) gets no "\\r" frame."""
+        self.spanner.found()
+        terminal = Terminal()
+        status, out, _ = yield self.vigocli("spanner", "bolt", "drain", "dc2", err=terminal)
+        self.assertEqual(status, 0)
+        self.assertIn("draining dc2", terminal.getvalue())
+        self.assertIn("\r", terminal.getvalue())
+        self.assertIn("2/2", terminal.getvalue())
+        read_end, write_end = os.pipe()
+        with os.fdopen(read_end, "rb") as reading, os.fdopen(write_end, "w") as pipe:
+            status, out, _ = yield self.vigocli("spanner", "bolt", "drain", "dc2", err=pipe)
+            pipe.close()
+            piped = reading.read()
+        self.assertEqual(status, 0)
+        self.assertIn("drained: 2 of 2 envoys moved", out)
+        self.assertEqual(piped, b"")
+
+    @defer.inlineCallbacks
+    def test_json_errors_on_stdout(self):
+        status, out, err = yield self.vigocli("spanner", "bolt", "list", "--json")
+        self.assertEqual(status, 1)
+        answer = json.loads(out)
+        self.assertEqual((answer["error"], answer["http_status"]), ("not_member", 409))
+        self.assertTrue(err.startswith("vigocli: not_member: " + answer["detail"]), err)
+        self.spanner.found()
+        for argv, code, http in ((["spanner", "bolt", "act", "dc3", "echo"], "unreachable", 503),
+                                 (["spanner", "bolt", "remove", "dc1"], "self", 409)):
+            status, out, err = yield self.vigocli(*argv, "--json")
+            self.assertEqual(status, 1, argv)
+            answer = json.loads(out)
+            self.assertEqual(set(answer), {"error", "detail", "http_status"}, argv)
+            self.assertEqual((answer["error"], answer["http_status"]), (code, http), argv)
+            self.assertEqual(err, f"vigocli: {code}: {answer['detail']}\n")
 
     @defer.inlineCallbacks
     def test_join(self):
@@ -445,3 +525,59 @@ class EnvoysAtAnyBoltCliTests(unittest.TestCase):
         status, out, err = yield self.vigocli("spanner", "bolt", "push", "dc3")
         self.assertEqual((status, out), (1, ""))
         self.assertTrue(err.startswith("vigocli: unreachable: "), err)
+
+
+class BoltActionsCliTests(unittest.TestCase):
+    """``vigocli spanner bolt actions`` against a real one-bolt ``BoltAdmin``
+    (``tests.test_api_spanner.RealBolt``) over HTTPS: the loaded actions and
+    where each came from, asked of the bolt through its ``actions`` action."""
+
+    vigocli = EndToEndTests.vigocli
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        yield EndToEndTests.setUp(self)
+        self.bolt = RealBolt(self.server)
+        self.serving.target = self.server.admin_api(
+            federation=self.bolt.admin, envoys=self.bolt.envoys).resource()
+
+    @defer.inlineCallbacks
+    def test_actions_of_a_bolt(self):
+        status, out, err = yield self.vigocli("spanner", "bolt", "actions", "dc1")
+        self.assertEqual(status, 1)
+        self.assertTrue(err.startswith("vigocli: not_member: "), err)
+        status, _, err = yield self.vigocli("spanner", "init")
+        self.assertEqual(status, 0, err)
+        me = self.server.identity.id
+        loaded = sorted(load_actions())
+        for key in ("dc1", me):
+            status, out, err = yield self.vigocli("spanner", "bolt", "actions", key)
+            self.assertEqual((status, err), (0, ""))
+            lines = out.splitlines()
+            self.assertEqual(lines[0], f"bolt {me} (dc1), vigosrv {vigo.__version__}: "
+                                       f"{len(loaded)} peer actions")
+            self.assertEqual(lines[1].split(), ["ACTION", "FROM", "MODULE", "DESCRIPTION"])
+            self.assertEqual([line.split()[0] for line in lines[2:]], loaded)
+            ping = next(line for line in lines if line.startswith("ping "))
+            self.assertIn(f"built in (vigosrv {vigo.__version__})", ping)
+            self.assertIn("vigo.plugins.vigo_ping", ping)
+        status, out, err = yield self.vigocli("spanner", "bolt", "actions", "dc1", "--json")
+        self.assertEqual((status, err), (0, ""))
+        answer = json.loads(out)
+        self.assertEqual((answer["bolt_id"], answer["name"], answer["count"]),
+                         (me, "dc1", len(loaded)))
+        self.assertEqual({entry["name"] for entry in answer["actions"]}, set(loaded))
+        status, out, err = yield self.vigocli("spanner", "bolt", "actions", "dc9", "--json")
+        self.assertEqual((status, json.loads(out)["error"]), (1, "not_found"))
+        self.assertTrue(err.startswith("vigocli: not_found: "), err)
+        status, out, err = yield self.vigocli("--token", "vgot_" + "x" * 43,
+                                              "spanner", "bolt", "actions", "dc1")
+        self.assertEqual((status, out), (1, ""))
+        self.assertTrue(err.startswith("vigocli: unauthorized: "), err)
+
+    @defer.inlineCallbacks
+    def test_a_standalone_server_has_none(self):
+        self.serving.target = self.server.api.resource()
+        status, out, err = yield self.vigocli("spanner", "bolt", "actions", "dc1")
+        self.assertEqual((status, out), (1, ""))
+        self.assertTrue(err.startswith("vigocli: not_spanner: "), err)

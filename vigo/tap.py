@@ -9,6 +9,7 @@ import sys
 
 from twisted.python import usage
 
+from vigo import __version__
 from vigo.config import MIGRATION_DOC, RETIRED_KEYS, ConfigError, load_config
 
 
@@ -38,6 +39,14 @@ class Options(usage.Options):
     ]
 
     config = None
+
+    def opt_version(self):
+        """Display vigosrv's version (and Twisted's) and exit."""
+        from twisted import copyright
+
+        print("vigosrv (twistd vigo) %s" % (__version__,))
+        print("Twisted version: %s" % (copyright.version,))
+        sys.exit(0)
 
     def postOptions(self):
         if self["mode"] is not None and self["mode"] not in ("standalone", "spanner"):

@@ -85,7 +85,7 @@ class NoFederation:
     def _refuse(self, *args, **kwargs):
         raise Refusal("not_spanner", NOT_SPANNER)
 
-    init = invite = join = snapshot = bolts = bolt = resolve = owner = act = _refuse
+    init = invite = join = snapshot = bolts = bolt = resolve = owner = act = actions = _refuse
     bolt_envoys = push_bolt = drain = drain_status = remove_bolt = _refuse
 
 
@@ -254,6 +254,12 @@ class SpannerAPI:
         bolt_id = await settled(self.federation.resolve(bolt))
         result = await settled(self.federation.act(bolt_id, action, args))
         return json_response(request, {"bolt_id": bolt_id, "action": action, "result": result})
+
+    @app.route("/bolts/<bolt>/actions", methods=["GET"])
+    @authorized
+    async def actions(self, request, bolt):
+        """The peer actions loaded on a bolt, and where each came from."""
+        return json_response(request, await settled(self.federation.actions(bolt)))
 
     @app.route("/bolts/<bolt>/envoys", methods=["GET"])
     @authorized

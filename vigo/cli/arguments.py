@@ -2,15 +2,64 @@
 
 ``build_parser`` knows every command ``vigo.cli.commands.COMMANDS`` can send; the
 command key each leaf sets (``options.command``) is the row to use.
+``vigo.cli.completion`` turns the same parser into shell completion scripts.
+
+A usage error exits 2 with argparse's lines on stderr; with ``--json`` anywhere
+on the command line, the error is also one JSON object on stdout, as every
+other error of ``vigocli --json`` is (``vigo.cli.format.report_error``).
 """
 
 import argparse
+import contextvars
 import json
+import sys
 
+from vigo import __version__
+from vigo.cli.format import report_error
 from vigo.config import parse_duration
 
 DEFAULT_API = "https://127.0.0.1:8443"
+VERSION = f"%(prog)s (vigosrv) {__version__}"
+SHELLS = ("bash", "zsh")
+JSON_HELP = ("print the server's JSON answer; an error is then one JSON object on stdout, "
+             '{"error": CODE, "detail": TEXT}, besides the usual line on stderr')
+EPILOG = ("Exit status: 0 done, 1 refused by the server or no answer, 2 a usage error. "
+          "With --json, what a command prints on stdout is JSON, an error included: "
+          '{"error": CODE, "detail": TEXT} (and "http_status" when the server refused); '
+          "the human line stays on stderr. Shell completion: vigocli completion bash|zsh.")
 
+COMPLETION_HELP = """\
+Print a completion script for SHELL (bash or zsh) on stdout.
+
+bash: for you, in ~/.bashrc:
+  source <(vigocli completion bash)
+or for everyone:
+  vigocli completion bash > /usr/share/bash-completion/completions/vigocli
+
+zsh: save it as _vigocli in a directory of $fpath, for you:
+  mkdir -p ~/.zfunc && vigocli completion zsh > ~/.zfunc/_vigocli
+with, in ~/.zshrc, before compinit:
+  fpath=(~/.zfunc $fpath); autoload -Uz compinit && compinit
+or for everyone:
+  vigocli completion zsh > /usr/local/share/zsh/site-functions/_vigocli
+
+Commands, options and choices complete, and paths where a file or directory
+is asked for; bolt names, envoys and tokens do not (that would ask the server).
+"""
+
+#: Where ``parse`` wants a usage error as JSON (``--json`` was given), or None.
+_json_errors = contextvars.ContextVar("vigocli_json_errors", default=None)
+
+
+class Parser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` (usage and message on stderr, exit 2) whose
+    usage errors are also JSON on stdout when ``parse`` saw ``--json``."""
+
+    def error(self, message):
+        out = _json_errors.get()
+        if out is not None:
+            report_error(out, None, True, "usage", message)
+        super().error(message)
 
 
 def _positive_int(text):
@@ -89,17 +138,19 @@ def _global_options(parser, default):
                              "certificate the server keeps in DIR")
     parser.add_argument("--ca-file", metavar="PEM", default=default(None),
                         help="trust this certificate or CA bundle for HTTPS")
-    parser.add_argument("--json", action="store_true", default=default(False),
-                        help="print the server's JSON answer")
+    parser.add_argument("--json", action="store_true", default=default(False), help=JSON_HELP)
 
 
 def build_parser():
     """The ``vigocli`` argument parser."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     _global_options(common, lambda value: argparse.SUPPRESS)
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="vigocli", description="Administer a Vigo server through its REST API.",
+        epilog=EPILOG,
     )
+    parser.add_argument("--version", action="version", version=VERSION,
+                        help="print vigocli's version (that of vigosrv) and exit")
     _global_options(parser, lambda value: value)
     groups = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
 
@@ -139,6 +190,10 @@ def build_parser():
     listing.add_argument("--bolt", metavar="ID", help="only envoys of this bolt")
     listing.add_argument("--offline", action="store_true",
                          help="only active envoys not heard from lately")
+    listing.add_argument("--all", action="store_true",
+                         help="also the copies bolts keep of envoys they handed on "
+                              "(state moved); by default each envoy is listed once, where "
+                              "it is now")
     for name, help in (("show", "one envoy in detail"),
                        ("push", "force-push one envoy's bundle"),
                        ("revoke", "revoke one envoy for good")):
@@ -164,6 +219,8 @@ def build_parser():
     show = command(bolt, "show", "spanner bolt show", "one bolt in detail")
     show.add_argument("bolt", metavar="BOLT", help="a bolt id or its unique name")
     for name, help in (("envoys", "one bolt's envoys, asked of it live"),
+                       ("actions", "the peer actions loaded on one bolt, and where each "
+                                   "came from (its module and distribution)"),
                        ("push", "force-push every envoy of one bolt")):
         leaf = command(bolt, name, "spanner bolt " + name, help)
         leaf.add_argument("bolt", metavar="BOLT", help="a bolt id or its unique name")
@@ -233,9 +290,32 @@ def build_parser():
     restored = command(backup, "restore", "backup restore",
                        "restore a backup into a new data directory (--data-dir DIR)")
     restored.add_argument("file", metavar="FILE", help="an archive from 'backup create'")
+
+    completion = groups.add_parser(
+        "completion", help="print a shell completion script (bash or zsh)",
+        description=COMPLETION_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    completion.set_defaults(command="completion")
+    completion.add_argument("shell", choices=SHELLS, metavar="SHELL",
+                            help="bash or zsh")
     return parser
 
 
-def parse(argv):
-    """Parsed options; exits 2 (argparse) on a usage error."""
-    return build_parser().parse_args(argv)
+def wants_json(argv):
+    """Whether ``--json`` is among the options of ``argv`` (before any ``--``)."""
+    for word in argv:
+        if word == "--":
+            return False
+        if word == "--json":
+            return True
+    return False
+
+
+def parse(argv, out=None):
+    """Parsed options. A usage error exits 2, after argparse's usage and message
+    on stderr and, with ``--json``, ``{"error": "usage", "detail": ...}`` on
+    ``out`` (stdout)."""
+    wanted = _json_errors.set((sys.stdout if out is None else out) if wants_json(argv) else None)
+    try:
+        return build_parser().parse_args(argv)
+    finally:
+        _json_errors.reset(wanted)

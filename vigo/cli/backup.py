@@ -10,7 +10,7 @@ import os
 
 from vigo.backup import BackupError, create_backup, restore_backup
 from vigo.cli.command import Command
-from vigo.cli.format import fields
+from vigo.cli.format import fields, report_error
 
 RUN_FILE = "run.json"
 
@@ -25,17 +25,21 @@ def _config_of(data_dir):
     return path if isinstance(path, str) and os.path.isfile(path) else None
 
 
+def _failed(options, out, err, code, detail, status):
+    """Report an error (as JSON too with ``--json``); the exit status."""
+    report_error(out, err, options.json, code, detail, human=detail)
+    return status
+
+
 def create(options, out, err):
     if options.data_dir is None:
-        print("vigocli: backup create needs --data-dir DIR, the server's data directory",
-              file=err)
-        return 2
+        return _failed(options, out, err, "usage", "backup create needs --data-dir DIR, the "
+                       "server's data directory", 2)
     config = options.config or _config_of(options.data_dir)
     try:
         manifest = create_backup(options.data_dir, options.file, config)
     except BackupError as e:
-        print(f"vigocli: {e}", file=err)
-        return 1
+        return _failed(options, out, err, "backup_failed", str(e), 1)
     if options.json:
         print(json.dumps(manifest, indent=2, sort_keys=True), file=out)
         return 0
@@ -53,14 +57,12 @@ def create(options, out, err):
 
 def restore(options, out, err):
     if options.data_dir is None:
-        print("vigocli: backup restore needs --data-dir DIR, a new directory to restore into",
-              file=err)
-        return 2
+        return _failed(options, out, err, "usage", "backup restore needs --data-dir DIR, a new "
+                       "directory to restore into", 2)
     try:
         restored = restore_backup(options.file, options.data_dir)
     except BackupError as e:
-        print(f"vigocli: {e}", file=err)
-        return 1
+        return _failed(options, out, err, "restore_failed", str(e), 1)
     if options.json:
         print(json.dumps(restored, indent=2, sort_keys=True), file=out)
         return 0

@@ -15,13 +15,15 @@ The rows live with their printers, one module per command group:
 * ``vigo.cli.drain``: ``spanner bolt drain`` and ``remove``, in several steps;
 * ``vigo.cli.replicas``: ``server ...``, this server's replica set (HA);
 * ``vigo.cli.backup``: ``backup create`` and ``restore``, which work on this
-  host's files and ask no server.
+  host's files and ask no server;
+* ``vigo.cli.completion``: ``completion bash|zsh``, a shell completion script
+  generated from the parser (no server either).
 
 A new group of commands is a new subparser group plus a new module of rows
 added here, as the spanner ones are; nothing else changes.
 """
 
-from vigo.cli import backup, drain, envoys, replicas, server, spanner, tokens
+from vigo.cli import backup, completion, drain, envoys, replicas, server, spanner, tokens
 
 COMMANDS = {
     **server.COMMANDS,
@@ -31,4 +33,5 @@ COMMANDS = {
     **drain.COMMANDS,
     **replicas.COMMANDS,
     **backup.COMMANDS,
+    **completion.COMMANDS,
 }

@@ -2,7 +2,8 @@
 
 ``drain BOLT [--to BOLT]`` starts the drain (``POST .../bolts/{id}/drain``),
 then polls its progress (``GET .../drain``) every ``POLL`` seconds, shown as a
-``tqdm`` progress bar on stderr, until it is done or failed; the answer is the
+``tqdm`` progress bar on stderr when stderr is a terminal (never into a file or
+a pipe, nor with ``--json``), until it is done or failed; the answer is the
 final progress. ``remove BOLT [--force]`` drains the bolt the same way, then
 removes it (``DELETE .../bolts/{id}``); with ``--force``, a bolt that cannot
 be reached is removed without draining.
@@ -36,9 +37,11 @@ async def drain(reactor, ask, options, err):
     status, answer = await ask("POST", _drain_path(options), body)
     if status >= 400:
         return status, answer
+    # disable=None: tqdm draws only when err is a terminal; a file or a pipe
+    # gets no "\r" frames (the printer's final line says how it ended).
     bar = tqdm(total=answer.get("total") or 0, unit="envoy", file=err,
                desc="draining %s" % (answer.get("name") or options.bolt,),
-               disable=options.json, leave=True)
+               disable=True if options.json else None, leave=True)
     try:
         while answer.get("state") not in FINISHED:
             await task.deferLater(reactor, POLL, lambda: None)

@@ -18,6 +18,8 @@ def _envoys_query(options):
         query["bolt"] = options.bolt
     if options.offline:
         query["offline"] = "1"
+    if options.all:
+        query["moved"] = "1"
     return "/api/v1/envoys" + ("?" + urlencode(query) if query else "")
 
 

@@ -4,10 +4,12 @@ Each command group module (``vigo.cli.server``, ``tokens``, ``envoys``,
 ``spanner``, ``drain``) holds the printers for its answers. A printer takes
 the server's JSON answer and the output streams: what a script should capture
 goes to ``out``; notes for the person at the terminal go to ``err``. ``--json``
-bypasses all of this.
+bypasses all of this, but for errors: ``report_error`` prints an error both
+ways, a line on ``err`` and, with ``--json``, a JSON object on ``out``.
 """
 
 import datetime
+import json
 
 
 def format_age(seconds):
@@ -61,3 +63,18 @@ def fields(pairs, out):
     width = max(len(label) for label, _ in pairs)
     for label, value in pairs:
         print(f"{label.ljust(width)}  {value}", file=out)
+
+
+def report_error(out, err, as_json, code, detail, human=None, extra=None):
+    """An error, for people and for scripts.
+
+    On ``err`` (unless None), ``vigocli: HUMAN``, by default ``vigocli: CODE:
+    DETAIL``; with ``as_json``, on ``out`` the JSON object ``{"error": CODE,
+    "detail": DETAIL}`` with the fields of ``extra`` (``http_status``, say), so
+    that ``vigocli --json`` prints JSON on stdout whatever happens.
+    """
+    if err is not None:
+        print(f"vigocli: {f'{code}: {detail}' if human is None else human}", file=err)
+    if as_json:
+        print(json.dumps(dict(extra or {}, error=code, detail=detail), indent=2,
+                         sort_keys=True), file=out)

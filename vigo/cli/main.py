@@ -6,6 +6,10 @@ This module runs one parsed command: it resolves the target
 or, with ``--json``, as the server's JSON.
 
 Exit status: 0 done, 1 refused by the server or unreachable, 2 usage errors.
+Every error is a ``vigocli: ...`` line on stderr; with ``--json`` it is also
+one JSON object on stdout, ``{"error": CODE, "detail": TEXT}``: the server's
+code and detail when it refused (with ``http_status``), ``usage`` for a usage
+error (exit 2), ``api_unreachable`` when the API gave no answer (exit 1).
 """
 
 import json
@@ -19,10 +23,12 @@ from twisted.web.client import ResponseFailed, ResponseNeverReceived
 
 from vigo.cli.arguments import parse
 from vigo.cli.commands import COMMANDS
+from vigo.cli.format import report_error
 from vigo.cli.target import UsageError, http_client, resolve_target
 
 TIMEOUT = 30.0  # seconds to wait for an answer
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
+UNREACHABLE = "api_unreachable"  # the --json error code of a request without an answer
 
 
 class Unreachable(Exception):
@@ -84,7 +90,7 @@ async def run(reactor, options, out=None, err=None, environ=None):
         target = resolve_target(options, environ)
         client, pool = http_client(reactor, target)
     except UsageError as e:
-        print(f"vigocli: {e}", file=err)
+        report_error(out, err, options.json, "usage", str(e), human=str(e))
         return EXIT_USAGE
     body = None if command.body is None else command.body(options)
     try:
@@ -97,15 +103,17 @@ async def run(reactor, options, out=None, err=None, environ=None):
 
             status, answer = await command.flow(reactor, ask, options, err)
     except Unreachable as e:
-        print(f"vigocli: {e}", file=err)
+        report_error(out, err, options.json, UNREACHABLE, str(e), human=str(e))
         return EXIT_REFUSED
     finally:
         await pool.closeCachedConnections()
     if status >= 400:
-        if isinstance(answer, dict) and "error" in answer:
-            print(f"vigocli: {answer['error']}: {answer.get('detail')}", file=err)
+        if isinstance(answer, dict) and isinstance(answer.get("error"), str):
+            report_error(out, err, options.json, answer["error"], answer.get("detail"),
+                         extra=dict(answer, http_status=status))
         else:
-            print(f"vigocli: HTTP {status}: {answer}", file=err)
+            report_error(out, err, options.json, "http_error", answer,
+                         human=f"HTTP {status}: {answer}", extra={"http_status": status})
         return EXIT_REFUSED
     if options.json:
         print(json.dumps(answer, indent=2, sort_keys=True), file=out)

@@ -1,9 +1,9 @@
 """``vigocli spanner ...``: the spanner federation and its bolts.
 
 ``spanner status|init|owner`` and ``spanner bolt
-list|show|envoys|push|invite|join|act|reassign``: their requests and how
-their answers are shown (the federation, its bolts, invites, peer actions and
-hostname owners). ``spanner bolt envoys`` and ``reassign`` answer about envoys
+list|show|envoys|push|invite|join|act|actions|reassign``: their requests and
+how their answers are shown (the federation, its bolts, invites, peer actions
+and where they came from, and hostname owners). ``spanner bolt envoys`` and ``reassign`` answer about envoys
 and use the printers of ``vigo.cli.envoys``; ``spanner bolt drain`` and
 ``remove`` are in ``vigo.cli.drain``.
 """
@@ -199,6 +199,27 @@ def action_result(answer, out, err):
     print(json.dumps(answer.get("result"), indent=2, sort_keys=True), file=out)
 
 
+def action_origin(entry):
+    """Where one loaded peer action came from, in a few words."""
+    if entry.get("builtin"):
+        return f"built in (vigosrv {entry.get('version') or '?'})"
+    if entry.get("distribution"):
+        return f"{entry['distribution']} {entry.get('version') or ''}".rstrip()
+    return f"no distribution: {entry.get('path') or '?'}"
+
+
+def actions_table(answer, out, err):
+    """``vigocli spanner bolt actions``: the peer actions loaded on a bolt."""
+    actions = answer.get("actions") or []
+    bolt_id = answer.get("bolt_id")
+    print(f"bolt {bolt_label(bolt_id, {bolt_id: answer.get('name')})}, "
+          f"vigosrv {answer.get('vigosrv') or '?'}: {len(actions)} peer actions", file=out)
+    rows = [[a.get("name") or "-", action_origin(a), a.get("module") or "-",
+             " ".join(str(a.get("description") or "-").split())] for a in actions]
+    if rows:
+        table(rows, ["ACTION", "FROM", "MODULE", "DESCRIPTION"], out)
+
+
 COMMANDS = {
     "spanner status": Command("GET", lambda options: "/api/v1/spanner/status",
                               spanner_status),
@@ -219,4 +240,6 @@ COMMANDS = {
                                      body=lambda o: {"to": o.to}),
     "spanner bolt act": Command("POST", _bolt_action, action_result,
                                 body=lambda o: dict(o.args or {})),
+    "spanner bolt actions": Command("GET", lambda options: bolt_path(options) + "/actions",
+                                    actions_table),
 }

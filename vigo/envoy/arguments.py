@@ -18,6 +18,7 @@ This module holds the argument parser; ``vigo.envoy.main`` runs the commands.
 
 import argparse
 
+from vigo import __version__
 from vigo.config.values import parse_address, parse_duration
 from vigo.envoy.sim.simulator import DEFAULT_HOSTNAME_TEMPLATE
 
@@ -64,6 +65,9 @@ def _token_options(p, what):
 def build_parser():
     """The ``vigo-envoy`` argument parser."""
     parser = argparse.ArgumentParser(prog="vigo-envoy", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version",
+                        version=f"%(prog)s (vigosrv) {__version__}",
+                        help="print vigo-envoy's version (that of vigosrv) and exit")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = commands.add_parser("register", help="enroll this machine with a token")
     p.add_argument("--server", type=_address, metavar="HOST:PORT",

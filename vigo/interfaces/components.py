@@ -288,6 +288,9 @@ class IFederationAdmin(Interface):
     def act(bolt, action, args):
         """Run a peer action on a bolt."""
 
+    def actions(key):
+        """The peer actions loaded on a bolt, and where each came from."""
+
     def bolt_envoys(key, offline=False):
         """One bolt's envoys, asked of it."""
 

@@ -16,6 +16,7 @@ from vigo.hostnames import HostnameError
 from vigo.interfaces.components import IEnvoyOperations, IFederationAdmin
 from vigo.interfaces.errors import Refusal
 from vigo.spanner.drain import ask_drain
+from vigo.spanner.peer.actions import LIST_ACTIONS
 from vigo.spanner.peer.asking import action_refusal, ask
 from vigo.spanner.reassign import reassign_anywhere
 from vigo.spanner.roster.snapshot import encode_snapshot, sign_snapshot
@@ -101,6 +102,19 @@ class BoltAdmin:
         """Run a peer action on any bolt (this one included)."""
         bolt_id = self.resolve(bolt_key)
         return self._bolt.call(bolt_id, action, args).addErrback(action_refusal, bolt_id, action)
+
+    def actions(self, key):
+        """The peer actions loaded on bolt ``key`` and where each came from: its
+        built-in ``actions`` action (``vigo.spanner.peer.actions.LoadedActions``),
+        run here in-process for this bolt, over peer RPC for another."""
+
+        def asked():
+            bolt_id = self.resolve(key)
+            d = self._bolt.call(bolt_id, LIST_ACTIONS, {})
+            d.addErrback(action_refusal, bolt_id, LIST_ACTIONS)
+            return d.addCallback(lambda answer: dict(answer, bolt_id=bolt_id))
+
+        return defer.maybeDeferred(asked)
 
     # -- the bolts that own envoys ---------------------------------------------------------
 

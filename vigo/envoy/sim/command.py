@@ -38,7 +38,9 @@ def simulate(reactor, args, token, out):
     from tqdm import tqdm
 
     raise_file_limit(args.count)
-    progress = tqdm(total=args.count, unit="envoy", desc="enrolling", file=sys.stderr)
+    # disable=None: a bar only when stderr is a terminal, no "\r" frames in files or pipes.
+    progress = tqdm(total=args.count, unit="envoy", desc="enrolling", file=sys.stderr,
+                    disable=None)
     sim = Simulator(reactor, args.server, token, args.count, args.interval,
                     hostname_template=args.hostname_template, concurrency=args.concurrency,
                     source_addresses=args.source_addresses, progress=progress)

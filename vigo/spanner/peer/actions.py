@@ -9,14 +9,23 @@ vigo.plugins)``; ``vigo.plugins`` extends its ``__path__`` with
 one alike: the name and arguments are checked first (size, type, the action's
 ``argument_schema``), the result after, and whatever the action raises becomes
 a ``PeerError`` with a message for the caller.
+
+``load_actions`` also notes where each action came from (``Origin``: its
+module, file, and the installed distribution that holds the file, if any),
+logs one line naming them all, and adds the one action that is not a dropin:
+``actions`` (``LoadedActions``), which lists them (``vigocli spanner bolt
+actions BOLT``).
 """
 
+import importlib.metadata
 import os
 import sys
 
+import attr
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.plugin import getPlugins
+from zope.interface import implementer
 from zope.interface.exceptions import Invalid
 from zope.interface.verify import verifyObject
 
@@ -46,27 +55,30 @@ ARGUMENTS = Json(MAX_ARGS_BYTES)
 log = Logger()
 
 
+#: The name of the built-in action that lists the loaded ones (``LoadedActions``).
+LIST_ACTIONS = "actions"
+#: Characters of an action's description that ``actions`` answers with, at most.
+MAX_DESCRIPTION = 300
+
+
 def load_actions(package=None):
-    """Every peer action dropin, as a dict of name to action.
+    """Every peer action dropin, as a dict of name to action, with ``actions``.
 
     A dropin that does not provide ``IPeerAction`` properly, or whose name is
     taken already, is left out with an error in the log that names its module;
-    the package's own dropins come first, then the others in module order, so
-    the same one wins every time and a built-in name cannot be taken over.
+    the built-in dropins come first (vigosrv's own: the package's, not another
+    distribution's dropin installed beside them), then the others in module
+    order, so the same one wins every time and a built-in name cannot be
+    taken over. The log says which actions were loaded and from where.
     """
     if package is None:
         package = vigo.plugins
-    own_directory = os.path.dirname(os.path.abspath(package.__file__))
-
-    def precedence(action):
-        # The package's own dropins first: a third party cannot take over a
-        # built-in action's name, only be refused for trying.
-        module = sys.modules.get(_module_of(action))
-        where = os.path.dirname(os.path.abspath(getattr(module, "__file__", None) or "?"))
-        return (where != own_directory, _module_of(action))
-
-    found = sorted(getPlugins(IPeerAction, package), key=precedence)
-    actions = {}
+    found = list(getPlugins(IPeerAction, package))
+    listing = LoadedActions()
+    origins = find_origins(package, [_module_of(action) for action in found + [listing]])
+    origins[_module_of(listing)] = attr.evolve(origins[_module_of(listing)], builtin=True)
+    found.sort(key=lambda action: (not origins[_module_of(action)].builtin, _module_of(action)))
+    actions = {listing.name: listing}
     for action in found:
         problem = _problem_with(action)
         if problem is None and action.name in actions:
@@ -77,7 +89,160 @@ def load_actions(package=None):
                       module=_module_of(action), problem=problem)
             continue
         actions[action.name] = action
+    listing.origins = {name: origins[_module_of(action)] for name, action in actions.items()}
+    listing.actions = actions
+    log.info("peer actions loaded: {summary}", summary=origins_summary(listing.describe()),
+             actions=listing.describe())
     return actions
+
+
+@attr.s(frozen=True)
+class Origin:
+    """Where a peer action came from: its ``module``, the ``path`` of its file,
+    the installed ``distribution`` (and its ``version``) whose files hold it, or
+    None, and whether it is ``builtin`` (part of vigosrv)."""
+
+    module = attr.ib()
+    path = attr.ib()
+    distribution = attr.ib()
+    version = attr.ib()
+    builtin = attr.ib()
+
+
+def find_origins(package, modules):
+    """``{module: Origin}`` for the named (imported) modules.
+
+    A module's distribution is the installed one whose file list (its
+    ``RECORD``) holds the module's file, looked up in the ``sys.path``
+    directory the module was found in. A module is built in when it comes
+    from the same distribution as ``package`` itself, or lies in
+    ``package``'s own directory and comes from no distribution (a source
+    checkout, an editable install): a dropin another distribution installed
+    beside the built-in ones is not built in.
+    """
+    files = {module: _file_of(module) for module in modules}
+    own_init = _file_of(package.__name__)
+    owners = _owners([f for f in [own_init, *files.values()] if f is not None])
+    own_distribution = owners.get(own_init)
+    own_directory = os.path.dirname(own_init) if own_init else None
+    origins = {}
+    for module, path in files.items():
+        owner = owners.get(path)
+        if owner is not None:
+            is_builtin = owner == own_distribution
+        else:
+            is_builtin = path is not None and os.path.dirname(path) == own_directory
+        name, version = owner if owner is not None else (None, None)
+        if is_builtin and version is None:
+            version = vigo.__version__
+        origins[module] = Origin(module, path, name, version, is_builtin)
+    return origins
+
+
+def _file_of(module):
+    path = getattr(sys.modules.get(module), "__file__", None)
+    return os.path.realpath(path) if path else None
+
+
+def _owners(paths):
+    """``{path: (distribution name, version)}`` for the files of ``paths`` that
+    an installed distribution lists, each looked for in the distributions of
+    the directories above it (``distribution.files``, its ``RECORD``)."""
+    wanted = {}  # directory -> {relative name: path}
+    for path in set(paths):
+        for directory, name in _candidate_roots(path):
+            wanted.setdefault(directory, {})[name] = path
+    owners = {}
+    for directory, names in wanted.items():
+        try:
+            distributions = list(importlib.metadata.distributions(path=[directory]))
+        except OSError:
+            continue
+        for distribution in distributions:
+            record = distribution.read_text("RECORD")
+            if record is not None and not any(name in record for name in names):
+                continue  # the quick look: none of the names is in its RECORD
+            try:
+                listed = distribution.files or ()
+            except (OSError, ValueError):
+                continue
+            for entry in listed:
+                path = names.get(str(entry).replace(os.sep, "/"))
+                if path is not None and path not in owners \
+                        and os.path.realpath(distribution.locate_file(entry)) == path:
+                    owners[path] = (distribution.metadata["Name"], distribution.version)
+    return owners
+
+
+def _candidate_roots(path):
+    """``(directory, relative name)`` pairs that could have led to ``path``: the
+    ``sys.path`` directories it lies under."""
+    for entry in sys.path:
+        root = os.path.realpath(entry or os.curdir)
+        if path.startswith(root.rstrip(os.sep) + os.sep):
+            yield root, os.path.relpath(path, root).replace(os.sep, "/")
+
+
+def origins_summary(described):
+    """One line naming the loaded actions and their origins (the start-up log):
+    ``11 built in (vigosrv 0.2.0, in /usr/lib/.../vigo/plugins): accept-envoy,
+    ...; echo from acme-echo 1.0 (vigo.plugins.acme_echo); ...``."""
+    builtin = [entry for entry in described if entry["builtin"]]
+    places = sorted({os.path.dirname(e["path"]) for e in builtin
+                     if e["path"] and e["module"].startswith("vigo.plugins.")})
+    parts = []
+    if builtin:
+        parts.append("%d built in (vigosrv %s%s): %s" % (
+            len(builtin), vigo.__version__, "".join(", in " + p for p in places),
+            ", ".join(e["name"] for e in builtin)))
+    for entry in described:
+        if not entry["builtin"]:
+            parts.append("%s from %s" % (entry["name"], origin_text(entry)))
+    return "; ".join(parts) or "none"
+
+
+def origin_text(entry):
+    """Where a third-party action came from, in words: ``acme-echo 1.0
+    (vigo.plugins.x)``, or ``vigo.plugins.x, no distribution:
+    /opt/site-actions/vigo/plugins/x.py``."""
+    if entry.get("distribution"):
+        return "%s %s (%s)" % (entry["distribution"], entry.get("version"), entry.get("module"))
+    return "%s, no distribution: %s" % (entry.get("module"), entry.get("path"))
+
+
+@implementer(IPeerAction)
+class LoadedActions:
+    """The built-in ``actions`` action: the peer actions loaded on this bolt
+    (this one included) and where each came from. Not a dropin: the loader
+    adds it, as it alone knows what it loaded."""
+
+    name = LIST_ACTIONS
+    description = "The peer actions loaded on this bolt, and where each came from."
+    argument_schema = {}
+
+    def __init__(self):
+        self.actions = {}
+        self.origins = {}
+
+    def describe(self):
+        """The loaded actions, by name: name, description and origin of each."""
+        described = []
+        for name in sorted(self.actions):
+            origin = self.origins[name]
+            description = getattr(self.actions[name], "description", None)
+            described.append({
+                "name": name,
+                "description": str(description or "")[:MAX_DESCRIPTION],
+                "module": origin.module, "path": origin.path,
+                "distribution": origin.distribution, "version": origin.version,
+                "builtin": origin.builtin,
+            })
+        return described
+
+    def run(self, bolt, caller_id, args):
+        described = self.describe()
+        return {"bolt_id": bolt.id, "name": bolt.name, "vigosrv": vigo.__version__,
+                "actions": described, "count": len(described)}
 
 
 def _module_of(action):
