@@ -5,6 +5,7 @@ raises :class:`Invalid` saying what is allowed instead; ``vigo.config.sections``
 turns that into a ConfigError naming the file and the key.
 """
 
+import importlib.util
 import ipaddress
 import os
 import re
@@ -50,10 +51,31 @@ name = _check(
     lambda v: isinstance(v, str) and _NAME.fullmatch(v) is not None,
     "is not a name (1 to 253 letters, digits, '-', '_' or '.')",
 )
-bus = _check(
+_bus = _check(
     lambda v: isinstance(v, str) and (v in ("none", "session", "system") or ":" in v),
     "is not a bus (allowed: none, session, system or a D-Bus address like unix:path=/x)",
 )
+
+#: What installs txdbus, which a bus needs (it is an optional dependency).
+DBUS_EXTRA = "pip install 'vigo-server[dbus]'"
+
+
+def txdbus_installed():
+    """Whether txdbus can be imported: looked for, not imported (its client
+    module imports the global reactor, which twistd has yet to choose)."""
+    try:
+        return importlib.util.find_spec("txdbus") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def bus(value):
+    """``dbus.bus``: a bus, which needs txdbus, or ``none``."""
+    value = _bus(value)
+    if value != "none" and not txdbus_installed():
+        raise Invalid(f"needs txdbus, which is not installed: {DBUS_EXTRA} "
+                      "(or set dbus.bus to none)")
+    return value
 
 
 def duration(low, high, allowed):

@@ -140,9 +140,12 @@ def add_dbus(server, config, reactor, status, fleet, enrollment):
     """Offer local control on ``dbus.bus`` (the server's last child), if set."""
     server.dbus = None
     if config.dbus.bus != "none":
-        from vigo.dbus_control import DbusControl  # txdbus only when asked for
+        # txdbus only when asked for (the config refused dbus.bus without it).
+        from vigo.dbus import DbusControl, server_properties
 
+        properties = server_properties(server.identity.id, config.spanner.mode, fleet.counts,
+                                       lambda: server.replication)
         server.dbus = DbusControl(reactor, config.dbus.bus, status, fleet.force_push,
-                                  enrollment.listeners)
+                                  enrollment.listeners, properties)
         server.dbus.setServiceParent(server)
     return server
