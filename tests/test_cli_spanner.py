@@ -266,7 +266,7 @@ class OutputTests(unittest.SynchronousTestCase):
 
     def test_actions_table_names_where_each_came_from(self):
         entry = {"module": "vigo.plugins.vigo_ping", "path": "/v/vigo/plugins/vigo_ping.py",
-                 "distribution": "vigo-server", "version": "0.2.0", "builtin": True}
+                 "distribution": "vigosrv", "version": "0.2.0", "builtin": True}
         out, err = self.show(cli_spanner.actions_table, {
             "bolt_id": PEER_ID, "name": "dc2", "vigosrv": "0.2.0", "count": 3, "actions": [
                 dict(entry, name="ping", description="Who answers."),

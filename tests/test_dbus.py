@@ -33,7 +33,7 @@ try:
     from txdbus import client, marshal
     from txdbus.error import RemoteError
 except ImportError:  # the dbus extra is not installed
-    NO_TXDBUS = "txdbus is not installed (pip install 'vigo-server[dbus]')"
+    NO_TXDBUS = "txdbus is not installed (pip install 'vigosrv[dbus]')"
 else:
     NO_TXDBUS = None
     from vigo.dbus import (
@@ -473,7 +473,7 @@ class MissingTxdbusTests(unittest.TestCase):
         self.hide_txdbus()
         error = self.assertRaises(ConfigError, config_from_mapping, {"dbus": {"bus": "session"}})
         self.assertEqual(str(error), "config: dbus.bus: 'session' needs txdbus, which is not "
-                                     "installed: pip install 'vigo-server[dbus]' (or set "
+                                     "installed: pip install 'vigosrv[dbus]' (or set "
                                      "dbus.bus to none)")
         self.assertEqual(config_from_mapping({"dbus": {"bus": "none"}}).dbus.bus, "none")
         self.assertEqual(config_from_mapping({}).dbus.bus, "none")
@@ -491,5 +491,5 @@ class MissingTxdbusTests(unittest.TestCase):
         self.assertEqual(exit.code, 1)
         self.assertEqual(stderr.getvalue(),
                          "twistd vigo: %s: dbus.bus: 'system' needs txdbus, which is not "
-                         "installed: pip install 'vigo-server[dbus]' (or set dbus.bus to "
+                         "installed: pip install 'vigosrv[dbus]' (or set dbus.bus to "
                          "none)\n" % (path,))

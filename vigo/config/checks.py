@@ -57,7 +57,7 @@ _bus = _check(
 )
 
 #: What installs txdbus, which a bus needs (it is an optional dependency).
-DBUS_EXTRA = "pip install 'vigo-server[dbus]'"
+DBUS_EXTRA = "pip install 'vigosrv[dbus]'"
 
 
 def txdbus_installed():

@@ -1,4 +1,4 @@
-"""Local control over D-Bus (``dbus.bus``), with txdbus (``pip install 'vigo-server[dbus]'``).
+"""Local control over D-Bus (``dbus.bus``), with txdbus (``pip install 'vigosrv[dbus]'``).
 
 A server started with ``dbus.bus`` set (``session``, ``system`` or a D-Bus
 address) owns the bus name ``org.vigo.Server`` and exports one object,
