@@ -360,7 +360,7 @@ class OpenRouteTests(ApiTestCase):
         self.assertEqual(response.headers.getRawHeaders(b"content-type")[0],
                          b"text/plain; version=0.0.4; charset=utf-8")
         text = text.decode("utf-8")
-        self.assertIn("vigo_nodes_total 1.0", text)
+        self.assertIn('vigo_envoys{state="active"} 1.0', text)
         self.assertIn('vigo_checkins_total{status="bundle"} 1.0', text)
         self.assertIn('vigo_checkins_total{status="no_change"} 1.0', text)
         self.assertIn('vigo_checkin_age_seconds_bucket{le="15.0"} 2.0', text)

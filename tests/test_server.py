@@ -1,6 +1,8 @@
 """The server's service tree: load first, then listen; stop whatever happens."""
 
+import io
 import os
+import sys
 
 from twisted.application import service
 from twisted.internet import defer
@@ -12,10 +14,12 @@ from vigo.config import Address, config_from_mapping
 from vigo.fleet.fleet import Fleet
 from vigo.fleet.hostcrates import Hostcrates
 from vigo.identity import Identity
+from vigo.server import service as service_module
 from vigo.server.ports import Advertised, PortService
 from vigo.server.service import RUN_FILE, VigoServer
 from vigo.server.status import ServerStatus
 from vigo.spanner.member import MemberServices
+from vigo.store import StoreError
 from vigo.testing.store import ImmediateStore
 
 
@@ -125,6 +129,43 @@ class ServerTreeTests(unittest.TestCase):
         self.assertFalse(os.path.exists(os.path.join(self.config.server.data_dir, RUN_FILE)))
         for name in ("envoy", "api"):
             self.assertIsNone(self.server.advertised.ports[name].port)
+
+
+    def test_the_offline_sweep_runs_on_a_new_interval(self):
+        swept = []
+        self.fleet.sweep = lambda: swept.append(self.reactor.seconds())
+        self.server.startService()
+        self.loading.callback(None)
+        self.successResultOf(self.server.ready)
+        old = self.server._sweeper
+        self.server.set_sweep_interval(5.0)
+        self.assertFalse(old.running)
+        self.assertTrue(self.server._sweeper.running)
+        self.reactor.advance(5)
+        self.reactor.advance(5)
+        self.assertEqual(swept, [0, 5, 10])
+        self.successResultOf(self.server.stopService())
+        self.assertFalse(self.server._sweeper.running)
+
+    def test_a_failed_start_under_twistd_exits_1_after_twistds_clean_up(self):
+        def cannot_open():
+            raise StoreError("cannot open vigo.sqlite3: unable to open database file")
+
+        statuses, stderr = [], io.StringIO()
+        self.patch(service_module, "exit_status_at_exit", statuses.append)
+        self.patch(sys, "__stderr__", stderr)
+        self.store.open = cannot_open
+        self.server.exit_on_failure = True
+        self.server.startService()  # before the reactor runs, as twistd does
+        self.assertFalse(self.server.listening)
+        self.assertEqual(statuses, [1])
+        self.assertEqual(stderr.getvalue(), "twistd vigo: cannot start: cannot open "
+                         "vigo.sqlite3: unable to open database file\n")
+        # No os._exit behind twistd's back: it stops the reactor once it runs.
+        self.assertEqual(self.reactor.triggers, {})
+        self.assertFalse(self.reactor.hasStopped)
+        self.reactor.run()
+        self.assertTrue(self.reactor.hasStopped)
 
 
 class FakeRoster:

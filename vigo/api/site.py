@@ -11,12 +11,14 @@ A token belongs in the ``Authorization`` header; one put in the URL (refused:
 writes Twisted's combined log format with every Vigo token (``vgot_`` API,
 ``vgoe_`` enrollment, ``vgoj_`` join, ``vgos_`` standby invitation) and the value of every query parameter
 that names a secret replaced by ``REDACTED``, in the path, the query and the
-Referer alike.
+Referer alike. Access lines are events of the ``vigo.api.access`` logger
+namespace (``ApiSite``), not of Twisted's legacy log.
 """
 
 import json
 import re
 
+from twisted.logger import Logger
 from twisted.web.http import combinedLogFormatter
 from twisted.web.server import Request, Site
 
@@ -101,10 +103,37 @@ def access_log_line(timestamp, request):
     return combinedLogFormatter(timestamp, _Redacted(request))
 
 
+#: The logger access lines go to.
+access_log = Logger(namespace="vigo.api.access")
+
+
+class _AccessLog:
+    """The access "file" of an ``ApiSite``: each line an event of ``access_log``."""
+
+    def write(self, line):
+        access_log.info("{line}", line=line.rstrip("\n"))
+
+    def close(self):
+        pass
+
+
+class ApiSite(Site):
+    """A ``Site`` whose access lines go to the ``vigo.api.access`` logger."""
+
+    def __init__(self, *args, **kwargs):
+        Site.__init__(self, *args, **kwargs)
+        # With a logPath, Twisted opens the access log with _openLogFile (its
+        # documented override) and writes each line to what it returns.
+        self.logPath = access_log.namespace
+
+    def _openLogFile(self, path):
+        return _AccessLog()
+
+
 def api_site(resource):
     """A quiet ``Site`` for the API resource, with capped request bodies and
-    an access log without secrets."""
-    site = Site(resource, requestFactory=BoundedRequest, logFormatter=access_log_line)
+    an access log without secrets, in the ``vigo.api.access`` namespace."""
+    site = ApiSite(resource, requestFactory=BoundedRequest, logFormatter=access_log_line)
     site.displayTracebacks = False
     site.noisy = False
     return site

@@ -11,8 +11,11 @@ stores the envoy. The token's use is counted where it was minted, the envoy is
 stored only at its owner, and a refusal anywhere stores nothing.
 """
 
+from time import perf_counter
+
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from vigo.fleet import wire
@@ -24,6 +27,7 @@ from vigo.hostnames import HostnameError, normalise_hostname
 from vigo.identity import key_id, verify_signature
 from vigo.interfaces.actions import IBoltEnrollment
 from vigo.interfaces.errors import Refusal
+from vigo.metrics import ENROLLMENT_BUCKETS, ENROLLMENT_OUTCOMES, DurationsBy
 from vigo.tokens import EnrollmentToken, TokenError
 
 log = Logger()
@@ -97,6 +101,8 @@ class Enrollment:
         #: High availability (``peers.sync``): ``synced()``, a Deferred that
         #: fires when what is committed may be acknowledged (None: at once).
         self.synced = None
+        #: Each Register's time to its answer, by outcome (``register``).
+        self.durations = DurationsBy(ENROLLMENT_BUCKETS, ENROLLMENT_OUTCOMES)
 
     def register(self, hostname, public_key, token_text, timestamp_ms, signature):
         """Enroll an envoy; a Deferred of the Registered fields.
@@ -105,7 +111,29 @@ class Enrollment:
         server owns the hostname and there is no ``router`` to enroll it there.
         With a router (a spanner bolt), the owner enrolls the envoy and the
         fields are the owner's, so the envoy goes on to attach there.
+
+        The time it took goes to ``durations`` by outcome: ``enrolled`` (here),
+        ``routed`` (at the owner), ``redirected``, ``refused`` or ``failed``.
         """
+        started = perf_counter()
+        try:
+            answer = self._register(hostname, public_key, token_text, timestamp_ms, signature)
+        except Exception as e:
+            self.durations.observe(_outcome(e), perf_counter() - started)
+            raise
+        return answer.addBoth(self._answered, started)
+
+    def _answered(self, result, started):
+        if isinstance(result, Failure):
+            outcome = _outcome(result.value)
+        elif isinstance(result, dict) and result.get("server_id") != self.identity.id:
+            outcome = "routed"
+        else:
+            outcome = "enrolled"
+        self.durations.observe(outcome, perf_counter() - started)
+        return result
+
+    def _register(self, hostname, public_key, token_text, timestamp_ms, signature):
         sent_hostname = hostname  # what the envoy signed
         hostname, token, now = self._checked(hostname, public_key, token_text,
                                              timestamp_ms, signature)
@@ -230,3 +258,11 @@ class Enrollment:
             "interval": self.fleet.interval,
         }
 
+
+def _outcome(error):
+    """The ``durations`` outcome of a Register that failed with ``error``."""
+    if isinstance(error, Refusal):
+        return "refused"
+    if isinstance(error, Redirected):
+        return "redirected"
+    return "failed"

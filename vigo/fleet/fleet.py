@@ -7,6 +7,8 @@ last-seen and counters are written behind by ``flush``.
 """
 
 import json
+import weakref
+from time import perf_counter
 
 from nacl.bindings import crypto_sign_open
 from nacl.exceptions import BadSignatureError
@@ -18,6 +20,7 @@ from vigo.fleet.index import ACTIVE, MOVED, REVOKED, EnvoyRecord, FleetIndex
 from vigo.fleet.ownership import Redirected
 from vigo.fleet.stats import FleetStats
 from vigo.interfaces.errors import Refusal
+from vigo.metrics import CHECKIN_BUCKETS, Durations
 from vigo.store import StoreClosed
 
 MAX_CLOCK_SKEW = 300.0  # seconds an envoy's clock may be off
@@ -81,7 +84,13 @@ class Fleet:
         self.offline_after = offline_after
         self.index = FleetIndex()
         self.stats = FleetStats()
+        # Each check-in's handling time (vigo_checkin_duration_seconds).
+        self.checkin_durations = Durations(CHECKIN_BUCKETS)
         self._dirty = []
+        # Connections attached while the interval was longer than it is now
+        # (a reload shortened it) -> the interval they were told: they keep
+        # it until they attach again, and the offline sweep allows for it.
+        self._told_longer = weakref.WeakKeyDictionary()
 
     # -- start-up ------------------------------------------------------------
 
@@ -146,11 +155,26 @@ class Fleet:
     def detach(self, record, connection):
         if record.connection is connection:
             record.connection = None
+        if self._told_longer:
+            self._told_longer.pop(connection, None)
 
     def checkin(self, record, body):
         """The frame answering one CheckIn body from ``record``'s connection;
         a Deferred of it when the answer waits for a sequence reservation to
-        be durable (rarely: vigo/fleet/replay.py)."""
+        be durable (rarely: vigo/fleet/replay.py). The time it took, until
+        the answer was ready, goes to ``checkin_durations``."""
+        started = perf_counter()
+        answer = self._checkin(record, body)
+        if type(answer) is bytes:
+            self.checkin_durations.observe(perf_counter() - started)
+            return answer
+        return answer.addBoth(self._answered, started)
+
+    def _answered(self, answer, started):
+        self.checkin_durations.observe(perf_counter() - started)
+        return answer
+
+    def _checkin(self, record, body):
         stats = self.stats
         try:
             seq, timestamp_ms, fingerprint, signature = wire.decode_checkin(body)
@@ -334,6 +358,39 @@ class Fleet:
             if record.connection is not None:
                 record.connection.hang_up()
 
+    # -- reloading (SIGHUP: vigo.server.reload) -------------------------------------
+
+    def set_hostcrates(self, hostcrates):
+        """Give every envoy the bundle ``hostcrates`` names for it from now on;
+        the number of active envoys whose bundle changed. Nothing is sent: an
+        envoy whose bundle changed gets it at its next check-in, since the
+        version it reports applied no longer matches."""
+        self.hostcrates = hostcrates
+        changed = 0
+        for record in self.index:
+            bundle = hostcrates.bundle_for(record.hostname)
+            if bundle.version != record.bundle.version:
+                changed += record.state == ACTIVE
+            record.bundle = bundle
+        return changed
+
+    def set_cadence(self, interval, offline_after):
+        """A new check-in ``interval`` (told to envoys as they attach or
+        enroll) and ``offline_after``. An envoy attached now keeps the
+        interval it was told until it attaches again: after a shorter one,
+        the offline sweep still allows it the longer one."""
+        if interval < self.interval:
+            for record in self.index:
+                connection = record.connection
+                if connection is not None:
+                    told = self._told_longer.get(connection, self.interval)
+                    self._told_longer[connection] = max(told, self.interval)
+        for connection, told in list(self._told_longer.items()):
+            if told <= interval:
+                del self._told_longer[connection]
+        self.interval = interval
+        self.offline_after = offline_after
+
     # -- background work -------------------------------------------------------
 
     def flush(self):
@@ -362,10 +419,16 @@ class Fleet:
 
     def sweep(self):
         """Mark envoys silent for ``offline_after`` intervals offline."""
-        deadline = self.clock.seconds() - self.offline_after * self.interval
+        now = self.clock.seconds()
+        deadline = now - self.offline_after * self.interval
+        longer = self._told_longer
         went = 0
         for record in self.index:
             if record.online and (record.last_seen is None or record.last_seen < deadline):
+                if longer and record.last_seen is not None and record.connection is not None:
+                    told = longer.get(record.connection)
+                    if told is not None and record.last_seen >= now - self.offline_after * told:
+                        continue  # on the longer interval it was told when it attached
                 record.online = False
                 went += 1
         if went:

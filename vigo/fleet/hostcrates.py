@@ -56,6 +56,16 @@ class Hostcrates:
         self.source = source
 
     @classmethod
+    def load(cls, path):
+        """The hostcrates of the file ``path`` (``hostcrates:`` in the config),
+        or none (every envoy gets the default bundle) when ``path`` is None."""
+        return cls() if path is None else cls.from_file(path)
+
+    def same_as(self, other):
+        """True if ``other`` gives every hostname the bundle this one does."""
+        return self.entries == other.entries
+
+    @classmethod
     def from_file(cls, path):
         try:
             with open(path, "rb") as f:

@@ -19,7 +19,6 @@ builds the next one, in the same process:
 call, whichever tree is current.
 """
 
-from prometheus_client.core import GaugeMetricFamily
 from twisted.application import service
 from twisted.internet import defer, threads
 from twisted.logger import Logger
@@ -28,11 +27,13 @@ from zope.interface import implementer
 
 from vigo.interfaces.components import IReplicaSet
 from vigo.interfaces.errors import Refusal
+from vigo.metrics import ReplicationCollector
 from vigo.server.peer.base_copy import install_base_copy, pending_base_copy
 from vigo.server.peer.channel import Role, dial
 from vigo.server.peer.node import NodeState, node_identity
 from vigo.server.peer.pairing import StandbyInvite
 from vigo.server.peer.protocol import Join
+from vigo.server.service import stop_reactor
 from vigo.tokens import TokenError
 
 _PENDING = object()
@@ -127,8 +128,8 @@ class ServerHost(service.MultiService):
 
     def _failed(self, reason):
         self.log.failure("this node's server failed to start", reason)
-        if self.exit_on_failure and self.reactor.running:
-            self.reactor.stop()
+        if self.exit_on_failure:
+            stop_reactor(self.reactor)  # the tree may have stopped it already
 
     @property
     def ready(self):
@@ -172,6 +173,14 @@ class ServerHost(service.MultiService):
 
     def stopService(self):
         return service.MultiService.stopService(self)
+
+    def reload(self, config):
+        """SIGHUP: apply what ``config`` changes that can change live to the
+        current tree; the trees built next are built from what was applied
+        (``vigo.server.reload``). A Deferred of its ``Report``."""
+        from vigo.server.reload import reload_host
+
+        return defer.ensureDeferred(reload_host(self, config))
 
     def save_node(self, node):
         node.save(self.data_dir)
@@ -340,39 +349,3 @@ class ReplicaSet:
 
     def promote(self):
         return self.host.promote()
-
-
-class ReplicationCollector:
-    """Prometheus: this node's role, epoch, applied LSN and lag."""
-
-    def __init__(self, host):
-        self.host = host
-
-    def collect(self):
-        host = self.host
-        role = GaugeMetricFamily("vigo_replication_role", "This node's role (1 for the one "
-                                 "it has)", labels=["role"])
-        for name in ("primary", "standby", "fenced"):
-            status_role = host.node.role
-            replication = host.replication
-            if replication is not None and replication.fenced:
-                status_role = "fenced"
-            role.add_metric([name], 1.0 if status_role == name else 0.0)
-        yield role
-        yield GaugeMetricFamily("vigo_replication_epoch", "The epoch this node is at",
-                                value=host.node.epoch)
-        replication, follower = host.replication, host.follower
-        lsn = GaugeMetricFamily("vigo_replication_applied_lsn", "The last change-log entry "
-                                "this node holds")
-        lag = GaugeMetricFamily("vigo_replication_lag_seconds", "How long the oldest entry a "
-                                "standby lacks has waited", labels=["node"])
-        if replication is not None:
-            lsn.add_metric([], replication.head())
-            now = host.reactor.seconds()
-            for node_id, stream in replication.streams.items():
-                lag.add_metric([node_id], stream.lag(now))
-        elif follower is not None:
-            lsn.add_metric([], follower.lsn)
-            lag.add_metric([follower.node_id], follower.lag())
-        yield lsn
-        yield lag

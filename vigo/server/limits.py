@@ -141,6 +141,7 @@ _MAX_RECORD = 16384 + 2048
 
 class _CapsFactory(WrappingFactory):
     protocol = _Capped
+    noisy = False  # the port's own line says where it listens
 
     def __init__(self, guard, wrapped):
         WrappingFactory.__init__(self, wrapped)
@@ -220,6 +221,7 @@ class _Watched(ProtocolWrapper):
 
 class _DeadlinesFactory(WrappingFactory):
     protocol = _Watched
+    noisy = False
 
     def __init__(self, guard, wrapped):
         WrappingFactory.__init__(self, wrapped)

@@ -16,20 +16,30 @@ So no envoy is ever answered from a half-loaded index or roster: enrollment,
 ownership and routing are built whole by the wiring, before anything listens.
 Stopping stops listening first, hangs up on envoys, stops the children,
 writes behind what is dirty and closes the store.
+
+``VigoProcess`` is what ``twistd vigo`` runs around the root service (a
+``VigoServer``, or a ``ServerHost`` with HA on): SIGHUP reloads the config
+(``vigo.server.reload``); a daemonized twistd reports the start only once the
+server is ready (so a start that fails exits non-zero); a failed start stops
+the process with exit status 1 after twistd's own clean-up (its pidfile).
 """
 
+import atexit
 import gc
 import json
 import os
+import signal
 import sys
 
 from twisted.application import internet, service
 from twisted.internet import defer
-from twisted.internet.error import CannotListenError
+from twisted.internet.error import CannotListenError, ReactorNotRunning
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from vigo.identity import write_private_file
 from vigo.server.heap import FREEZE_INTERVAL, HEAP_SWEEP_INTERVAL, freeze_survivors, heap_sweep
+from vigo.server.reload import Reloader, reload_tree
 from vigo.store import StoreError
 
 FLUSH_INTERVAL = 10.0  # seconds between write-behind batches
@@ -66,13 +76,20 @@ class VigoServer(service.MultiService):
         self.ports = service.MultiService()
         self.ports.setName("ports")
         self.ports.setServiceParent(self)
+        self._sweeper = None
         for interval, work in ((FLUSH_INTERVAL, self._flush),
                                (config.checkin.interval, fleet.sweep),
                                (FREEZE_INTERVAL, freeze_survivors),
                                (HEAP_SWEEP_INTERVAL, heap_sweep)):
-            timer = internet.TimerService(interval, work)
-            timer.clock = reactor  # not the global one
-            timer.setServiceParent(self)
+            timer = self._timer(interval, work)
+            if work == fleet.sweep:
+                self._sweeper = timer
+
+    def _timer(self, interval, work):
+        timer = internet.TimerService(interval, work)
+        timer.clock = self.reactor  # not the global one
+        timer.setServiceParent(self)
+        return timer
 
     def add_port(self, port):
         """Listen on ``port`` (a ``PortService``) with the others, and advertise it."""
@@ -110,21 +127,31 @@ class VigoServer(service.MultiService):
         return self
 
     def _failed(self, reason):
+        why = failure_line(reason)
         if reason.check(CannotListenError, StoreError):
-            why = reason.getErrorMessage()
             self.log.critical("vigo server cannot start: {why}", why=why)
         else:
-            why = "%s: %s" % (reason.type.__name__, reason.getErrorMessage())
             self.log.failure("vigo server failed to start", reason)
         self.ready.errback(reason)
         self.ready.addErrback(lambda _: None)  # reported above
         if self.exit_on_failure:
-            # twistd has no exit status of its own: a server that could not
-            # start must not look like one that stopped cleanly.
+            # A server that could not start must not look like one that
+            # stopped cleanly: twistd cleans up (its pidfile), then exits 1.
             sys.__stderr__.write("twistd vigo: cannot start: %s\n" % (why,))  # not the log
-            self.reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
-        if self.reactor.running:
-            self.reactor.stop()
+            exit_status_at_exit(1)
+        stop_reactor(self.reactor)
+
+    # -- reload (SIGHUP) ------------------------------------------------------------------
+
+    def reload(self, config):
+        """Apply what ``config`` changes that can change live (``vigo.server.
+        reload``); a Deferred of its ``Report``."""
+        return defer.ensureDeferred(reload_tree(self, config))
+
+    def set_sweep_interval(self, interval):
+        """Run the offline sweep every ``interval`` seconds from now on."""
+        old, self._sweeper = self._sweeper, self._timer(interval, self.fleet.sweep)
+        old.disownServiceParent()
 
     def _run_file(self):
         return os.path.join(self.config.server.data_dir, RUN_FILE)
@@ -177,3 +204,140 @@ class VigoServer(service.MultiService):
                 yield self.fleet.flush()
         finally:
             yield self.store.close()
+
+
+def failure_line(reason):
+    """One line saying why a start failed."""
+    if reason.check(CannotListenError, StoreError):
+        return reason.getErrorMessage()
+    return "%s: %s" % (reason.type.__name__, reason.getErrorMessage())
+
+
+def stop_reactor(reactor):
+    """Stop ``reactor`` (once it runs, if it does not yet: a start that
+    fails at once fails before twistd runs it), unless it is stopping."""
+    if not reactor.running:
+        reactor.callWhenRunning(stop_reactor, reactor)
+        return
+    try:
+        reactor.stop()
+    except ReactorNotRunning:
+        pass
+
+
+_at_exit = {}
+
+
+def exit_status_at_exit(status, last=None):
+    """Make this process exit with ``status`` once it would otherwise exit
+    (cleanly, 0): after twistd's clean-up (its pidfile removed), which offers
+    no exit status of its own. ``last()``, if given, runs just before."""
+    if not _at_exit:
+        atexit.register(_exit_now)
+    _at_exit["status"] = status
+    if last is not None:
+        _at_exit.setdefault("last", []).append(last)
+
+
+def _exit_now():
+    for last in _at_exit.get("last", ()):
+        try:
+            last()
+        except Exception:  # noqa: S110 - exiting: nothing more to do about it
+            pass
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            stream.flush()
+        except Exception:  # noqa: S110 - a closed stream: nothing to flush
+            pass
+    os._exit(_at_exit["status"])
+
+
+#: twistd writes this to its status pipe when the daemon started (it exits 0).
+_STARTED = b"0"
+
+
+class VigoProcess(service.MultiService):
+    """The service ``twistd vigo`` runs: the root service ``server`` (a
+    ``VigoServer`` or a ``ServerHost``) and what the process needs around it.
+
+    * SIGHUP reloads the config: ``load()`` returns the config file's config
+      again (``vigo.server.reload.config_loader``); the handler runs the
+      reload on the reactor thread (``callFromThread``);
+    * a daemonized twistd's parent waits on a status pipe, and twistd says
+      "started" as soon as the services are started, before any port is
+      bound: this takes the pipe over (``twistd_options``, twistd's own
+      options) and writes to it once ``server`` is ready, or fails, so a
+      start that fails exits non-zero;
+    * a failed start stops the reactor, and the process exits 1 after
+      twistd removed its pidfile (and only then tells a daemon's parent, so
+      that no pidfile is left when the parent exits).
+
+    ``signals`` is the ``signal`` module and ``exit_status`` sets the
+    process's exit status (tests give fakes).
+    """
+
+    log = Logger()
+
+    def __init__(self, server, reactor, load, twistd_options=None, signals=signal,
+                 exit_status=exit_status_at_exit):
+        service.MultiService.__init__(self)
+        self.server = server
+        self.reactor = reactor
+        self.reloader = Reloader(server, load)
+        self._options = twistd_options
+        self._signals = signals
+        self._exit_status = exit_status
+        self._handling = False  # SIGHUP
+        self._pipe = None
+        server.setServiceParent(self)
+
+    def startService(self):
+        self._pipe = self._take_status_pipe()
+        self._signals.signal(self._signals.SIGHUP, self._sighup)
+        self._handling = True
+        ready = self.server.ready  # before the start: it may fail at once
+        ready.addBoth(self._settled)
+        service.MultiService.startService(self)
+
+    def stopService(self):
+        # Stopping: SIGHUP is ignored (its default would kill the process
+        # before twistd removed its pidfile).
+        if self._handling:
+            self._signals.signal(self._signals.SIGHUP, self._signals.SIG_IGN)
+            self._handling = False
+        return service.MultiService.stopService(self)
+
+    def _sighup(self, signum, frame):
+        # A signal handler runs between two bytecodes of the reactor thread:
+        # do the work on the reactor's next turn.
+        if self.running:
+            self.reactor.callFromThread(self.reloader.reload)
+
+    def _take_status_pipe(self):
+        """twistd's status pipe (a daemon's parent waits on it), taken from
+        twistd so that it says nothing before the server is ready."""
+        options = self._options
+        if options is None or options.get("statusPipe") is None:
+            return None
+        pipe = options["statusPipe"]
+        options["statusPipe"] = None
+        return pipe
+
+    def _report(self, message):
+        pipe, self._pipe = self._pipe, None
+        if pipe is not None:
+            try:
+                os.write(pipe, message[:100])  # twistd's parent reads 100 bytes
+            finally:
+                os.close(pipe)
+
+    def _settled(self, result):
+        if isinstance(result, Failure):
+            why = b"1 cannot start: " + failure_line(result).encode("utf-8", "backslashreplace")
+            self._exit_status(1, lambda: self._report(why))
+            stop_reactor(self.reactor)
+            return None  # the server logged it
+        self._report(_STARTED)
+        self.reloader.started()
+        return result

@@ -24,7 +24,13 @@ import attr
 from vigo.fleet.enrollment import Enrollment
 from vigo.fleet.ownership import StandaloneOwnership
 from vigo.fleet.view import BoltFleet
-from vigo.metrics import FleetCollector, SpannerCollector, metrics_registry
+from vigo.metrics import (
+    PEER_CALL_BUCKETS,
+    DurationsBy,
+    FleetCollector,
+    SpannerCollector,
+    metrics_registry,
+)
 from vigo.mutual_tls import peer_server_options
 from vigo.server.ports import PortService, tls_port
 from vigo.server.status import ServerStatus
@@ -84,7 +90,8 @@ def build(config, reactor, exit_on_failure=False, host=None):
     me = identity.id
 
     roster = LocalRoster(store, identity, reactor)
-    clients = PeerClients(reactor, identity, roster.locate)
+    peer_calls = DurationsBy(PEER_CALL_BUCKETS)  # every action call to another bolt, timed
+    clients = PeerClients(reactor, identity, roster.locate, durations=peer_calls)
 
     def name():
         row = roster.row(me)
@@ -128,7 +135,8 @@ def build(config, reactor, exit_on_failure=False, host=None):
     membership = Membership(
         identity, roster, reactor, advertised.row, spanner.bolt_name, spanner.patterns, clients,
         dial=lambda address, fingerprint, bolt_id: PeerClient(
-            reactor, identity, address, fingerprint, bolt_id=bolt_id), store=store)
+            reactor, identity, address, fingerprint, bolt_id=bolt_id, durations=peer_calls),
+        store=store)
     invites = Invites(identity, roster, store, reactor, lambda: advertised.row()["peer"])
     portal = PeerPortal(roster, bolt, actions, membership.admit)
     status = FederationStatus(me, name, roster, gossiper.peer_states, own, repair, reactor)
@@ -145,8 +153,9 @@ def build(config, reactor, exit_on_failure=False, host=None):
 
     server_status = ServerStatus(identity, config, reactor, fleet, advertised.envoy,
                                  federation=admin.status)
-    registry = metrics_registry(FleetCollector(fleet),
-                                SpannerCollector(roster, gossiper, puller, portal))
+    registry = metrics_registry(FleetCollector(fleet, enrollment),
+                                SpannerCollector(roster, gossiper, puller, portal, peer_calls),
+                                mode=config.spanner.mode)
     server = serve(config, reactor, parts, enrollment, FederatedEnvoys(admin, reads, fleet),
                    admin, registry, server_status, loaders=[roster.load],
                    after_start=[lambda: member.restarted], exit_on_failure=exit_on_failure,

@@ -26,7 +26,8 @@ def build(config, reactor, exit_on_failure=False, host=None):
     status = ServerStatus(identity, config, reactor, fleet, parts.advertised.envoy)
     federation = NoFederation(identity.id)
     server = serve(config, reactor, parts, enrollment, LocalEnvoys(fleet, reactor, identity.id),
-                   federation, metrics_registry(FleetCollector(fleet)), status,
+                   federation, metrics_registry(FleetCollector(fleet, enrollment),
+                                                mode=config.spanner.mode), status,
                    spanner_routes=StandaloneSpannerAPI(federation, parts.api_tokens),
                    exit_on_failure=exit_on_failure, host=host)
     return add_dbus(server, config, reactor, status, fleet, enrollment)

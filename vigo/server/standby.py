@@ -182,7 +182,7 @@ def build(config, reactor, host):
     else:
         cert, key = ensure_api_certificate(data_dir, server_config.hostname,
                                            server_config.api_listen.host)
-    registry = metrics_registry(host.collector())
+    registry = metrics_registry(host.collector(), mode=config.spanner.mode)
     registry.register(PortsCollector(advertised.ports))
 
     def status():

@@ -35,7 +35,7 @@ class ServerStatus:
             "version": __version__,
             "uptime": 0.0 if self.started_at is None else now - self.started_at,
             "envoy_address": str(self._envoy_address()),
-            "checkin_interval": self._config.checkin.interval,
+            "checkin_interval": self._fleet.interval,  # as reloaded (SIGHUP)
             "envoys": self._fleet.counts(),
             "checkins": dict(self._fleet.stats.checkins),
             "spanner": None if self._federation is None else self._federation(),

@@ -11,6 +11,10 @@ row to each of them over peer RPC (the ``announce-row`` action, through its
 own connections), and again to any bolt gossip hears come back. Another
 bolt's announcement is merged like any row (``take``): both signatures
 verified, and a bolt may announce only its own row.
+
+Its name and patterns change when its config file changes them and the
+server is sent SIGHUP (``vigo.server.reload``): ``change`` signs the next
+seq with them and announces it the same way.
 """
 
 from twisted.application import service
@@ -19,10 +23,10 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from vigo.interfaces.components import IRowPublisher
-from vigo.interfaces.errors import ActionError
+from vigo.interfaces.errors import ActionError, Refusal
 from vigo.spanner.canonical import SpannerError
 from vigo.spanner.roster.parts import RosterParts
-from vigo.spanner.roster.rows import Addresses, AdmissionRow
+from vigo.spanner.roster.rows import REMOVED, Addresses, AdmissionRow
 
 #: ``announce-row`` to a bolt that did not answer: again after this many
 #: seconds, this many times in all.
@@ -38,8 +42,8 @@ class OwnRow(service.Service):
     ``roster`` is its ``ILocalRoster``; ``peers`` an ``IPeerCaller`` reaching
     the other bolts; ``clock`` an ``IReactorTime`` (retries);
     ``addresses()`` the bolt's advertised ``{"envoy", "api", "peer"}`` now;
-    ``name`` and ``patterns`` what its config says (only to warn when they
-    differ from the row's: they are fixed once the bolt founded or joined).
+    ``name`` and ``patterns`` what its config says (to warn at start-up when
+    they differ from the row's: the row's stand until ``change``).
     """
 
     name = "own-row"
@@ -88,8 +92,9 @@ class OwnRow(service.Service):
                                       set(self._patterns) != set(row.patterns)):
             self.log.warn(
                 "bolt {id}: the config's name {name!r} and patterns {patterns} differ from "
-                "its roster row's ({row_name!r}, {row_patterns}); a bolt's name and patterns "
-                "are fixed once it founded or joined: the row's stand", id=me,
+                "its roster row's ({row_name!r}, {row_patterns}): the row's stand; send the "
+                "server SIGHUP to publish the spanner.bolt_name and spanner.patterns its "
+                "config file sets", id=me,
                 name=self._name, patterns=list(self._patterns), row_name=row.name,
                 row_patterns=list(row.patterns))
         now = Addresses.of(self._addresses())
@@ -104,6 +109,63 @@ class OwnRow(service.Service):
                 self.announce_to(bolt_id)
         return True
 
+    def changes_for(self, name=None, patterns=None):
+        """What publishing ``name`` and ``patterns`` (None: keep it) would
+        change in this bolt's row: ``{"name": ..., "patterns": (...)}`` with
+        only what differs, checked as the roster will check the row. Raises
+        ``Refusal`` if the row cannot take them (not a member, removed, a name
+        another bolt has, a pattern the roster refuses)."""
+        roster = self._roster.require_member()
+        me = self._identity.id
+        row = roster.row(me)
+        changes = {}
+        if name is not None and name != row.name:
+            for bolt_id in roster.bolt_ids():
+                other = roster.row(bolt_id)
+                if bolt_id != me and (bolt_id == name or (other is not None
+                                                         and other.name == name)):
+                    raise Refusal("bad_request", "bolt %s is named %r already: a bolt's name "
+                                  "must name it alone" % (bolt_id, name))
+            changes["name"] = name
+        if patterns is not None:
+            patterns = tuple(sorted({p.strip().lower() for p in patterns}))
+            if set(patterns) != set(row.patterns):
+                changes["patterns"] = patterns
+        if changes:
+            if roster.is_removed(me) or row.status == REMOVED:
+                raise Refusal("removed", "bolt %s is removed: its row is final" % (me,))
+            try:
+                row.successor(self._identity, **changes)
+            except (SpannerError, ValueError, TypeError) as e:
+                raise Refusal("bad_request", "the roster refuses it: %s" % (e,)) from None
+        return changes
+
+    @defer.inlineCallbacks
+    def change(self, name=None, patterns=None):
+        """Publish this bolt's row with a new ``name`` and/or ``patterns``
+        (None: keep it) and announce it to every other bolt, as a restart on
+        new addresses does; the new row, or None if the row has them already.
+        Raises ``Refusal`` as ``changes_for`` does."""
+        changes = self.changes_for(name, patterns)
+        if not changes:
+            return None
+        me = self._identity.id
+        was = self._roster.row(me)
+        yield self.publish(**changes)
+        row = self._roster.row(me)
+        self._name = row.name
+        self._patterns = tuple(row.patterns)
+        self.log.info("bolt {id}: published seq {seq} of its row with {what} (was {was}), "
+                      "and announcing it", id=me, seq=row.seq,
+                      what=_described(changes), was=_described(
+                          {key: getattr(was, key) for key in changes}))
+        self._announcing = True
+        roster = self._roster.current
+        for bolt_id in roster.bolt_ids():
+            if bolt_id != me and not roster.is_removed(bolt_id):
+                self.announce_to(bolt_id)
+        return row
+
     def announce_to(self, bolt_id, attempt=1):
         """Give bolt ``bolt_id`` this bolt's own row (``announce-row``), once
         this bolt has checked its row at start-up. A failure is logged and
@@ -115,7 +177,7 @@ class OwnRow(service.Service):
         d = self._peers.call(bolt_id, "announce-row", {"row": row.to_data()})
 
         def failed(failure):
-            self.log.info("could not give bolt {bolt} this bolt's new addresses yet: {why}",
+            self.log.info("could not give bolt {bolt} this bolt's new row yet: {why}",
                           bolt=bolt_id, why=failure.getErrorMessage())
             if attempt < ANNOUNCE_TRIES and self._announcing and bolt_id not in self._retries:
                 self._retries[bolt_id] = self._clock.callLater(
@@ -155,3 +217,11 @@ class OwnRow(service.Service):
                                                       rows=(row,)))
         held = self._roster.row(bolt_id)
         return {"seq": None if held is None else held.seq, "rejected": sorted(report.rejected)}
+
+
+def _described(changes):
+    """``name 'a', patterns *.a.test, *.b.test`` for a log line."""
+    shown = []
+    for key, value in sorted(changes.items()):
+        shown.append("%s %s" % (key, ", ".join(value) if key == "patterns" else repr(value)))
+    return ", ".join(shown)

@@ -8,7 +8,7 @@ not take a command refuses it with ``Refused``, naming the role.
 """
 
 from twisted.internet import defer
-from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapClientTLS
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
@@ -202,4 +202,6 @@ def dial(reactor, address, fingerprint, node_identity, role, timeout=CONNECT_TIM
     where = parse_address(address) if isinstance(address, str) else address
     endpoint = wrapClientTLS(PeerClientCreator(node_identity, fingerprint),
                              HostnameEndpoint(reactor, where.host, where.port, timeout))
-    return connectProtocol(endpoint, MemberProtocol(role))
+    factory = Factory.forProtocol(lambda: MemberProtocol(role))
+    factory.noisy = False  # no "Starting factory" line per dial (probes every 2 s)
+    return endpoint.connect(factory)

@@ -49,11 +49,12 @@ from twisted.application import service
 from twisted.internet import defer, protocol, task
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.logger import Logger
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone, _HTTP11ClientFactory
 from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import UNKNOWN_LENGTH, IPolicyForHTTPS
 from zope.interface import implementer
 
+from vigo.metrics import PULL_OUTCOMES, SNAPSHOT_PULL_BUCKETS, DurationsBy
 from vigo.spanner.roster.snapshot import MAX_SNAPSHOT_BYTES, SnapshotError, opening_snapshot
 from vigo.spanner.roster.steps import run_sliced
 from vigo.spanner.roster.verify import Verifier
@@ -223,6 +224,18 @@ class SnapshotTLSPolicy:
         return _AnyCertificate(hostname)
 
 
+class _QuietHTTP11ClientFactory(_HTTP11ClientFactory):
+    noisy = False
+
+
+class QuietConnectionPool(HTTPConnectionPool):
+    """A connection pool whose connections log nothing as they open and close
+    (Twisted's logs "Starting factory _HTTP11ClientFactory(...)" and its stop
+    for each: a line or two every anti-entropy period)."""
+
+    _factory = _QuietHTTP11ClientFactory
+
+
 class SnapshotPuller(service.Service):
     """Pulls snapshots for the bolt ``bolt_id`` into ``roster`` (its
     ``ILocalRoster``), every ``anti_entropy`` seconds while it runs and
@@ -235,7 +248,8 @@ class SnapshotPuller(service.Service):
     thread, its signatures verified in threads (``verifier``). Outcomes are
     counted in ``pulls``: ``ok``, ``same`` (304), ``rejected`` (a snapshot
     that does not open), ``oversize``, ``timeout`` and ``failed`` (anything
-    else: unreachable, an HTTP error). Stopping cancels the pulls under way.
+    else: unreachable, an HTTP error), and timed by outcome in ``durations``
+    (from asking to merged). Stopping cancels the pulls under way.
     """
 
     name = "snapshot-puller"
@@ -250,12 +264,12 @@ class SnapshotPuller(service.Service):
         self.anti_entropy = anti_entropy
         self.timeout = timeout
         self.limit = limit
-        self._pool = HTTPConnectionPool(reactor, persistent=True)
+        self._pool = QuietConnectionPool(reactor, persistent=True)
         self.http = http or HTTPClient(Agent(
             reactor, contextFactory=SnapshotTLSPolicy(), pool=self._pool))
         self.verifier = verifier or Verifier(reactor)
-        self.pulls = {"ok": 0, "same": 0, "failed": 0, "rejected": 0, "oversize": 0,
-                      "timeout": 0}
+        self.pulls = dict.fromkeys(PULL_OUTCOMES, 0)
+        self.durations = DurationsBy(SNAPSHOT_PULL_BUCKETS, PULL_OUTCOMES)
         self._in_flight = {}
         self._loop = None
         self._stopping = False
@@ -296,8 +310,9 @@ class SnapshotPuller(service.Service):
         the ``MergeReport``, or None when nothing was merged."""
         if bolt_id in self._in_flight:
             return self._in_flight[bolt_id]
-        d = defer.ensureDeferred(self._pull(bolt_id))
-        d.addErrback(self._failed, bolt_id)
+        started = time.perf_counter()
+        d = defer.ensureDeferred(self._pull(bolt_id, started))
+        d.addErrback(self._failed, bolt_id, started)
         if not d.called:
             self._in_flight[bolt_id] = d
             d.addBoth(self._done, bolt_id)
@@ -307,17 +322,21 @@ class SnapshotPuller(service.Service):
         self._in_flight.pop(bolt_id, None)
         return result
 
-    def _failed(self, failure, bolt_id):
+    def _outcome(self, outcome, started):
+        self.pulls[outcome] += 1
+        self.durations.observe(outcome, time.perf_counter() - started)
+
+    def _failed(self, failure, bolt_id, started):
         if self._stopping:
             return None  # cancelled by stopService, however the cancel surfaced
         outcome = ("timeout" if failure.check(defer.TimeoutError)
                    else "oversize" if failure.check(Oversize) else "failed")
-        self.pulls[outcome] += 1
+        self._outcome(outcome, started)
         self.log.debug("snapshot pull from {bolt} failed ({outcome}): {why}", bolt=bolt_id,
                        outcome=outcome, why=failure.getErrorMessage())
         return None
 
-    async def _pull(self, bolt_id):
+    async def _pull(self, bolt_id, asked):
         roster = self.roster.current
         row = roster.row(bolt_id) if roster is not None else None
         if row is None:
@@ -325,14 +344,14 @@ class SnapshotPuller(service.Service):
         url = "https://%s/api/v1/spanner/roster" % (row.addresses.api,)
         body = await self._exchange(url, roster.digest().hex())
         if body is None:
-            self.pulls["same"] += 1
+            self._outcome("same", asked)
             return None
         started = time.monotonic()
         try:
             snapshot = await run_sliced(self.reactor, opening_snapshot(
                 body, roster.key_of(bolt_id), roster.federation_id))
         except SnapshotError as e:
-            self.pulls["rejected"] += 1
+            self._outcome("rejected", asked)
             self.log.warn("rejected the snapshot of bolt {bolt}: {why}", bolt=bolt_id, why=e)
             return None
         del body
@@ -340,7 +359,7 @@ class SnapshotPuller(service.Service):
         parts = await self.verifier.verify_parts(roster, snapshot.parts)
         verified = time.monotonic()
         report = await self.roster.merge(parts)
-        self.pulls["ok"] += 1
+        self._outcome("ok", asked)
         took = time.monotonic() - started
         if report.changed and took >= SLOW_MERGE:
             self.log.info(

@@ -13,6 +13,7 @@ bolts by id through them.
 """
 
 import ipaddress
+from time import perf_counter
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import defer, endpoints, error, protocol
@@ -112,13 +113,17 @@ class PeerClient:
     ``address`` is an ``Address`` or ``"host:port"``; ``fingerprint`` is the
     pin of the peer's identity key. ``retry_policy`` maps the number of failed
     attempts in a row to the seconds to wait (tests make it tiny).
+    ``durations``, a ``vigo.metrics.DurationsBy``, times each action call
+    (from sending it to its answer or failure) by action name.
     """
 
     log = Logger()
 
     def __init__(self, reactor, identity, address, fingerprint, bolt_id=None,
-                 retry_policy=None, timeout=DEFAULT_TIMEOUT, login_timeout=LOGIN_TIMEOUT):
+                 retry_policy=None, timeout=DEFAULT_TIMEOUT, login_timeout=LOGIN_TIMEOUT,
+                 durations=None):
         self.reactor = reactor
+        self.durations = durations
         self.address = parse_address(address) if isinstance(address, str) else address
         self.fingerprint = fingerprint
         self.bolt_id = bolt_id
@@ -239,7 +244,15 @@ class PeerClient:
             check_call(action_name, args)
         except BadArguments:
             return defer.fail()
-        return self._remote("act", (action_name, args), timeout, "action %r" % (action_name,))
+        started, sent = perf_counter(), self._perspective is not None
+        d = self._remote("act", (action_name, args), timeout, "action %r" % (action_name,))
+        if sent and self.durations is not None:
+            d.addBoth(self._timed, action_name, started)
+        return d
+
+    def _timed(self, result, action_name, started):
+        self.durations.observe(action_name, perf_counter() - started)
+        return result
 
     def ping(self, timeout=None):
         """The peer's ``{"bolt_id", "digest"}``, straight from its perspective."""
