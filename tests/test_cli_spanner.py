@@ -226,6 +226,17 @@ class OutputTests(unittest.SynchronousTestCase):
         self.assertEqual(self.show(cli_spanner.bolt_table, {"bolts": [], "count": 0})[0],
                          "no bolts\n")
 
+    def test_a_dead_bolts_figures_say_their_age(self):
+        # dc3 was killed 28 s ago: its figures are the last it sent, and say so.
+        rows = FakeSpanner().found().rows
+        rows[2]["envoys"] = {"owned": 50, "online": 48, "as_of": 28.0, "last_heard_age": 28.0,
+                             "stale": True}
+        out, _ = self.show(cli_spanner.bolt_table, {"bolts": rows, "count": 3})
+        self.assertIn("50 (28s ago)  48 (28s ago)", out.splitlines()[3])
+        out, _ = self.show(cli_spanner.bolt_details, rows[2])
+        self.assertIn("50 owned, 48 online (its last figures: it is not heard as alive)", out)
+        self.assertIn("check-ins      -\n", out)
+
     def test_bolt_details(self):
         row = bolt_row(PEER_ID, "dc2", patterns=["*.a", "*.b"], heard=75,
                        counters={"envoys_owned": 7, "checkins": 3})

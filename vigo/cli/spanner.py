@@ -119,11 +119,17 @@ def owner_explained(answer, out, err):
 
 
 def _envoys(bolt, field, counter):
-    """One envoy figure of a bolt: its summary's ``field``, else its ``counter``."""
-    value = (bolt.get("envoys") or {}).get(field)
+    """One envoy figure of a bolt: its summary's ``field``, else its ``counter``;
+    a figure a bolt not heard as alive last sent says how old it is."""
+    summary = bolt.get("envoys") or {}
+    value = summary.get(field)
     if value is None:
         value = (bolt.get("counters") or {}).get(counter)
-    return "-" if value is None else str(value)
+    if value is None:
+        return "-"
+    if summary.get("stale"):
+        return f"{value} ({format_age(summary.get('as_of'))} ago)"
+    return str(value)
 
 
 def _liveness(bolt):
@@ -171,7 +177,10 @@ def bolt_details(answer, out, err):
     summary = answer.get("envoys")
     if summary:
         rate = summary.get("checkin_rate")
-        pairs.append(("envoys", f"{summary.get('owned')} owned, {summary.get('online')} online"))
+        figures = f"{summary.get('owned')} owned, {summary.get('online')} online"
+        if summary.get("stale"):
+            figures += " (its last figures: it is not heard as alive)"
+        pairs.append(("envoys", figures))
         pairs.append(("check-ins", "-" if rate is None else f"{rate:g}/s"))
         pairs.append(("envoys as of", _ago(summary.get("as_of"))))
     if counters:
