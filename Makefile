@@ -90,5 +90,14 @@ fuzz: $(BIN)/python
 	echo "make fuzz: no crash in $(FUZZ_SECONDS) s of each of the" \
 	     "$(words $(FUZZ_HARNESSES)) harnesses"
 
+# The web pages drawn by headless Chromium (Debian's chromium), 1000 px wide, into
+# docs/screenshots/: the browser test (tests/test_page_browser.py) with
+# VIGO_SCREENSHOTS set; it fails rather than skips when chromium is missing.
+.PHONY: screenshots
+screenshots: $(DEPS)
+	VIGO_SCREENSHOTS=$(CURDIR)/docs/screenshots $(BIN)/python -m twisted.trial \
+	  --temp-directory=_trial_temp.screenshots tests.test_page_browser
+	@rm -rf _trial_temp.screenshots
+
 clean:
 	rm -rf $(VENV) build *.egg-info _trial_temp* var

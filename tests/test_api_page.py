@@ -1,9 +1,10 @@
-"""``GET /spanner``: the federation at a glance, as HTML.
+"""The web pages: ``GET /spanner`` (the federation, or a standalone server, at
+a glance), ``/spanner/bolts/{bolt}``, ``/spanner/envoys/{envoy}``, and ``/``.
 
-The page is ``FederationPage.render(request)`` over the server's
-``IFederationAdmin``; ``AdminAPI`` hands it ``GET /spanner``. Driven through
-AdminAPI over StubTreq (a ``FakeSpanner`` bolt, a standalone server), and
-once on its own.
+The pages are ``FederationPage`` (``vigo.api.page``) over the server's
+``IFederationAdmin`` and ``IEnvoyOperations``; ``AdminAPI`` routes them.
+Driven through AdminAPI over StubTreq (a ``FakeSpanner`` bolt, a standalone
+server), and once on their own.
 """
 
 import base64
@@ -12,10 +13,11 @@ from twisted.internet import defer
 from twisted.trial import unittest
 from twisted.web.test.requesthelper import DummyRequest
 
-from tests.spannerkit import FakeSpanner
+from tests.spannerkit import DOWN_ID, PEER_ID, SELF_ID, FakeSpanner, envoy_row
 from tests.test_api import ApiTestCase
 from tests.test_api_spanner import SpannerApiTestCase
 from vigo.api.page import FederationPage
+from vigo.api.page.bolt import PAGE_SIZE
 from vigo.spanner.status import envoy_summary
 
 
@@ -102,12 +104,236 @@ class PageTests(SpannerApiTestCase):
         self.assertNotIn(("bolts",), self.spanner.calls)  # it would refuse: not a member
 
 
-class StandalonePageTests(ApiTestCase):
+class BoltViewTests(SpannerApiTestCase):
+    """``/spanner/bolts/{bolt}``: a bolt's row, patterns, envoys and drain."""
+
+    def page(self, path, **kwargs):
+        return self.call("GET", path, **kwargs)
+
     @defer.inlineCallbacks
-    def test_a_standalone_server_has_no_page(self):
+    def test_a_bolt_and_its_envoys(self):
+        del self.spanner.calls[:]
+        response, body = yield self.page("/spanner/bolts/dc2")
+        self.assertEqual(response.code, 200)
+        self.assertEqual(response.headers.getRawHeaders(b"content-type"),
+                         [b"text/html; charset=utf-8"])
+        html = body.decode("utf-8")
+        self.assertIn("<title>Bolt dc2</title>", html)
+        self.assertIn('name="viewport"', html)
+        self.assertNotIn('http-equiv="refresh"', html)  # not draining: a form would reset
+        self.assertIn(PEER_ID, html)
+        self.assertIn("<code>*.dc2.example.com</code>", html)
+        self.assertIn("dc2.test:1533", html)
+        self.assertIn('href="/spanner/envoys/%s">web2.dc2.example.com<' % ("e2" * 10,), html)
+        self.assertIn("1 envoy<", html)
+        self.assertIn('href="/spanner"', html)  # back to the federation
+        self.assertNotIn("Drain", html)  # active: no drain asked
+        self.assertIn(("bolt_envoys", PEER_ID, False), self.spanner.calls)
+        self.assertNotIn("drain_status", [c[0] for c in self.spanner.calls])
+
+    @defer.inlineCallbacks
+    def test_the_federation_links_each_bolt(self):
         response, body = yield self.call("GET", "/spanner")
+        for bolt_id in (SELF_ID, PEER_ID, DOWN_ID):
+            self.assertIn('href="/spanner/bolts/%s"' % (bolt_id,), body.decode("utf-8"))
+
+    @defer.inlineCallbacks
+    def test_search_and_paging(self):
+        rows = [envoy_row("%020d" % (i,), "web%03d.dc1.example.com" % (i,), online=i % 2 == 0)
+                for i in range(PAGE_SIZE + 20)]
+        rows.append(envoy_row("x" * 20, "db1.dc1.example.com"))
+        self.spanner.envoy_rows[SELF_ID] = rows
+        response, body = yield self.page("/spanner/bolts/dc1")
+        html = body.decode("utf-8")
+        self.assertIn("%d envoys, showing 1 to %d" % (len(rows), PAGE_SIZE), html)
+        self.assertIn("page 1 of 2", html)
+        self.assertIn('href="/spanner/bolts/%s?page=2" rel="next"' % (SELF_ID,), html)
+        self.assertNotIn("web060", html)
+
+        response, body = yield self.page("/spanner/bolts/dc1?page=2")
+        html = body.decode("utf-8")
+        self.assertIn("page 2 of 2", html)
+        self.assertIn("web060.dc1.example.com", html)
+        self.assertNotIn("web000.", html)
+        self.assertIn('rel="prev"', html)
+
+        response, body = yield self.page("/spanner/bolts/dc1?q=WEB00")
+        html = body.decode("utf-8")
+        self.assertIn("10 envoys matching 'WEB00'", html)
+        self.assertIn('value="WEB00"', html)
+        self.assertIn("web009.", html)
+        self.assertNotIn("web010.", html)
+        self.assertNotIn("page 1 of", html)
+
+        response, body = yield self.page("/spanner/bolts/dc1?q=xxxx")  # by id
+        self.assertIn(b"db1.dc1.example.com", body)
+        self.assertIn(b"1 envoy matching", body)
+
+        response, body = yield self.page("/spanner/bolts/dc1?q=web&offline=1&page=9")
+        html = body.decode("utf-8")
+        self.assertIn(("bolt_envoys", SELF_ID, True), self.spanner.calls)
+        self.assertIn("35 envoys matching 'web' offline<", html)
+        self.assertIn('checked="checked"', html)
+        self.assertNotIn("web000.", html)  # online
+        self.assertIn("web001.", html)
+
+        response, body = yield self.page("/spanner/bolts/dc1?q=web&page=3")
+        self.assertIn(b"page 2 of 2", body)  # a page past the end: the last one
+
+        response, body = yield self.page("/spanner/bolts/dc1?q=web&page=x")
+        self.assertIn(b"page 1 of 2", body)
+        self.assertIn(b'href="/spanner/bolts/%s?q=web&amp;page=2"' % (SELF_ID.encode(),),
+                      body)
+
+    @defer.inlineCallbacks
+    def test_drain_progress(self):
+        self.spanner.rows[1]["status"] = "draining"
+        response, body = yield self.page("/spanner/bolts/%s" % (PEER_ID,))
+        html = body.decode("utf-8")
+        self.assertIn("<h2>Drain</h2>", html)
+        self.assertIn('class="done">done<', html)
+        self.assertIn("2 of 2 moved, 0 failed, 0 remaining", html)
+        self.assertIn('<progress value="2" max="2">', html)
+        self.assertIn(("drain_status", PEER_ID), self.spanner.calls)
+
+    @defer.inlineCallbacks
+    def test_a_bolt_that_does_not_answer(self):
+        # dc3 is down and draining: its row and why its envoys are unknown.
+        response, body = yield self.page("/spanner/bolts/dc3")
+        self.assertEqual(response.code, 200)
+        html = body.decode("utf-8")
+        self.assertIn("<title>Bolt dc3</title>", html)
+        self.assertIn('class="down">down<', html)
+        self.assertIn("this bolt's envoys are unknown: bolt %s did not answer" % (DOWN_ID,), html)
+
+    @defer.inlineCallbacks
+    def test_no_such_bolt(self):
+        response, body = yield self.page("/spanner/bolts/nowhere")
+        self.assertEqual(response.code, 404)
+        self.assertIn(b"<title>No bolt nowhere</title>", body)
+        self.assertIn(b"no bolt 'nowhere' in the roster", body)
+
+    @defer.inlineCallbacks
+    def test_hostnames_and_searches_are_escaped(self):
+        self.spanner.envoy_rows[SELF_ID] = [envoy_row("e9" * 10, "<img src=x onerror=alert(1)>")]
+        response, body = yield self.page('/spanner/bolts/dc1?q="><script>x</script>')
+        html = body.decode("utf-8")
+        self.assertNotIn("<script>", html)
+        self.assertIn("&lt;script&gt;", html)
+        response, body = yield self.page("/spanner/bolts/dc1?q=img")
+        html = body.decode("utf-8")
+        self.assertNotIn("<img", html)
+        self.assertIn("&lt;img src=x onerror=alert(1)&gt;", html)
+
+    @defer.inlineCallbacks
+    def test_needs_the_token(self):
+        del self.spanner.calls[:]
+        for path in ("/spanner/bolts/dc1", "/spanner/envoys/web1.dc1.example.com"):
+            response, body = yield self.page(path, token=None)
+            self.assertEqual(response.code, 401)
+            response, body = yield self.page(path, token=None, headers={
+                b"authorization": basic(self.server.admin_token())})
+            self.assertEqual(response.code, 200)
+        self.assertNotIn(("envoy", "x"), self.spanner.calls)
+
+
+    @defer.inlineCallbacks
+    def test_hostile_path_segments(self):
+        for segment in ("%00", "..", "%2F", "a%20b", "%3Cb%3E", "x" * 300):
+            for path in ("/spanner/bolts/", "/spanner/envoys/"):
+                response, body = yield self.page(path + segment)
+                self.assertTrue(400 <= response.code < 500 or response.code == 503,
+                                (path + segment, response.code, body))
+                self.assertNotIn(b"<b>", body)
+
+
+class EnvoyViewTests(SpannerApiTestCase):
+    """``/spanner/envoys/{envoy}``: one envoy, from whichever bolt holds it."""
+
+    @defer.inlineCallbacks
+    def test_an_envoy(self):
+        response, body = yield self.call("GET", "/spanner/envoys/web2.dc2.example.com")
+        self.assertEqual(response.code, 200)
+        html = body.decode("utf-8")
+        self.assertIn("<title>Envoy web2.dc2.example.com</title>", html)
+        self.assertIn("e2" * 10, html)
+        self.assertIn('href="/spanner/bolts/%s">dc2<' % (PEER_ID,), html)
+        self.assertIn("2023-11-14 21:58:20 UTC (15m ago)", html)  # last seen
+        self.assertIn("<dt>online</dt><dd>no</dd>", html)
+        self.assertIn(("envoy", "web2.dc2.example.com"), self.spanner.calls)
+
+    @defer.inlineCallbacks
+    def test_no_such_envoy(self):
+        self.spanner.rows[2]["status"] = "removed"  # so every bolt answers
+        response, body = yield self.call("GET", "/spanner/envoys/nothing.example.com")
+        self.assertEqual(response.code, 404)
+        self.assertIn(b"No envoy nothing.example.com", body)
+
+    @defer.inlineCallbacks
+    def test_an_envoy_on_a_bolt_that_does_not_answer(self):
+        response, body = yield self.call("GET", "/spanner/envoys/nothing.example.com")
+        self.assertEqual(response.code, 503)
+        self.assertIn(b"timeout", body)
+
+
+class RootTests(SpannerApiTestCase):
+    @defer.inlineCallbacks
+    def test_the_root_redirects_to_the_page(self):
+        response = yield self.client.settled(self.client.stub.request(
+            "GET", "http://vigo.test/", allow_redirects=False))
+        self.assertEqual(response.code, 302)
+        self.assertEqual(response.headers.getRawHeaders(b"location"), [b"/spanner"])
+
+
+class StandalonePageTests(ApiTestCase):
+    """A standalone server has the same pages: the server, its envoys, each envoy."""
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        yield ApiTestCase.setUp(self)
+        for i in range(3):
+            yield self.enroll("web%d.example.com" % (i,))
+        self.server_id = self.server.identity.id
+
+    @defer.inlineCallbacks
+    def test_the_server_at_a_glance(self):
+        response, body = yield self.call("GET", "/spanner")
+        self.assertEqual(response.code, 200)
+        html = body.decode("utf-8")
+        self.assertIn("<title>Vigo server: %s</title>" % (self.server_id,), html)
+        self.assertIn("envoys 3 total, 3 active, 0 online", html)
+        self.assertIn('href="/spanner/bolts/%s"' % (self.server_id,), html)
+        self.assertIn('name="viewport"', html)
+
+    @defer.inlineCallbacks
+    def test_its_envoys(self):
+        response, body = yield self.call("GET", "/spanner/bolts/%s?q=web1" % (self.server_id,))
+        self.assertEqual(response.code, 200)
+        html = body.decode("utf-8")
+        self.assertIn("1 envoy matching 'web1'", html)
+        self.assertIn(">web1.example.com</a>", html)
+        self.assertNotIn("web2.example.com", html)
+
+    @defer.inlineCallbacks
+    def test_an_envoy(self):
+        response, body = yield self.call("GET", "/spanner/envoys/web2.example.com")
+        self.assertEqual(response.code, 200)
+        html = body.decode("utf-8")
+        self.assertIn("<title>Envoy web2.example.com</title>", html)
+        self.assertIn('href="/spanner/bolts/%s">server<' % (self.server_id,), html)
+
+    @defer.inlineCallbacks
+    def test_no_other_bolt(self):
+        response, body = yield self.call("GET", "/spanner/bolts/dc2")
         self.assertEqual(response.code, 404)
         self.assertIn(b"--mode=spanner", body)
+
+    @defer.inlineCallbacks
+    def test_the_root_redirects_to_the_page(self):
+        response = yield self.client.settled(self.client.stub.request(
+            "GET", "http://vigo.test/", allow_redirects=False))
+        self.assertEqual(response.code, 302)
+        self.assertEqual(response.headers.getRawHeaders(b"location"), [b"/spanner"])
 
 
 class Tokens:

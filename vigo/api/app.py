@@ -3,11 +3,11 @@
 ``AdminAPI`` answers ``/healthz``, ``/metrics``, ``/api/v1/status``, the
 token and API-token routes and the envoy routes itself, and is composed
 with two other parts: the federation's routes, a Klein app of their own
-mounted under ``/api/v1/spanner/`` (``vigo.api.spanner``), and the
-``/spanner`` page (``vigo.api.page``). Each part is built from what it uses, passed in by the
-wiring: the envoy routes call an ``IEnvoyOperations`` and the spanner routes
-an ``IFederationAdmin``, one object per mode, so nothing here asks which mode
-the server runs in. Every answer is JSON, errors included
+mounted under ``/api/v1/spanner/`` (``vigo.api.spanner``), and the web
+pages under ``/spanner`` (``vigo.api.page``; ``/`` redirects there). Each part
+is built from what it uses, passed in by the wiring: the envoy routes call an
+``IEnvoyOperations`` and the spanner routes an ``IFederationAdmin``, one object
+per mode, so nothing here asks which mode the server runs in. Every answer is JSON, errors included
 (``vigo.api.responses``). (One answer is Klein's own: a URL that is not UTF-8
 gets a plain-text 400 before any route is matched.)
 """
@@ -96,7 +96,7 @@ class AdminAPI:
         self.registry = registry
         self.clock = clock
         self.spanner = SpannerAPI(federation, tokens) if spanner is None else spanner
-        self.page = FederationPage(federation, tokens)
+        self.page = FederationPage(federation, tokens, envoys)
         self.server = ServerAPI(NoReplicaSet(server_id) if replicas is None else replicas,
                                 tokens)
 
@@ -116,10 +116,29 @@ class AdminAPI:
         """This server's replica set (``vigo.api.server``, docs/ha.md)."""
         return self.server.resource()
 
+    # -- the web pages (vigo.api.page) -----------------------------------------------
+
+    @app.route("/", methods=["GET"])
+    def front(self, request):
+        """The pages start at ``/spanner`` (no token needed to be sent there)."""
+        request.redirect(b"/spanner")
+        request.setHeader(b"cache-control", b"no-store")
+        return b""
+
     @app.route("/spanner", methods=["GET"])
     def spanner_page(self, request):
-        """The federation at a glance, for a browser (``vigo.api.page``)."""
+        """The federation (or the standalone server) at a glance, for a browser."""
         return self.page.render(request)
+
+    @app.route("/spanner/bolts/<bolt>", methods=["GET"])
+    def bolt_page(self, request, bolt):
+        """One bolt and its envoys (``q``, ``offline``, ``page``), for a browser."""
+        return self.page.render_bolt(request, bolt)
+
+    @app.route("/spanner/envoys/<envoy>", methods=["GET"])
+    def envoy_page(self, request, envoy):
+        """One envoy, for a browser."""
+        return self.page.render_envoy(request, envoy)
 
     # -- unauthenticated -----------------------------------------------------
 
