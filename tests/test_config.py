@@ -509,7 +509,7 @@ class ExampleFileTests(FixedHostnameMixin, SynchronousTestCase):
         counting the commented-out ones."""
         data = self.read(uncommented)
         self.assertEqual(set(data), {"server", "checkin", "hostcrates", "spanner", "dbus",
-                                     "limits", "peers"})
+                                     "limits", "peers", "log"})
         self.assertEqual(set(data["peers"]), schema._PEERS_KEYS)
         self.assertEqual(set(data["limits"]), set(schema.LIMIT_DEFAULTS))
         for port in schema.LIMIT_DEFAULTS:
@@ -521,6 +521,7 @@ class ExampleFileTests(FixedHostnameMixin, SynchronousTestCase):
         self.assertEqual(set(data["spanner"]["gossip"]), schema._GOSSIP_KEYS)
         self.assertEqual(set(data["spanner"]["snapshot"]), {"anti_entropy"})
         self.assertEqual(set(data["dbus"]), {"bus"})
+        self.assertEqual(set(data["log"]), {"level"})
 
 
 def nest(key, value):
@@ -643,7 +644,8 @@ class ValidationTests(FixedHostnameMixin, SynchronousTestCase):
 
     def test_unknown_keys(self):
         for key, allowed in [
-            ("servers", "allowed: checkin, dbus, hostcrates, limits, peers, server, spanner"),
+            ("servers", "allowed: checkin, dbus, hostcrates, limits, log, peers, server, "
+                        "spanner"),
             ("server.port", "allowed: api_listen, data_dir, envoy_listen, hostname, tls"),
             ("server.tls.ca_file", "allowed: cert_file, key_file"),
             ("checkin.timeout", "allowed: interval, offline_after"),

@@ -15,7 +15,7 @@ import os
 import attr
 from twisted.application import service
 from twisted.internet import defer, reactor
-from twisted.logger import Logger
+from twisted.logger import Logger, LogPublisher
 from twisted.trial import unittest
 
 from tests.events import rosters_of, until
@@ -24,11 +24,12 @@ from tests.processes import write_config
 from tests.test_integration import IntegrationTestCase
 from tests.test_reassign import UnitFederation, done
 from tests.test_spanner_membership import federate
-from vigo.config import ConfigError, load_config
+from vigo.config import ConfigError, config_from_mapping, load_config
 from vigo.fleet import wire
 from vigo.fleet.hostcrates import Hostcrates
 from vigo.interfaces.errors import Refusal
 from vigo.server import build_server
+from vigo.server.log_level import LEVEL, ProcessLogLevel
 from vigo.server.reload import (
     Reloader,
     ReloadRefused,
@@ -312,6 +313,14 @@ class StandaloneReloadTests(unittest.TestCase):
         self.assertEqual((report.reloaded, report.restart), ([], ["server.api_listen"]))
 
     @defer.inlineCallbacks
+    def test_the_log_level_applies_at_once(self):
+        self.addCleanup(LEVEL.set_level, LEVEL.level)
+        report = yield self.server.reload(self.rewrite(log={"level": "debug"}))
+        self.assertEqual((report.reloaded, report.restart), (["log.level info -> debug"], []))
+        self.assertEqual(LEVEL.level, "debug")
+        self.assertEqual(self.server.config.log.level, "debug")
+
+    @defer.inlineCallbacks
     def test_a_bad_hostcrates_file_changes_nothing(self):
         with open(self.hostcrates, "w") as f:
             f.write("- match: 5\n")
@@ -437,6 +446,7 @@ class FakeServer(service.Service):
         self.ready = defer.Deferred()
         self.reloads = []
         self.answer = None
+        self.config = config_from_mapping({"log": {"level": "warn"}})
 
     def reload(self, config):
         self.reloads.append(config)
@@ -557,13 +567,30 @@ class VigoProcessTests(unittest.TestCase):
         self.reading = os.fdopen(read, "rb")
         self.addCleanup(self.reading.close)
         self.options = {"statusPipe": self.pipe, "nodaemon": False}
+        self.publisher = LogPublisher()
+        self.seen = []
+        self.publisher.addObserver(self.seen.append)  # stands for twistd's observer
+        self.log_level = ProcessLogLevel(self.publisher)
         self.process = VigoProcess(self.server, self.reactor, lambda: FakeConfig(),
                                    twistd_options=self.options, signals=self.signals,
-                                   exit_status=self.exit_status)
+                                   exit_status=self.exit_status, log_level=self.log_level)
 
     def exit_status(self, status, last=None):
         self.exits.append(status)
         self.last = last
+
+    def test_log_level_filters_twistds_observers_from_the_start(self):
+        # The config says warn: info lines no longer reach twistd's observer.
+        self.process.startService()
+        log = Logger(observer=self.publisher, namespace="vigo.test")
+        log.info("routine")
+        log.warn("worth a look")
+        self.assertEqual([e["log_format"] for e in self.seen], ["worth a look"])
+        self.assertEqual(self.log_level.level, "warn")
+        # A reload moves the threshold (reload_tree calls set_level).
+        self.log_level.set_level("debug")
+        log.debug("detail")
+        self.assertEqual(self.seen[-1]["log_format"], "detail")
 
     def test_sighup_reloads_on_the_reactor_thread(self):
         self.process.startService()

@@ -98,6 +98,15 @@ class PeersConfig:
 
 
 @attr.s(frozen=True, auto_attribs=True)
+class LogConfig:
+    """The ``log`` section: the least severe level the server logs."""
+    level: str = "info"
+
+
+LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
+
+
+@attr.s(frozen=True, auto_attribs=True)
 class Config:
     """The whole validated server.yaml; ``source`` is the file loaded, or None."""
     server: ServerConfig
@@ -108,3 +117,4 @@ class Config:
     source: str | None
     limits: LimitsConfig
     peers: PeersConfig
+    log: LogConfig = LogConfig()

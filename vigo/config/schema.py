@@ -12,11 +12,13 @@ import socket
 
 from vigo.config import checks as check
 from vigo.config.model import (
+    LOG_LEVELS,
     CheckinConfig,
     Config,
     DbusConfig,
     GossipConfig,
     LimitsConfig,
+    LogConfig,
     PeersConfig,
     PortLimits,
     ServerConfig,
@@ -44,7 +46,7 @@ def config_from_mapping(data, *, source=None, base_dir="."):
     where = "config" if source is None else source
     _refuse_retired_keys(where, data)
     top = _Section(where, "", data, {"server", "checkin", "hostcrates", "spanner", "dbus",
-                                     "limits", "peers"})
+                                     "limits", "peers", "log"})
     server = _server(top.section("server", _SERVER_KEYS), base_dir)
     checkin = top.section("checkin", {"interval", "offline_after"})
     dbus = top.section("dbus", {"bus"})
@@ -62,6 +64,8 @@ def config_from_mapping(data, *, source=None, base_dir="."):
         source=source,
         limits=_limits(top.section("limits", set(LIMIT_DEFAULTS)), interval),
         peers=_peers(top.section("peers", _PEERS_KEYS)),
+        log=LogConfig(level=top.section("log", {"level"}).get(
+            "level", "info", check.choice(*LOG_LEVELS))),
     )
 
 

@@ -43,10 +43,11 @@ from twisted.logger import Logger
 from vigo.config import Address, ConfigError, load_config
 from vigo.fleet.hostcrates import Hostcrates, HostcratesError
 from vigo.interfaces.errors import Refusal
+from vigo.server.log_level import LEVEL
 
 #: Config keys a reload applies; any other key that differs needs a restart.
 LIVE_KEYS = frozenset({"checkin.interval", "checkin.offline_after", "hostcrates",
-                       "spanner.bolt_name", "spanner.patterns"})
+                       "spanner.bolt_name", "spanner.patterns", "log.level"})
 
 
 class ReloadRefused(Exception):
@@ -201,6 +202,10 @@ async def reload_tree(tree, new):
     if row_keys or row_changes:
         applied["spanner"] = attr.evolve(old.spanner, bolt_name=new.spanner.bolt_name,
                                          patterns=new.spanner.patterns)
+    if "log.level" in keys:
+        LEVEL.set_level(new.log.level)
+        applied["log"] = new.log
+        report.reloaded.append("log.level %s -> %s" % (old.log.level, new.log.level))
     report.config = tree.config = attr.evolve(old, **applied)
     if row_changes:
         try:

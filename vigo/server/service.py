@@ -39,6 +39,7 @@ from twisted.python.failure import Failure
 
 from vigo.identity import write_private_file
 from vigo.server.heap import FREEZE_INTERVAL, HEAP_SWEEP_INTERVAL, freeze_survivors, heap_sweep
+from vigo.server.log_level import LEVEL
 from vigo.server.reload import Reloader, reload_tree
 from vigo.store import StoreError
 
@@ -280,9 +281,10 @@ class VigoProcess(service.MultiService):
     log = Logger()
 
     def __init__(self, server, reactor, load, twistd_options=None, signals=signal,
-                 exit_status=exit_status_at_exit):
+                 exit_status=exit_status_at_exit, log_level=None):
         service.MultiService.__init__(self)
         self.server = server
+        self.log_level = LEVEL if log_level is None else log_level
         self.reactor = reactor
         self.reloader = Reloader(server, load)
         self._options = twistd_options
@@ -293,6 +295,9 @@ class VigoProcess(service.MultiService):
         server.setServiceParent(self)
 
     def startService(self):
+        # log.level, in front of twistd's observers (which exist by now).
+        self.log_level.install()
+        self.log_level.set_level(self.server.config.log.level)
         self._pipe = self._take_status_pipe()
         self._signals.signal(self._signals.SIGHUP, self._sighup)
         self._handling = True
