@@ -53,10 +53,8 @@ import datetime
 import http.client
 import json
 import os
-import random
 import shutil
 import signal
-import socket
 import sqlite3
 import ssl
 import subprocess
@@ -240,40 +238,6 @@ class Enroller:
 # -- servers ---------------------------------------------------------------------------------
 
 
-def free_ports(count):
-    """``count`` distinct loopback ports, free a moment ago, below the kernel's
-    ephemeral range: the thousands of outgoing connections of this bench (and of
-    whatever else runs here) take their ports from that range, and one could
-    take a server's port while it restarts."""
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            low = int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 0
-    candidates = list(range(max(10000, low - 12000), low)) if low > 11024 else []
-    random.shuffle(candidates)
-    held = []
-    try:
-        for port in candidates:
-            if len(held) == count:
-                break
-            s = socket.socket()
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                s.close()
-                continue
-            held.append(s)
-        while len(held) < count:  # no room below the range: any free port
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            held.append(s)
-        return [s.getsockname()[1] for s in held]
-    finally:
-        for s in held:
-            s.close()
-
-
 STARTED = []  # every Node, so that the end stops what is still running
 
 
@@ -281,18 +245,15 @@ class Node(harness.Server):
     """A ``twistd -n vigo`` with ``peers.listen`` on fixed loopback ports."""
 
     def __init__(self, name, sync, interval="15s"):
-        harness.Server.__init__(self, workdir=tempfile.mkdtemp(prefix="vigo-ha-%s-" % name),
-                                interval=interval)
+        # Ports below the ephemeral range: this bench's own thousands of
+        # outgoing connections would otherwise take one while a node restarts.
+        self.replication_port, envoy, api = harness.free_ports(3)
+        harness.Server.__init__(
+            self, workdir=tempfile.mkdtemp(prefix="vigo-ha-%s-" % name), interval=interval,
+            ports=(envoy, api),
+            sections={"peers": {"listen": "127.0.0.1:%d" % self.replication_port,
+                                "sync": sync}})
         self.name = name
-        self.envoy_port, self.api_port, self.replication_port = free_ports(3)
-        with open(self.config, "w") as f:
-            json.dump({
-                "server": {"data_dir": self.data_dir, "hostname": "localhost",
-                           "envoy_listen": "127.0.0.1:%d" % self.envoy_port,
-                           "api_listen": "127.0.0.1:%d" % self.api_port},
-                "checkin": {"interval": interval},
-                "peers": {"listen": "127.0.0.1:%d" % self.replication_port, "sync": sync},
-            }, f)
         self.sync = sync
         STARTED.append(self)
 

@@ -8,6 +8,7 @@ by PID, and print and record figures.
 import json
 import os
 import platform
+import random
 import signal
 import socket
 import ssl
@@ -39,6 +40,40 @@ def free_port():
         return s.getsockname()[1]
 
 
+def free_ports(count):
+    """``count`` distinct loopback ports, free a moment ago, below the kernel's
+    ephemeral range: the thousands of outgoing connections of this bench (and of
+    whatever else runs here) take their ports from that range, and one could
+    take a server's port while it restarts."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 0
+    candidates = list(range(max(10000, low - 12000), low)) if low > 11024 else []
+    random.shuffle(candidates)
+    held = []
+    try:
+        for port in candidates:
+            if len(held) == count:
+                break
+            s = socket.socket()
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                s.close()
+                continue
+            held.append(s)
+        while len(held) < count:  # no room below the range: any free port
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            held.append(s)
+        return [s.getsockname()[1] for s in held]
+    finally:
+        for s in held:
+            s.close()
+
+
 def machine():
     return "%s, %d cores, Python %s" % (platform.machine(), os.cpu_count(), platform.python_version())
 
@@ -58,10 +93,12 @@ def rss_bytes(pid):
 class Server:
     """A ``twistd -n vigo`` process on fixed loopback ports in a temp directory."""
 
-    def __init__(self, workdir=None, interval="15s", env=None):
+    def __init__(self, workdir=None, interval="15s", env=None, ports=None, sections=None):
+        """``ports``: the envoy and API ports (default: free ones); ``sections``:
+        more of server.yaml (e.g. ``peers``)."""
         self.workdir = workdir or tempfile.mkdtemp(prefix="vigo-bench-")
         self.data_dir = os.path.join(self.workdir, "data")
-        self.envoy_port, self.api_port = free_port(), free_port()
+        self.envoy_port, self.api_port = ports or (free_port(), free_port())
         self.config = os.path.join(self.workdir, "server.yaml")
         with open(self.config, "w") as f:
             json.dump({
@@ -69,6 +106,7 @@ class Server:
                            "envoy_listen": "127.0.0.1:%d" % self.envoy_port,
                            "api_listen": "127.0.0.1:%d" % self.api_port},
                 "checkin": {"interval": interval},
+                **(sections or {}),
             }, f)
         self.env = env
         self.process = None

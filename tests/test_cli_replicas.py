@@ -9,6 +9,7 @@ import os
 from twisted.internet import defer, endpoints, reactor, task
 from twisted.trial import unittest
 
+from tests.serverkit import start_server
 from tests.test_api import FacadeServer, new_clock
 from tests.test_cli import TrackingSite, parse_failure, request_of
 from tests.test_cli_spanner import Serving
@@ -19,7 +20,6 @@ from vigo.cli import commands as cli_commands
 from vigo.cli import main as cli
 from vigo.cli import replicas as cli_replicas
 from vigo.interfaces.errors import Refusal
-from vigo.server import build_server
 from vigo.tls import api_server_options, ensure_api_certificate
 
 SERVER_COMMANDS = {"server status", "server standby invite", "server standby join",
@@ -402,11 +402,7 @@ class RealReplicaSetTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def node(self, name):
-        host = build_server(ha_config(os.path.join(self.directory, name)), reactor)
-        host.startService()
-        self.addCleanup(lambda: host.stopService() if host.running else None)
-        yield host.ready
-        return host
+        return (yield start_server(self, ha_config(os.path.join(self.directory, name))))
 
     @defer.inlineCallbacks
     def vigocli(self, host, *argv):

@@ -25,9 +25,9 @@ from zope.interface import implementer
 
 from tests.events import rosters_of, until
 from tests.processes import run_tool, write_config
+from tests.serverkit import start_server
 from tests.test_spanner_membership import spanner_config
 from vigo.api.site import api_site
-from vigo.server import build_server
 
 DEADLINE = 30.0
 
@@ -211,12 +211,8 @@ class ClientFactoryNoiseTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def bolt(self, name):
-        server = build_server(spanner_config(self.mktemp(), name, self.group, self.port),
-                              reactor)
-        server.startService()
-        self.addCleanup(lambda: server.stopService() if server.running else None)
-        yield server.ready
-        return server
+        return (yield start_server(self, spanner_config(self.mktemp(), name, self.group,
+                                                        self.port)))
 
     @defer.inlineCallbacks
     def test_no_line_per_client_connection(self):

@@ -26,6 +26,7 @@ from twisted.trial import unittest
 from tests.events import first_call
 from tests.fleetkit import EnvoyKey
 from tests.processes import ToolProcess
+from tests.serverkit import start_server
 from vigo.config import ConfigError, config_from_mapping
 from vigo.interfaces.errors import Refusal
 
@@ -123,16 +124,10 @@ class DbusControlTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def server(self, bus):
-        from vigo.server import build_server
-
         config = config_from_mapping({"server": {
             "data_dir": os.path.join(self.directory, "data"), "hostname": "localhost",
             "envoy_listen": "127.0.0.1:0", "api_listen": "127.0.0.1:0"}, "dbus": {"bus": bus}})
-        server = build_server(config, reactor)
-        server.startService()
-        self.addCleanup(lambda: server.stopService() if server.running else None)
-        yield server.ready
-        return server
+        return (yield start_server(self, config))
 
     @defer.inlineCallbacks
     def connected(self):

@@ -20,13 +20,13 @@ from twisted.trial import unittest
 
 from tests.events import rosters_of, until
 from tests.fleetkit import EnvoyKey
+from tests.serverkit import start_server
 from tests.test_spanner_membership import spanner_config
 from vigo.cli.target import http_client, resolve_target
 from vigo.config import config_from_mapping, parse_address
 from vigo.envoy import main as envoy_main
 from vigo.envoy.state import EnvoyState
 from vigo.interfaces.errors import Refusal
-from vigo.server import build_server
 from vigo.server.host import ServerHost
 from vigo.server.peer.node import NodeState
 from vigo.store import changelog
@@ -58,11 +58,8 @@ class HATests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def node(self, name, **options):
-        host = build_server(ha_config(os.path.join(self.directory, name), **options), reactor)
+        host = yield start_server(self, ha_config(os.path.join(self.directory, name), **options))
         self.assertIsInstance(host, ServerHost)
-        host.startService()
-        self.addCleanup(lambda: host.stopService() if host.running else None)
-        yield host.ready
         return host
 
     @defer.inlineCallbacks
@@ -292,11 +289,7 @@ class SpannerHATests(unittest.TestCase):
         if peers:
             config = attr.evolve(config, peers=attr.evolve(
                 config.peers, listen=parse_address("127.0.0.1:0")))
-        server = build_server(config, reactor)
-        server.startService()
-        self.addCleanup(lambda: server.stopService() if server.running else None)
-        yield server.ready
-        return server
+        return (yield start_server(self, config))
 
     @defer.inlineCallbacks
     def test_the_other_bolts_route_to_the_promoted_node(self):

@@ -17,28 +17,12 @@ import attr
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from tests.processes import ServerProcess, run_tool, write_config
+from tests.processes import ServerProcess, free_ports, run_tool, write_config
 from vigo.tokens import EnrollmentToken
 
 WEB1 = "web1.dc1.example.com"
 MIGRATION_DOC = "docs/migration/hub-spoke.md"
 SECRET_FILES = ("identity.key", "admin-token", "api-key.pem")
-
-
-def free_ports(count):
-    """``count`` distinct loopback ports that were free a moment ago.
-
-    Held open together so they differ, then closed so the server can take
-    them; a restart on the same config then keeps its addresses.
-    """
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def file_mode(path):

@@ -24,6 +24,7 @@ from twisted.trial import unittest
 
 from tests.events import rosters_of, until
 from tests.fleetkit import EnvoyKey, FleetKit, RecordingConnection
+from tests.serverkit import start_server
 from tests.test_ha import ha_config
 from tests.test_snapshot_pulls import (
     DEADLINE,
@@ -55,7 +56,6 @@ from vigo.metrics import (
     FleetCollector,
     metrics_registry,
 )
-from vigo.server import build_server
 from vigo.spanner.peer.client import PeerClient
 from vigo.spanner.roster.parts import RosterParts
 
@@ -393,11 +393,7 @@ class RealServers:
 
     @defer.inlineCallbacks
     def started(self, config):
-        server = build_server(config, reactor)
-        server.startService()
-        self.addCleanup(lambda: server.stopService() if server.running else None)
-        yield server.ready
-        return server
+        return (yield start_server(self, config))
 
     @defer.inlineCallbacks
     def standalone(self):

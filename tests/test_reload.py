@@ -21,6 +21,7 @@ from twisted.trial import unittest
 from tests.events import rosters_of, until
 from tests.fleetkit import EnvoyKey, FleetKit, RecordingConnection, decode_frame
 from tests.processes import write_config
+from tests.serverkit import start_server
 from tests.test_integration import IntegrationTestCase
 from tests.test_reassign import UnitFederation, done
 from tests.test_spanner_membership import federate
@@ -28,7 +29,6 @@ from vigo.config import ConfigError, config_from_mapping, load_config
 from vigo.fleet import wire
 from vigo.fleet.hostcrates import Hostcrates
 from vigo.interfaces.errors import Refusal
-from vigo.server import build_server
 from vigo.server.log_level import LEVEL, ProcessLogLevel
 from vigo.server.reload import (
     Reloader,
@@ -264,10 +264,7 @@ class StandaloneReloadTests(unittest.TestCase):
         self.hostcrates = write_yaml(os.path.join(self.directory, "hostcrates.yaml"), [
             {"match": "web*.dc1.example.com", "environment": "prod"}])
         self.path = server_yaml(self.directory, hostcrates="hostcrates.yaml")
-        self.server = build_server(load_config(self.path), reactor)
-        self.server.startService()
-        self.addCleanup(lambda: self.server.stopService() if self.server.running else None)
-        yield self.server.ready
+        self.server = yield start_server(self, load_config(self.path))
         token = yield self.server.enrollment_tokens.create()
         key = EnvoyKey(WEB1)
         yield self.server.enrollment.register(
@@ -370,12 +367,8 @@ class BoltReloadTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def bolt(self, name):
-        server = build_server(load_config(self.bolt_yaml(name, bolt_name=name, patterns=[
-            "*.%s.example.com" % (name,)])), reactor)
-        server.startService()
-        self.addCleanup(lambda: server.stopService() if server.running else None)
-        yield server.ready
-        return server
+        return (yield start_server(self, load_config(self.bolt_yaml(
+            name, bolt_name=name, patterns=["*.%s.example.com" % (name,)]))))
 
     @defer.inlineCallbacks
     def test_a_renamed_bolt_publishes_and_announces_its_row(self):
@@ -422,10 +415,7 @@ class HAReloadTests(unittest.TestCase):
         directory = os.path.abspath(self.mktemp())
         os.makedirs(directory)
         path = server_yaml(directory, peers={"listen": "127.0.0.1:0"})
-        host = build_server(load_config(path), reactor)
-        host.startService()
-        self.addCleanup(lambda: host.stopService() if host.running else None)
-        yield host.ready
+        host = yield start_server(self, load_config(path))
         report = yield host.reload(load_config(server_yaml(
             directory, peers={"listen": "127.0.0.1:0", "sync": 1},
             checkin={"interval": "7s"})))

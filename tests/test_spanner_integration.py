@@ -28,8 +28,8 @@ from treq.client import HTTPClient
 from twisted.internet import defer, reactor, task
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
 
-from tests.processes import write_config
-from tests.test_integration import IntegrationTestCase, free_ports
+from tests.processes import free_ports, write_config
+from tests.test_integration import IntegrationTestCase
 from vigo.cli.target import trust_root
 from vigo.store import DB_FILE
 
