@@ -16,6 +16,7 @@ from klein import Klein
 from prometheus_client import generate_latest
 from twisted.internet import defer
 
+from vigo.api.auth import bearer_token
 from vigo.api.responses import authorized, json_errors, json_response, query_flag
 from vigo.api.server import ServerAPI
 from vigo.fleet.index import ACTIVE, MOVED, EnvoyRecord
@@ -60,8 +61,6 @@ class StandbyTokens:
         return self.store.run(read).addCallback(loaded)
 
     def check(self, authorization):
-        from vigo.api.auth import bearer_token
-
         token = bearer_token(authorization)
         if token is None:
             return False

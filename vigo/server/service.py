@@ -45,6 +45,26 @@ from vigo.store import StoreError
 
 FLUSH_INTERVAL = 10.0  # seconds between write-behind batches
 RUN_FILE = "run.json"
+def write_run_file(config, identity, advertised, **more):
+    """``data_dir/run.json``: where this server listens (and ``more``), for
+    ``vigocli --data-dir`` and tests."""
+    info = {
+        "server_id": identity.id,
+        "pid": os.getpid(),
+        "api_url": advertised.api_url(),
+        "envoy_port": advertised.bound("envoy"),
+        "envoy_address": str(advertised.envoy()),
+        "mode": config.spanner.mode,
+        # For vigocli backup create: the config to back up with the data.
+        "config_file": config.source,
+        **more,
+    }
+    path = os.path.join(config.server.data_dir, RUN_FILE)
+    if os.path.exists(path):
+        os.unlink(path)
+    write_private_file(path, json.dumps(info, indent=2).encode("utf-8"))
+
+
 class VigoServer(service.MultiService):
     """The root service of one server (see the module docstring).
 
@@ -158,23 +178,9 @@ class VigoServer(service.MultiService):
         return os.path.join(self.config.server.data_dir, RUN_FILE)
 
     def _write_run_file(self):
-        """Where this server listens, for ``vigocli --data-dir`` and tests."""
         ports = self.advertised.ports
-        info = {
-            "server_id": self.identity.id,
-            "pid": os.getpid(),
-            "api_url": self.advertised.api_url(),
-            "envoy_port": self.advertised.bound("envoy"),
-            "envoy_address": str(self.advertised.envoy()),
-            "mode": self.config.spanner.mode,
-            "peer_port": ports["peer"].bound() if "peer" in ports else None,
-            # For vigocli backup create: the config to back up with the data.
-            "config_file": self.config.source,
-        }
-        path = self._run_file()
-        if os.path.exists(path):
-            os.unlink(path)
-        write_private_file(path, json.dumps(info, indent=2).encode("utf-8"))
+        write_run_file(self.config, self.identity, self.advertised,
+                       peer_port=ports["peer"].bound() if "peer" in ports else None)
 
     # -- background work ----------------------------------------------------------------
 

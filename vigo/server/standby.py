@@ -10,7 +10,6 @@ but the follower. (A base copy received is installed by the host before
 it builds the next standby tree: ``vigo.server.host``.)
 """
 
-import json
 import os
 
 from twisted.application import service
@@ -22,7 +21,7 @@ from vigo.api.site import api_site
 from vigo.api.standby import StandbyAPI, StandbyTokens
 from vigo.fleet import wire
 from vigo.fleet.hostcrates import Hostcrates
-from vigo.identity import load_or_create_identity, write_private_file
+from vigo.identity import load_or_create_identity
 from vigo.metrics import PortsCollector, metrics_registry
 from vigo.mutual_tls import peer_server_options
 from vigo.private_files import check_data_dir
@@ -30,7 +29,7 @@ from vigo.server.peer.base_copy import HOSTCRATES_FILE
 from vigo.server.peer.channel import MemberFactory
 from vigo.server.peer.standby import Follower
 from vigo.server.ports import Advertised, api_port, envoy_port, tls_port
-from vigo.server.service import RUN_FILE
+from vigo.server.service import write_run_file
 from vigo.store import Store, StoreClosed
 from vigo.store.changelog import ChangeLog
 from vigo.tls import api_server_options, ensure_api_certificate
@@ -113,16 +112,8 @@ class StandbyServer(service.MultiService):
         self.ready.addErrback(lambda _: None)
 
     def _write_run_file(self):
-        path = os.path.join(self.config.server.data_dir, RUN_FILE)
-        info = {"server_id": self.identity.id, "pid": os.getpid(),
-                "api_url": self.advertised.api_url(),
-                "envoy_port": self.advertised.bound("envoy"),
-                "envoy_address": str(self.advertised.envoy()), "mode": self.config.spanner.mode,
-                "role": "standby", "config_file": self.config.source,
-                "replication_port": self.advertised.bound("replication")}
-        if os.path.exists(path):
-            os.unlink(path)
-        write_private_file(path, json.dumps(info, indent=2).encode("utf-8"))
+        write_run_file(self.config, self.identity, self.advertised, role="standby",
+                       replication_port=self.advertised.bound("replication"))
 
     @defer.inlineCallbacks
     def stopService(self):

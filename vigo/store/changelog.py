@@ -124,14 +124,18 @@ class RecordingCursor:
 
     A write is noted once it ran (one SQLite refused is not), its parameters
     checked first: a value the change log cannot carry fails the job (and so
-    rolls it back) before anything is written. ``statements`` are the writes
-    as run; ``encoded``, as the entry will hold them.
+    rolls it back) before anything is written. ``encoded`` are the writes as
+    the entry will hold them (``statements``: read back from those).
     """
 
     def __init__(self, cursor):
         self._cursor = cursor
-        self.statements = []
         self.encoded = []
+
+    @property
+    def statements(self):
+        """``[(sql, params, many)]`` of the writes made, as a standby applies them."""
+        return decode_entry(join_entry(self.encoded))
 
     def execute(self, sql, params=()):
         if not is_write(sql):
@@ -140,7 +144,6 @@ class RecordingCursor:
             params = list(params)
         encoded = encode_statement(sql, params, False)
         result = self._cursor.execute(sql, params)
-        self.statements.append((sql, params, False))
         self.encoded.append(encoded)
         return result
 
@@ -150,7 +153,6 @@ class RecordingCursor:
             return self._cursor.executemany(sql, rows)
         encoded = encode_statement(sql, rows, True)
         result = self._cursor.executemany(sql, rows)
-        self.statements.append((sql, rows, True))
         self.encoded.append(encoded)
         return result
 
